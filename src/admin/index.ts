@@ -1,0 +1,2 @@
+export { AdminServer } from './server.js';
+export type { AdminHooks } from './server.js';

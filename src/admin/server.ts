@@ -1,0 +1,62 @@
+// The admin listener (loopback by default): liveness, readiness and a status document.
+// Metrics and the revocation/policy endpoints are added by their components.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { HostPort } from '../config/index.js';
+
+export interface AdminHooks {
+  /** True once an SVID, the bundles and the policy are loaded and every listener is bound. */
+  ready(): boolean;
+  status(): unknown;
+}
+
+export class AdminServer {
+  private server: Server | undefined;
+
+  constructor(private readonly listen: HostPort, private readonly hooks: AdminHooks) {}
+
+  async start(): Promise<AddressInfo> {
+    const server = createServer((req, res) => this.handle(req, res));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.listen.port, this.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return server.address() as AddressInfo;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method_not_allowed' });
+    switch (path) {
+      case '/healthz':
+        return json(res, 200, { status: 'ok' });
+      case '/readyz': {
+        const ready = this.hooks.ready();
+        return json(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not_ready' });
+      }
+      case '/status':
+        return json(res, 200, this.hooks.status());
+      default:
+        return json(res, 404, { error: 'not_found' });
+    }
+  }
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const payload = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) });
+  res.end(payload);
+}

@@ -1,0 +1,21 @@
+/**
+ * The closed set of reason codes a decision or a refusal can carry. They appear in denial
+ * bodies, logs and (later) metric labels, so they never change meaning; docs/security.md
+ * lists them. Anything unexpected maps to a deny with `internal_error` (fail closed).
+ */
+export const REASON_CODES = [
+  'allowed',
+  'policy_denied',
+  'no_policy',
+  'no_route',
+  'peer_untrusted',
+  'peer_id_mismatch',
+  'peer_unreachable',
+  'svid_unavailable',
+  'upstream_unavailable',
+  'bad_request',
+  'headers_too_large',
+  'internal_error',
+] as const;
+
+export type ReasonCode = (typeof REASON_CODES)[number];

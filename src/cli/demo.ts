@@ -1,0 +1,157 @@
+// `sigil demo`: two example agents, each behind its own sidecar, on loopback with a dev CA in
+// a temp dir. A calls B over HTTP and WebSocket; then two impostors try B directly and are
+// refused. Prints a summary and exits 0 only if every step behaved as it should.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { createDevCa, DevIssuer } from '../identity/index.js';
+import { x509 } from '../spiffe/peculiar.js';
+import { SpiffeId, TrustDomain } from '../spiffe/index.js';
+import { initCaDir } from './ca.js';
+import { spawnJsonLines, startSigil, type JsonLineProcess } from './processes.js';
+
+const EXAMPLES = fileURLToPath(new URL('../../../examples/demo/', import.meta.url));
+const TD = TrustDomain.parse('example.org');
+const ID_A = SpiffeId.parse('spiffe://example.org/agent/a');
+const ID_B = SpiffeId.parse('spiffe://example.org/agent/b');
+
+interface Step {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export async function runDemo(_args: string[]): Promise<number> {
+  const dir = await mkdtemp(join(tmpdir(), 'sigil-demo-'));
+  const procs: JsonLineProcess[] = [];
+  const steps: Step[] = [];
+  try {
+    say(`dev CA for ${TD.name} in ${dir}`);
+    await initCaDir(TD, join(dir, 'ca'));
+
+    const agentB = spawnJsonLines([join(EXAMPLES, 'agent-b.mjs')]);
+    procs.push(agentB);
+    const bPort = (await agentB.waitFor((l) => l.msg === 'listening')).port as number;
+
+    const sidecarB = await startSigil(
+      await writeConfig(dir, 'sidecar-b.yaml', {
+        trustDomain: TD.name,
+        identity: { dev: { caDir: './ca', spiffeId: ID_B.toString(), ttl: '15m' } },
+        inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${bPort}` },
+        policy: { allow: [ID_A.toString()] },
+        admin: { listen: '127.0.0.1:0' },
+      }),
+    );
+    procs.push(sidecarB.proc);
+    const bInbound = sidecarB.ready.inbound as string;
+    say(`sidecar B (${ID_B}) ready: inbound ${bInbound} → agent B on 127.0.0.1:${bPort}`);
+
+    const sidecarA = await startSigil(
+      await writeConfig(dir, 'sidecar-a.yaml', {
+        trustDomain: TD.name,
+        identity: { dev: { caDir: './ca', spiffeId: ID_A.toString(), ttl: '15m' } },
+        outbound: { listen: '127.0.0.1:0', routes: [{ host: 'agent-b', address: bInbound, spiffeId: ID_B.toString() }] },
+        policy: { allow: [ID_B.toString()] },
+        admin: { listen: '127.0.0.1:0' },
+      }),
+    );
+    procs.push(sidecarA.proc);
+    say(`sidecar A (${ID_A}) ready: outbound ${sidecarA.ready.outbound as string}, route agent-b → ${bInbound}`);
+
+    const agentA = spawnJsonLines([join(EXAMPLES, 'agent-a.mjs')], { SIGIL_OUTBOUND: sidecarA.ready.outbound as string });
+    procs.push(agentA);
+    const result = (await agentA.waitFor((l) => l.msg === 'result')) as {
+      http: { status: number; body: { verifiedCaller: string } };
+      websocket: { echo: string; verifiedCaller: string };
+    };
+    steps.push({
+      name: 'A → B over HTTP through both sidecars',
+      ok: result.http.status === 200 && result.http.body.verifiedCaller === ID_A.toString(),
+      detail: `status ${result.http.status}; B was told the caller is ${result.http.body.verifiedCaller} (A's forged x-sigil-peer-id was stripped)`,
+    });
+    steps.push({
+      name: 'A → B over WebSocket',
+      ok: result.websocket.verifiedCaller === ID_A.toString() && result.websocket.echo === 'ping from agent A',
+      detail: `echo "${result.websocket.echo}", verified caller ${result.websocket.verifiedCaller}`,
+    });
+
+    const selfSigned = await selfSignedSvid(ID_A);
+    const forged = await tryDirect(bInbound, selfSigned);
+    steps.push({ name: `impostor with a self-signed certificate claiming ${ID_A}`, ok: forged.refused, detail: forged.detail });
+
+    const otherCa = await DevIssuer.fromPem(TD, await createDevCa(TD));
+    const untrusted = await otherCa.issue(ID_A, 15 * 60_000);
+    const rogue = await tryDirect(bInbound, { cert: untrusted.certChainPem, key: untrusted.privateKeyPem });
+    steps.push({ name: `impostor with a valid SVID for ${ID_A} from an untrusted CA`, ok: rogue.refused, detail: rogue.detail });
+  } catch (err) {
+    steps.push({ name: 'demo setup', ok: false, detail: (err as Error).message });
+  } finally {
+    await Promise.all(procs.map((p) => p.stop()));
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  say('\nsummary');
+  for (const s of steps) say(`  ${s.ok ? 'PASS' : 'FAIL'}  ${s.name}\n        ${s.detail}`);
+  const ok = steps.length > 0 && steps.every((s) => s.ok);
+  say(ok ? '\nall checks passed' : '\nsome checks FAILED');
+  return ok ? 0 : 1;
+}
+
+function say(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+async function writeConfig(dir: string, name: string, config: unknown): Promise<string> {
+  const path = join(dir, name);
+  // JSON is valid YAML; the .yaml name exercises the YAML loader.
+  await writeFile(path, JSON.stringify(config, null, 2));
+  return path;
+}
+
+/** A certificate that looks like an SVID for `id` but is signed by its own key. */
+async function selfSignedSvid(id: SpiffeId): Promise<{ cert: string; key: string }> {
+  const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as import("node:crypto").webcrypto.CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    name: 'O=SPIFFE',
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: id.toString() }], true),
+    ],
+  });
+  const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+  return { cert: cert.toString('pem'), key: `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n` };
+}
+
+/** Connects straight to a sidecar's inbound port with `creds` and tries one HTTP request. */
+function tryDirect(address: string, creds: { cert: string; key: string }): Promise<{ refused: boolean; detail: string }> {
+  const sep = address.lastIndexOf(':');
+  return new Promise((resolve) => {
+    const socket = connect({
+      host: address.slice(0, sep),
+      port: Number(address.slice(sep + 1)),
+      cert: creds.cert,
+      key: creds.key,
+      rejectUnauthorized: false,
+      ALPNProtocols: ['http/1.1'],
+    });
+    let response = '';
+    socket.setTimeout(5000, () => socket.destroy(new Error('timeout')));
+    socket.on('secureConnect', () => socket.write('GET /hello HTTP/1.1\r\nHost: agent-b\r\nConnection: close\r\n\r\n'));
+    socket.on('data', (d: Buffer) => (response += d.toString()));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      resolve({ refused: response === '', detail: `refused: ${err.code ?? err.message}` });
+    });
+    socket.on('close', () => {
+      resolve(
+        response === ''
+          ? { refused: true, detail: 'connection closed by sidecar B without any HTTP response' }
+          : { refused: false, detail: `got a response: ${response.split('\r\n')[0]}` },
+      );
+    });
+  });
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+// `sigil <command>`: dispatches to one file per command.
+import { runCa } from './ca.js';
+import { runDemo } from './demo.js';
+import { runSidecar } from './run.js';
+import { CliUsageError } from './args.js';
+
+const USAGE = `usage: sigil <command> [options]
+
+commands:
+  run --config FILE                             run the sidecar
+  ca init --trust-domain TD --dir DIR [--force] create a development CA
+  ca issue --dir DIR --spiffe-id ID [--ttl 15m] --out OUT
+                                                issue an X.509-SVID from a development CA
+  demo                                          end-to-end demo on loopback (no external servers)
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return runSidecar(rest);
+    case 'ca':
+      return runCa(rest);
+    case 'demo':
+      return runDemo(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`sigil: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof CliUsageError) {
+      process.stderr.write(`sigil: ${err.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+      return;
+    }
+    const e = err as Error & { code?: string };
+    process.stderr.write(`sigil: ${e.code ? `[${e.code}] ` : ''}${e.message}\n`);
+    process.exitCode = 1;
+  },
+);

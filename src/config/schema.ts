@@ -1,0 +1,207 @@
+/**
+ * Zod schemas for the raw config document (YAML/JSON). Every object is strict: unknown keys
+ * are errors. Values that need parsing (durations, addresses, route hosts) are transformed here;
+ * defaults, relative-path resolution and cross-field rules live in load.ts.
+ */
+import { z } from 'zod';
+import { durationErrorMessage, parseDuration } from './duration.js';
+import { addressErrorMessage, parseHostPortWithMin, parsePort, splitHostPort } from './address.js';
+
+/** Trust domain name: lowercase letters, digits, '.', '-', '_'; 1..255 characters. */
+export const TRUST_DOMAIN_RE = /^[a-z0-9._-]{1,255}$/;
+
+export function trustDomainProblem(td: string): string | undefined {
+  if (TRUST_DOMAIN_RE.test(td)) return undefined;
+  if (td.startsWith('spiffe://')) return `invalid trust domain ${JSON.stringify(td)} (give the bare name, e.g. example.org, without spiffe://)`;
+  if (td.length > 255) return `invalid trust domain (longer than 255 characters)`;
+  return `invalid trust domain ${JSON.stringify(td)} (only lowercase letters, digits, '.', '-' and '_' are allowed)`;
+}
+
+/** SPIFFE ID or pattern, checked only syntactically: `spiffe://` followed by something. */
+export function spiffeIdProblem(s: string): string | undefined {
+  if (s.startsWith('spiffe://') && s.length > 'spiffe://'.length) return undefined;
+  return `invalid SPIFFE ID ${JSON.stringify(s)} (must start with spiffe://)`;
+}
+
+export function socketProblem(s: string): string | undefined {
+  if (/^unix:\/*[^/\s]/.test(s) || /^tcp:\/\/[^/\s]+:\d+$/.test(s)) return undefined;
+  return `invalid Workload API socket ${JSON.stringify(s)} (expected unix:///path/to/agent.sock or tcp://host:port)`;
+}
+
+function check(fn: (s: string) => string | undefined) {
+  return (s: string, ctx: z.RefinementCtx) => {
+    const message = fn(s);
+    if (message !== undefined) ctx.addIssue({ code: 'custom', message });
+  };
+}
+
+const nonEmpty = z.string().min(1);
+
+/** A file or folder path; relative paths are resolved against the config file's folder later. */
+const filePath = z.string().min(1);
+
+const duration = z.string().transform((s, ctx) => {
+  try {
+    return parseDuration(s);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: durationErrorMessage(s) });
+    return z.NEVER;
+  }
+});
+
+function hostPort(minPort: number) {
+  return z.string().transform((s, ctx) => {
+    try {
+      return parseHostPortWithMin(s, minPort);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
+/** Listen address: port 0 allowed (ephemeral). */
+const listen = hostPort(0);
+/** Dial address: port 1..65535. */
+const dialAddress = hostPort(1);
+
+const trustDomain = z.string().superRefine(check(trustDomainProblem));
+const spiffeIdOrPattern = z.string().superRefine(check(spiffeIdProblem));
+
+/** Route host: `name` or `name:port` (IPv6 as `[addr]` / `[addr]:port`); lowercased. */
+const routeHost = z.string().transform((s, ctx) => {
+  const parts = s === '' ? undefined : splitHostPort(s);
+  if (!parts || parts.host === '') {
+    ctx.addIssue({
+      code: 'custom',
+      message: s === '' ? 'must not be empty' : `invalid route host ${JSON.stringify(s)} (expected a host name, optionally with :port)`,
+    });
+    return z.NEVER;
+  }
+  if (parts.port === undefined) return { host: parts.host.toLowerCase() };
+  const port = parsePort(parts.port, 1);
+  if (port === undefined) {
+    ctx.addIssue({ code: 'custom', message: addressErrorMessage(s, 'port must be 1-65535') });
+    return z.NEVER;
+  }
+  return { host: parts.host.toLowerCase(), port };
+});
+
+const httpUrl = z.string().superRefine(
+  check((s) => {
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      return `invalid URL ${JSON.stringify(s)} (expected http://host:port or https://host:port)`;
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+      return `unsupported URL scheme ${JSON.stringify(u.protocol)} in ${JSON.stringify(s)} (expected http: or https:)`;
+    }
+    return undefined;
+  }),
+);
+
+export const DevIdentitySchema = z.strictObject({
+  caDir: filePath,
+  spiffeId: z.string(),
+  ttl: duration.optional(),
+});
+
+export const FilesIdentitySchema = z.strictObject({
+  cert: filePath,
+  key: filePath,
+  bundle: filePath,
+});
+
+export const WorkloadApiIdentitySchema = z.strictObject({
+  socket: z.string().superRefine(check(socketProblem)).optional(),
+});
+
+export const IdentitySchema = z.strictObject({
+  dev: DevIdentitySchema.optional(),
+  files: FilesIdentitySchema.optional(),
+  // `workloadApi:` with nothing after it (YAML null) means "all defaults".
+  workloadApi: WorkloadApiIdentitySchema.nullable().optional(),
+});
+
+export const TrustSchema = z.strictObject({
+  bundles: z.record(z.string(), filePath).optional(),
+});
+
+export const InboundSchema = z.strictObject({
+  listen: listen.optional(),
+  upstream: httpUrl,
+});
+
+export const RouteSchema = z.strictObject({
+  host: routeHost,
+  address: dialAddress,
+  spiffeId: spiffeIdOrPattern,
+});
+
+export const OutboundSchema = z.strictObject({
+  listen: listen.optional(),
+  routes: z.array(RouteSchema).optional(),
+});
+
+export const PolicySchema = z.strictObject({
+  mode: z.enum(['enforce', 'dry-run']).optional(),
+  allow: z.array(spiffeIdOrPattern).optional(),
+  cedar: filePath.optional(),
+});
+
+export const NatsSchema = z.strictObject({
+  servers: z.array(nonEmpty).min(1),
+});
+
+export const BusSchema = z.strictObject({
+  local: listen,
+  nats: NatsSchema.optional(),
+});
+
+export const AdminSchema = z.strictObject({
+  listen: listen.optional(),
+});
+
+export const AuditSchema = z.strictObject({
+  path: filePath,
+});
+
+export const ShutdownSchema = z.strictObject({
+  drainTimeout: duration.optional(),
+});
+
+export const RootSchema = z.strictObject({
+  trustDomain,
+  identity: IdentitySchema,
+  trust: TrustSchema.optional(),
+  inbound: InboundSchema.optional(),
+  outbound: OutboundSchema.optional(),
+  policy: PolicySchema.optional(),
+  bus: BusSchema.optional(),
+  admin: AdminSchema.optional(),
+  audit: AuditSchema.optional(),
+  shutdown: ShutdownSchema.optional(),
+});
+
+export type RawConfig = z.output<typeof RootSchema>;
+
+/** Allowed keys per object, keyed by path pattern (array indices written as `[]`); for "did you mean". */
+export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
+  '': Object.keys(RootSchema.shape),
+  identity: Object.keys(IdentitySchema.shape),
+  'identity.dev': Object.keys(DevIdentitySchema.shape),
+  'identity.files': Object.keys(FilesIdentitySchema.shape),
+  'identity.workloadApi': Object.keys(WorkloadApiIdentitySchema.shape),
+  trust: Object.keys(TrustSchema.shape),
+  inbound: Object.keys(InboundSchema.shape),
+  outbound: Object.keys(OutboundSchema.shape),
+  'outbound.routes[]': Object.keys(RouteSchema.shape),
+  policy: Object.keys(PolicySchema.shape),
+  bus: Object.keys(BusSchema.shape),
+  'bus.nats': Object.keys(NatsSchema.shape),
+  admin: Object.keys(AdminSchema.shape),
+  audit: Object.keys(AuditSchema.shape),
+  shutdown: Object.keys(ShutdownSchema.shape),
+};

@@ -1,0 +1,10 @@
+export { IdentityManager } from './manager.js';
+export { DevSvidSource, DevSourceError } from './dev-source.js';
+export { FilesSvidSource } from './files-source.js';
+export { DevIssuer, createDevCa, trustDomainOfCa } from './devca.js';
+export type { DevCaMaterial, IssuedSvid } from './devca.js';
+export { svidFromPem, SvidLoadError } from './svid.js';
+export { renewalDelayMs } from './rotation.js';
+export { watchFiles, WATCH_INTERVAL_MS } from './watch.js';
+export { isUsable } from './types.js';
+export type { IdentitySnapshot, X509Svid, SvidSource, SvidUpdate, SourceCallbacks } from './types.js';

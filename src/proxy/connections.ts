@@ -1,0 +1,25 @@
+// Tracks live sockets of a listener so shutdown can drain them: stop accepting, let in-flight
+// requests finish up to a deadline, then cut whatever is left.
+import type { Socket } from 'node:net';
+
+export class ConnectionTracker {
+  private readonly sockets = new Set<Socket>();
+
+  add(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+  }
+
+  get size(): number {
+    return this.sockets.size;
+  }
+
+  /** Resolves once every tracked socket closed or `timeoutMs` passed; then destroys the rest. */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.sockets.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    for (const s of this.sockets) s.destroy();
+  }
+}

@@ -1,0 +1,196 @@
+// The inbound side: terminates mutual TLS from other sidecars, verifies the peer's SVID per
+// trust domain, authorizes the connection and then every request, sets identity headers from
+// verified material only, and proxies to the local agent.
+import { Agent as HttpAgent, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import httpProxy from 'http-proxy';
+import type { Authorizer, Decision, HttpContext } from '../authz/index.js';
+import type { HostPort } from '../config/index.js';
+import { isUsable, type IdentitySnapshot } from '../identity/index.js';
+import type { Logger } from '../telemetry/index.js';
+import { ALPN_PROTOCOLS, PeerVerificationError, serverContextOptions, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
+import { ConnectionTracker } from './connections.js';
+import { setIdentityHeaders, stripHopByHop, stripIdentityHeaders } from './headers.js';
+import { errorBody, sendError, sendRawError } from './responses.js';
+
+export interface InboundOptions {
+  listen: HostPort;
+  upstream: string;
+  identity: () => IdentitySnapshot | undefined;
+  authorizer: () => Authorizer;
+  verifier: PeerVerifier;
+  logger: Logger;
+}
+
+interface ConnectionState {
+  peer: VerifiedPeer;
+  connect: Decision;
+}
+
+export class InboundProxy {
+  private server: HttpsServer | undefined;
+  private readonly proxy = httpProxy.createProxyServer({ xfwd: false, ws: true });
+  private readonly upstreamAgent = new HttpAgent({ keepAlive: true, maxSockets: 512 });
+  private readonly connections = new WeakMap<Socket, ConnectionState>();
+  private readonly tracker = new ConnectionTracker();
+
+  constructor(private readonly options: InboundOptions) {
+    this.proxy.on('proxyRes', (proxyRes) => stripHopByHop(proxyRes.headers));
+  }
+
+  async start(snapshot: IdentitySnapshot): Promise<AddressInfo> {
+    const server = createHttpsServer({
+      ...serverContextOptions(snapshot),
+      requestCert: true,
+      rejectUnauthorized: true,
+      ALPNProtocols: ALPN_PROTOCOLS,
+    });
+    this.server = server;
+    server.on('connection', (socket: Socket) => this.onTcpConnection(socket));
+    // Prepended so it runs before the HTTP parser is attached: a peer that fails verification
+    // never has a byte of HTTP read, let alone answered.
+    server.prependListener('secureConnection', (socket: TLSSocket) => this.onSecureConnection(socket));
+    server.on('tlsClientError', (err, socket) => {
+      this.options.logger.debug('inbound TLS handshake failed', { reason: tlsReason(err), remote: socket.remoteAddress });
+    });
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => onClientError(err, socket));
+    server.on('request', (req, res) => this.onRequest(req, res));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.listen.port, this.options.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return server.address() as AddressInfo;
+  }
+
+  /** New handshakes use the new SVID and bundles at once; open connections keep theirs. */
+  updateIdentity(snapshot: IdentitySnapshot): void {
+    this.server?.setSecureContext(serverContextOptions(snapshot));
+  }
+
+  async stop(drainTimeoutMs: number): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    server.close();
+    server.closeIdleConnections();
+    await this.tracker.drain(drainTimeoutMs);
+    this.upstreamAgent.destroy();
+    this.proxy.close();
+  }
+
+  private onTcpConnection(socket: Socket): void {
+    // An expired SVID is never presented: refuse new handshakes until a fresh one arrives.
+    const snapshot = this.options.identity();
+    if (!snapshot || !isUsable(snapshot.svid)) {
+      this.options.logger.warn('refusing inbound connection: no usable SVID', { reason: 'svid_unavailable' });
+      socket.destroy();
+    }
+  }
+
+  private onSecureConnection(socket: TLSSocket): void {
+    const snapshot = this.options.identity()!;
+    let peer: VerifiedPeer;
+    try {
+      peer = this.options.verifier.verifySocket(socket, snapshot.bundles);
+    } catch (err) {
+      const detail = err instanceof PeerVerificationError ? err.detail : 'internal_error';
+      this.options.logger.info('inbound peer refused', { reason: 'peer_untrusted', detail, remote: socket.remoteAddress });
+      socket.destroy();
+      return;
+    }
+    const connect = this.options.authorizer().authorize({
+      action: 'connect',
+      direction: 'inbound',
+      principal: peer.id,
+      resource: snapshot.svid.id,
+    });
+    this.connections.set(socket, { peer, connect });
+    this.tracker.add(socket);
+  }
+
+  /** Common checks for plain requests and upgrades; returns the state to proxy with or a refusal. */
+  private admit(req: IncomingMessage): { state: ConnectionState; own: IdentitySnapshot } | { status: number; decision?: Decision } {
+    const state = this.connections.get(req.socket);
+    const own = this.options.identity();
+    if (!state || !own) return { status: 403 };
+    if (!state.connect.allowed) return { status: 403, decision: state.connect };
+    const decision = this.options.authorizer().authorize({
+      action: 'http',
+      direction: 'inbound',
+      principal: state.peer.id,
+      resource: own.svid.id,
+      http: httpContext(req),
+    });
+    if (!decision.allowed) return { status: 403, decision };
+    if (decision.wouldDeny) this.options.logger.info('dry-run: would deny', { reason: decision.reason, peer: state.peer.id.toString() });
+    stripIdentityHeaders(req.headers);
+    setIdentityHeaders(req.headers, own.svid.id, state.peer.leafHash, state.peer.id);
+    return { state, own };
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const admitted = this.admit(req);
+    if ('status' in admitted) {
+      this.logDenied(req, admitted.decision);
+      const d = admitted.decision;
+      // A connection refused at connect time is closed after the answer; a per-request deny keeps it.
+      sendError(res, 403, errorBody(403, d?.reason ?? 'internal_error', { policies: d?.policies ?? [] }), d?.request.action !== 'http');
+      return;
+    }
+    stripHopByHop(req.headers);
+    this.proxy.web(req, res, { target: this.options.upstream, agent: this.upstreamAgent }, (err: NodeJS.ErrnoException) => {
+      this.options.logger.warn('upstream request failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
+      sendError(res, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
+    });
+  }
+
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const admitted = this.admit(req);
+    if ('status' in admitted) {
+      this.logDenied(req, admitted.decision);
+      const d = admitted.decision;
+      sendRawError(socket, 403, errorBody(403, d?.reason ?? 'internal_error', { policies: d?.policies ?? [] }));
+      return;
+    }
+    stripHopByHop(req.headers, true);
+    this.proxy.ws(req, socket, head, { target: this.options.upstream }, (err: NodeJS.ErrnoException) => {
+      this.options.logger.warn('upstream websocket failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
+      sendRawError(socket, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
+    });
+  }
+
+  private logDenied(req: IncomingMessage, decision: Decision | undefined): void {
+    this.options.logger.info('inbound request denied', {
+      reason: decision?.reason ?? 'internal_error',
+      action: decision?.request.action,
+      peer: this.connections.get(req.socket)?.peer.id.toString(),
+      method: req.method,
+    });
+  }
+}
+
+export function httpContext(req: IncomingMessage): HttpContext {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  return { method: req.method ?? 'GET', path: q === -1 ? url : url.slice(0, q), host: req.headers.host ?? '' };
+}
+
+/** Malformed or oversized requests get a terse HTTP error, never a crash. */
+export function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  sendRawError(socket, tooLarge ? 431 : 400, errorBody(tooLarge ? 431 : 400, tooLarge ? 'headers_too_large' : 'bad_request'));
+}
+
+function tlsReason(err: NodeJS.ErrnoException): string {
+  return err.code ?? err.message;
+}

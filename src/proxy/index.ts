@@ -1,0 +1,6 @@
+export { InboundProxy } from './inbound.js';
+export type { InboundOptions } from './inbound.js';
+export { OutboundProxy } from './outbound.js';
+export type { OutboundOptions } from './outbound.js';
+export { xfccValue, XFCC_HEADER, PEER_ID_HEADER } from './headers.js';
+export { RouteTable, splitAuthority } from './routes.js';

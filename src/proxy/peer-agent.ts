@@ -1,0 +1,114 @@
+// A keep-alive connection pool to one route's peer sidecar. Each new connection is dialed with
+// the SVID current at that moment, and is handed to HTTP only after the server's SVID verified
+// against its own trust domain's bundle, matched the route's expected ID and passed the egress
+// (connect) check — so not one request byte reaches an unverified or unexpected server.
+import { Agent as HttpAgent, type ClientRequestArgs } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:tls';
+import type { Authorizer, Decision } from '../authz/index.js';
+import { isUsable, type IdentitySnapshot } from '../identity/index.js';
+import type { Logger } from '../telemetry/index.js';
+import { ALPN_PROTOCOLS, clientSecureContext, MIN_TLS_VERSION, PeerVerificationError, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
+import type { Route } from './routes.js';
+
+export type OutboundFailure = 'svid_unavailable' | 'peer_unreachable' | 'peer_untrusted' | 'peer_id_mismatch' | 'policy_denied';
+
+export class OutboundError extends Error {
+  constructor(
+    readonly code: OutboundFailure,
+    message: string,
+    readonly detail?: string,
+    readonly decision?: Decision,
+  ) {
+    super(message);
+  }
+}
+
+export interface PeerAgentDeps {
+  identity: () => IdentitySnapshot | undefined;
+  authorizer: () => Authorizer;
+  verifier: PeerVerifier;
+  logger: Logger;
+}
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export class PeerAgent extends HttpAgent {
+  private readonly peers = new WeakMap<Duplex, VerifiedPeer>();
+  private context: { generation: number; context: SecureContext } | undefined;
+
+  constructor(private readonly route: Route, private readonly deps: PeerAgentDeps) {
+    super({ keepAlive: true, maxSockets: 256 });
+  }
+
+  /** The verified server behind a pooled socket. */
+  peerOf(socket: Duplex): VerifiedPeer | undefined {
+    return this.peers.get(socket);
+  }
+
+  // Returning undefined makes http.Agent wait for the callback (Node's async createConnection).
+  override createConnection(_options: ClientRequestArgs, callback?: (err: Error | null, socket: Duplex) => void): Duplex {
+    this.dial().then(
+      (socket) => callback!(null, socket),
+      (err: Error) => callback!(err, undefined as unknown as Duplex),
+    );
+    return undefined as unknown as Duplex;
+  }
+
+  private secureContext(snapshot: IdentitySnapshot): SecureContext {
+    if (this.context?.generation !== snapshot.generation) {
+      this.context = { generation: snapshot.generation, context: clientSecureContext(snapshot) };
+    }
+    return this.context.context;
+  }
+
+  private dial(): Promise<TLSSocket> {
+    const snapshot = this.deps.identity();
+    if (!snapshot || !isUsable(snapshot.svid)) {
+      return Promise.reject(new OutboundError('svid_unavailable', 'this sidecar has no valid SVID to present'));
+    }
+    const { host, port } = this.route.address;
+    return new Promise((resolve, reject) => {
+      const socket = tlsConnect({
+        host,
+        port,
+        secureContext: this.secureContext(snapshot),
+        ALPNProtocols: ALPN_PROTOCOLS,
+        minVersion: MIN_TLS_VERSION,
+        // The SPIFFE check below replaces hostname and CA checks: identity is the URI SAN.
+        rejectUnauthorized: false,
+        checkServerIdentity: () => undefined,
+      });
+      socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy(new Error('TLS handshake timed out')));
+      socket.once('error', (err: NodeJS.ErrnoException) => {
+        reject(new OutboundError('peer_unreachable', `cannot reach ${host}:${port}`, err.code ?? err.message));
+      });
+      socket.once('secureConnect', () => {
+        socket.setTimeout(0);
+        try {
+          resolve(this.admit(socket, snapshot));
+        } catch (err) {
+          socket.destroy();
+          reject(err);
+        }
+      });
+    });
+  }
+
+  private admit(socket: TLSSocket, snapshot: IdentitySnapshot): TLSSocket {
+    let peer: VerifiedPeer;
+    try {
+      peer = this.deps.verifier.verifySocket(socket, snapshot.bundles);
+    } catch (err) {
+      const detail = err instanceof PeerVerificationError ? err.detail : 'internal_error';
+      throw new OutboundError('peer_untrusted', `server at ${this.route.address.host}:${this.route.address.port} presented an untrusted SVID`, detail);
+    }
+    if (!this.route.expected.matches(peer.id)) {
+      throw new OutboundError('peer_id_mismatch', `server is ${peer.id}, route ${this.route.host} expects ${this.route.expected}`);
+    }
+    const decision = this.deps.authorizer().authorize({ action: 'connect', direction: 'outbound', principal: snapshot.svid.id, resource: peer.id });
+    if (!decision.allowed) throw new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
+    this.peers.set(socket, peer);
+    return socket;
+  }
+}

@@ -1,0 +1,127 @@
+// The composition root: the only module that knows every component. It builds them from the
+// config, wires identity updates into the TLS listeners and owns start/stop order.
+import type { AddressInfo } from 'node:net';
+import { AdminServer } from './admin/index.js';
+import { AllowListAuthorizer, DenyAllAuthorizer, DryRunAuthorizer, type Authorizer } from './authz/index.js';
+import type { SigilConfig } from './config/index.js';
+import { DevSvidSource, FilesSvidSource, IdentityManager, type SourceCallbacks, type SvidSource } from './identity/index.js';
+import { InboundProxy, OutboundProxy } from './proxy/index.js';
+import { SpiffeId, TrustDomain } from './spiffe/index.js';
+import type { Logger } from './telemetry/index.js';
+import { PeerVerifier } from './tls/index.js';
+
+export class UnsupportedConfigError extends Error {
+  readonly code = 'config_unsupported';
+}
+
+export interface BoundAddresses {
+  inbound?: string;
+  outbound?: string;
+  admin: string;
+}
+
+export class Sidecar {
+  private readonly identity: IdentityManager;
+  private readonly authorizer: Authorizer;
+  private readonly verifier = new PeerVerifier();
+  private readonly inbound: InboundProxy | undefined;
+  private readonly outbound: OutboundProxy | undefined;
+  private readonly admin: AdminServer;
+  private addresses: BoundAddresses | undefined;
+  private serving = false;
+
+  constructor(private readonly config: SigilConfig, private readonly logger: Logger) {
+    refuseUnimplemented(config);
+    this.authorizer = buildAuthorizer(config);
+    this.identity = new IdentityManager((cb) => buildSource(config, cb), config.trust.bundles, logger.child({ component: 'identity' }));
+    const deps = {
+      identity: () => this.identity.current(),
+      authorizer: () => this.authorizer,
+      verifier: this.verifier,
+    };
+    if (config.inbound) {
+      this.inbound = new InboundProxy({ ...deps, ...config.inbound, logger: logger.child({ component: 'inbound' }) });
+    }
+    if (config.outbound) {
+      this.outbound = new OutboundProxy({ ...deps, ...config.outbound, logger: logger.child({ component: 'outbound' }) });
+    }
+    this.admin = new AdminServer(config.admin.listen, { ready: () => this.isReady(), status: () => this.status() });
+    this.identity.on('update', (snapshot) => this.inbound?.updateIdentity(snapshot));
+  }
+
+  /** Loads identity, binds every listener; resolves with the bound addresses. */
+  async start(): Promise<BoundAddresses> {
+    const snapshot = await this.identity.start();
+    const admin = await this.admin.start();
+    const inbound = this.inbound ? await this.inbound.start(snapshot) : undefined;
+    const outbound = this.outbound ? await this.outbound.start() : undefined;
+    this.addresses = { admin: formatAddress(admin), inbound: inbound && formatAddress(inbound), outbound: outbound && formatAddress(outbound) };
+    this.serving = true;
+    return this.addresses;
+  }
+
+  /** Stops accepting, lets in-flight requests finish for up to the drain timeout, then closes. */
+  async stop(): Promise<void> {
+    this.serving = false;
+    const drain = this.config.shutdown.drainTimeoutMs;
+    await Promise.all([this.inbound?.stop(drain), this.outbound?.stop(drain)]);
+    await this.admin.stop();
+    this.identity.stop();
+  }
+
+  private isReady(): boolean {
+    return this.serving && this.identity.current() !== undefined;
+  }
+
+  private status(): unknown {
+    const snapshot = this.identity.current();
+    return {
+      ready: this.isReady(),
+      spiffeId: snapshot?.svid.id.toString(),
+      svid: snapshot && {
+        serial: snapshot.svid.serial,
+        notBefore: snapshot.svid.notBefore.toISOString(),
+        notAfter: snapshot.svid.notAfter.toISOString(),
+        source: this.config.identity.kind,
+      },
+      trustDomains: snapshot?.bundles.trustDomains().map((td) => ({
+        name: td.name,
+        authorities: snapshot.bundles.get(td)?.authorities.length ?? 0,
+      })),
+      policy: { kind: this.authorizer.kind, mode: this.config.policy.mode },
+      listeners: this.addresses,
+    };
+  }
+}
+
+function refuseUnimplemented(config: SigilConfig): void {
+  const unsupported: string[] = [];
+  if (config.identity.kind === 'workloadApi') unsupported.push('identity.workloadApi');
+  if (config.policy.cedar) unsupported.push('policy.cedar');
+  if (config.bus) unsupported.push('bus');
+  if (config.audit) unsupported.push('audit');
+  if (unsupported.length > 0) {
+    throw new UnsupportedConfigError(`${unsupported.join(', ')}: not yet implemented in this release (see docs/config.md)`);
+  }
+}
+
+function buildAuthorizer(config: SigilConfig): Authorizer {
+  const base = config.policy.allow ? new AllowListAuthorizer(config.policy.allow) : new DenyAllAuthorizer();
+  return config.policy.mode === 'dry-run' ? new DryRunAuthorizer(base) : base;
+}
+
+function buildSource(config: SigilConfig, callbacks: SourceCallbacks): SvidSource {
+  const identity = config.identity;
+  switch (identity.kind) {
+    case 'dev':
+      return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs }, callbacks);
+    case 'files':
+      return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
+    default:
+      throw new UnsupportedConfigError(`identity.${identity.kind}: not yet implemented`);
+  }
+}
+
+export function formatAddress(address: AddressInfo): string {
+  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+}

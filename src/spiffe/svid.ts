@@ -1,0 +1,90 @@
+import { X509Certificate } from 'node:crypto';
+import { certInfo, KeyUsage, type CertInfo } from './certinfo.js';
+import { SpiffeIdError, SvidError } from './errors.js';
+import { SpiffeId } from './id.js';
+
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
+
+/** Every CERTIFICATE block in order; other block types (keys) are skipped. */
+export function parseCertificatesPem(pem: string): X509Certificate[] {
+  if (typeof pem !== 'string') throw new SvidError('pem', 'PEM input must be a string');
+  const certs: X509Certificate[] = [];
+  for (const m of pem.matchAll(PEM_BLOCK)) {
+    if (m[1] !== 'CERTIFICATE') continue;
+    try {
+      certs.push(new X509Certificate(m[0]));
+    } catch (cause) {
+      throw new SvidError('pem', `PEM certificate #${certs.length + 1} is not a valid certificate`, { cause });
+    }
+  }
+  if (certs.length === 0) throw new SvidError('pem', 'no PEM CERTIFICATE block found');
+  return certs;
+}
+
+export function certificatesFromDer(ders: Buffer[]): X509Certificate[] {
+  return ders.map((der, i) => {
+    try {
+      return new X509Certificate(der);
+    } catch (cause) {
+      throw new SvidError('der', `DER certificate #${i + 1} is not a valid certificate`, { cause });
+    }
+  });
+}
+
+function info(cert: X509Certificate): CertInfo {
+  const i = certInfo(cert);
+  if (i.duplicateExtension) throw new SvidError('duplicate_extension', 'certificate repeats an extension');
+  return i;
+}
+
+function parseUriSan(uri: string): SpiffeId {
+  try {
+    return SpiffeId.parse(uri);
+  } catch (cause) {
+    const why = cause instanceof SpiffeIdError ? ` (${cause.problem})` : '';
+    throw new SvidError('not_spiffe_id', `URI SAN is not a valid SPIFFE ID${why}`, { cause });
+  }
+}
+
+/**
+ * X509-SVID.md §4/§5 leaf rules. Returns the SVID's SPIFFE ID.
+ * A missing basicConstraints extension is tolerated as cA=false: it cannot be used to sign
+ * certificates by RFC 5280 path validation either, and some issuers omit it on leaves.
+ */
+export function validateLeaf(cert: X509Certificate): SpiffeId {
+  const i = info(cert);
+  if (i.uris.length === 0) throw new SvidError('no_uri_san', 'leaf has no URI SAN');
+  if (i.uris.length > 1) throw new SvidError('multiple_uri_sans', 'leaf must have exactly one URI SAN');
+  const id = parseUriSan(i.uris[0]!);
+  if (id.isRoot()) throw new SvidError('root_path', 'leaf SPIFFE ID must have a path');
+  if (i.ca === true) throw new SvidError('ca_leaf', 'leaf must not be a CA (basicConstraints cA=true)');
+  if (i.keyUsage === undefined) throw new SvidError('missing_key_usage', 'leaf has no keyUsage extension');
+  if (!(i.keyUsage & KeyUsage.digitalSignature)) {
+    throw new SvidError('no_digital_signature', 'leaf keyUsage lacks digitalSignature');
+  }
+  if (i.keyUsage & KeyUsage.keyCertSign) throw new SvidError('key_cert_sign', 'leaf keyUsage has keyCertSign');
+  if (i.keyUsage & KeyUsage.cRLSign) throw new SvidError('crl_sign', 'leaf keyUsage has cRLSign');
+  return id;
+}
+
+/**
+ * The SPIFFE ID a signing certificate carries, if any. Throws SvidError when the certificate
+ * fails the signing-certificate rules (see validateSigningCertificate).
+ */
+export function signingCertificateId(cert: X509Certificate): SpiffeId | undefined {
+  const i = info(cert);
+  if (i.ca !== true) throw new SvidError('not_ca', 'signing certificate must have basicConstraints cA=true');
+  if (i.keyUsage === undefined) throw new SvidError('missing_key_usage', 'signing certificate has no keyUsage');
+  if (!(i.keyUsage & KeyUsage.keyCertSign)) {
+    throw new SvidError('no_key_cert_sign', 'signing certificate keyUsage lacks keyCertSign');
+  }
+  // A signing certificate MAY carry one SPIFFE ID (normally the trust-domain ID); anything else
+  // in a URI SAN would be an identity claim we cannot interpret.
+  if (i.uris.length > 1) throw new SvidError('multiple_uri_sans', 'signing certificate has several URI SANs');
+  return i.uris.length === 1 ? parseUriSan(i.uris[0]!) : undefined;
+}
+
+/** X509-SVID.md §4.1/§4.3 rules for CA and intermediate certificates. */
+export function validateSigningCertificate(cert: X509Certificate): void {
+  signingCertificateId(cert);
+}
