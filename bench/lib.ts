@@ -1,0 +1,164 @@
+// Shared helpers for the benchmarks: child processes that print a JSON "listening" line,
+// per-process CPU time from /proc, percentiles, a dev CA with SVIDs, and table printing.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { initCaDir, issueSvidToDir } from '../src/cli/ca.js';
+import { startSigil, type JsonLineProcess } from '../src/cli/processes.js';
+import { SpiffeId, TrustDomain } from '../src/spiffe/index.js';
+
+export const TD = TrustDomain.parse('bench.example');
+export const ID_A = SpiffeId.parse('spiffe://bench.example/agent/a');
+export const ID_B = SpiffeId.parse('spiffe://bench.example/agent/b');
+
+/** Absolute path of a compiled server script under dist/bench/servers/. */
+export function serverScript(name: string): string {
+  return fileURLToPath(new URL(`./servers/${name}.js`, import.meta.url));
+}
+
+export interface Child {
+  child: ChildProcess;
+  pid: number;
+  /** The "listening" line the script printed. */
+  info: Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+/** Spawns `node script args...` and waits for a JSON line with msg === "listening". */
+export function spawnServer(script: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Child> {
+  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  let buf = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${script}: no listening line; stderr: ${err}`)), 15_000);
+    child.once('exit', (code) => reject(new Error(`${script} exited (${code}); stderr: ${err}`)));
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let parsed: Record<string, unknown>;
+        try {
+          parsed = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        if (parsed.msg === 'listening') {
+          clearTimeout(timer);
+          resolve({
+            child,
+            pid: child.pid!,
+            info: parsed,
+            stop: async () => {
+              if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+              await exited;
+            },
+          });
+        }
+      }
+    });
+  });
+}
+
+export interface SigilChild {
+  proc: JsonLineProcess;
+  pid: number;
+  ready: Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+export async function spawnSigil(configPath: string): Promise<SigilChild> {
+  const { proc, ready } = await startSigil(configPath, { SIGIL_LOG_LEVEL: 'warn' });
+  return { proc, pid: proc.child.pid!, ready, stop: async () => void (await proc.stop()) };
+}
+
+let clkTck: number | undefined;
+function clockTicks(): number {
+  if (clkTck === undefined) {
+    try {
+      clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clkTck = 100;
+    }
+  }
+  return clkTck;
+}
+
+/** utime + stime of a whole process (all threads), in microseconds. Resolution: one clock tick. */
+export function processCpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) may contain spaces; fields after the closing paren are fixed.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return ((utime + stime) * 1e6) / clockTicks();
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx]!;
+}
+
+export function summarize(samples: number[]): { median: number; p99: number; n: number } {
+  const sorted = Float64Array.from(samples).sort();
+  const arr = Array.from(sorted);
+  return { median: percentile(arr, 50), p99: percentile(arr, 99), n: arr.length };
+}
+
+export function printTable(headers: string[], rows: string[][]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => '| ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
+  process.stdout.write(line(headers) + '\n');
+  process.stdout.write('|' + widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|\n');
+  for (const r of rows) process.stdout.write(line(r) + '\n');
+}
+
+export function fmt(n: number, digits = 0): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : 'n/a';
+}
+
+export function machineLine(): string {
+  const model = cpus()[0]?.model ?? 'unknown CPU';
+  return `machine: ${cpus().length} CPUs (${model.trim()}), node ${process.version}, ${process.platform}/${process.arch}`;
+}
+
+export interface BenchPki {
+  dir: string;
+  caDir: string;
+  /** Directories with svid.pem, svid.key, bundle.pem. */
+  svidA: string;
+  svidB: string;
+  cleanup(): Promise<void>;
+}
+
+/** A dev CA for bench.example plus SVIDs for agent/a (client side) and agent/b (server side). */
+export async function makePki(): Promise<BenchPki> {
+  const dir = await mkdtemp(join(tmpdir(), 'sigil-bench-'));
+  const caDir = join(dir, 'ca');
+  await initCaDir(TD, caDir);
+  const svidA = join(dir, 'svid-a');
+  const svidB = join(dir, 'svid-b');
+  await issueSvidToDir(caDir, ID_A, 60 * 60_000, svidA);
+  await issueSvidToDir(caDir, ID_B, 60 * 60_000, svidB);
+  return { dir, caDir, svidA, svidB, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export async function writeConfig(dir: string, name: string, config: unknown): Promise<string> {
+  const path = join(dir, name);
+  await writeFile(path, JSON.stringify(config, null, 2));
+  return path;
+}
+
+export function splitHostPort(address: string): { host: string; port: number } {
+  const sep = address.lastIndexOf(':');
+  return { host: address.slice(0, sep).replace(/^\[|\]$/g, ''), port: Number(address.slice(sep + 1)) };
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,37 @@
+// Proxy baseline, inbound half: an https server with requestCert that forwards each request to
+// the upstream over a keep-alive http.Agent and streams the response back. It sets the peer's
+// URI SAN as a header (the minimum a sidecar must tell its agent) and nothing else: no SPIFFE
+// verification beyond OpenSSL's chain check, no authorization.
+// Usage: node raw-proxy-in.js --svid DIR --upstream 127.0.0.1:PORT [--listen 127.0.0.1:0]
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import { announce, args, exitOnSignal, hostPort, loadSvid, uriSan } from './common.js';
+
+const a = args();
+const { host, port } = hostPort(a.listen ?? '127.0.0.1:0');
+const upstream = hostPort(a.upstream!);
+const { cert, key, ca } = loadSvid(a.svid!);
+const agent = new Agent({ keepAlive: true, maxSockets: 512 });
+
+const server = createServer(
+  { cert, key, ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] },
+  (req, res) => {
+    const peer = uriSan((req.socket as TLSSocket).getPeerCertificate().subjectaltname);
+    const headers = { ...req.headers, 'x-peer-id': peer ?? '' };
+    delete headers.connection;
+    const up = request({ host: upstream.host, port: upstream.port, method: req.method, path: req.url, headers, agent }, (ures) => {
+      res.writeHead(ures.statusCode ?? 502, ures.headers);
+      ures.pipe(res);
+    });
+    up.on('error', () => {
+      if (!res.headersSent) res.writeHead(502);
+      res.end();
+    });
+    req.pipe(up);
+  },
+);
+server.keepAliveTimeout = 60_000;
+server.on('tlsClientError', () => {});
+exitOnSignal();
+server.listen(port, host, () => announce(server.address()));

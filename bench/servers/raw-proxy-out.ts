@@ -1,0 +1,41 @@
+// Proxy baseline, outbound half: a plain-HTTP server that forwards each request over mutual TLS
+// (client certificate, CA-verified server, URI SAN compared with the expected ID) through a
+// keep-alive https.Agent, and streams the response back.
+// Usage: node raw-proxy-out.js --svid DIR --target 127.0.0.1:PORT --expect SPIFFE_ID [--listen 127.0.0.1:0]
+import { createServer } from 'node:http';
+import { Agent, request } from 'node:https';
+import { announce, args, exitOnSignal, hostPort, loadSvid, uriSan } from './common.js';
+
+const a = args();
+const { host, port } = hostPort(a.listen ?? '127.0.0.1:0');
+const target = hostPort(a.target!);
+const expect = a.expect!;
+const { cert, key, ca } = loadSvid(a.svid!);
+const agent = new Agent({
+  keepAlive: true,
+  maxSockets: 256,
+  cert,
+  key,
+  ca,
+  minVersion: 'TLSv1.2',
+  ALPNProtocols: ['http/1.1'],
+  rejectUnauthorized: true,
+  checkServerIdentity: (_host, peer) => (uriSan(peer.subjectaltname) === expect ? undefined : new Error('peer id mismatch')),
+});
+
+const server = createServer((req, res) => {
+  const headers = { ...req.headers };
+  delete headers.connection;
+  const up = request({ host: target.host, port: target.port, method: req.method, path: req.url, headers, agent }, (ures) => {
+    res.writeHead(ures.statusCode ?? 502, ures.headers);
+    ures.pipe(res);
+  });
+  up.on('error', () => {
+    if (!res.headersSent) res.writeHead(502);
+    res.end();
+  });
+  req.pipe(up);
+});
+server.keepAliveTimeout = 60_000;
+exitOnSignal();
+server.listen(port, host, () => announce(server.address()));
