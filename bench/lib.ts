@@ -79,7 +79,7 @@ export async function spawnSigil(configPath: string): Promise<SigilChild> {
 }
 
 let clkTck: number | undefined;
-function clockTicks(): number {
+export function clockTicks(): number {
   if (clkTck === undefined) {
     try {
       clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;

@@ -1,0 +1,232 @@
+// Requests/s and latency through the proxy hops, closed-loop with keep-alive:
+//   direct     client → upstream                                        (no proxy at all)
+//   raw pair   client → raw-proxy-out ══mTLS══▶ raw-proxy-in → upstream (minimal Node baseline)
+//   sigil pair client → sigil outbound ══mTLS══▶ sigil inbound → upstream
+//   nginx pair (only if nginx is installed)
+// Every server is a child process; this process is only the load generator. Targets are
+// measured in alternating rounds so drift hits all of them alike.
+import { execFileSync, spawn } from 'node:child_process';
+import { Agent, request } from 'node:http';
+import { ID_A, ID_B, TD, fmt, machineLine, makePki, printTable, serverScript, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
+
+export interface ProxyOptions {
+  concurrency: number;
+  /** Measured seconds per target, split over `rounds`. */
+  seconds: number;
+  warmupSeconds: number;
+  rounds: number;
+}
+
+const DEFAULTS: ProxyOptions = {
+  concurrency: Number(process.env.BENCH_PROXY_CONCURRENCY ?? 32),
+  seconds: Number(process.env.BENCH_PROXY_SECONDS ?? 8),
+  warmupSeconds: Number(process.env.BENCH_PROXY_WARMUP ?? 2),
+  rounds: 2,
+};
+
+interface Target {
+  name: string;
+  host: string;
+  port: number;
+  hostHeader: string;
+  agent: Agent;
+  requests: number;
+  errors: number;
+  elapsedMs: number;
+  latencies: number[];
+  firstError?: string;
+}
+
+function oneRequest(t: Target): Promise<{ ok: boolean; ms: number; error?: string }> {
+  return new Promise((resolve) => {
+    const t0 = process.hrtime.bigint();
+    const req = request({ host: t.host, port: t.port, path: '/bench', method: 'GET', headers: { host: t.hostHeader }, agent: t.agent }, (res) => {
+      let bytes = 0;
+      res.on('data', (d: Buffer) => (bytes += d.length));
+      res.on('end', () => {
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        const ok = res.statusCode === 200 && bytes > 0;
+        resolve(ok ? { ok, ms } : { ok, ms, error: `status ${res.statusCode}` });
+      });
+      res.on('error', (err) => resolve({ ok: false, ms: 0, error: err.message }));
+    });
+    req.on('error', (err) => resolve({ ok: false, ms: 0, error: err.message }));
+    req.end();
+  });
+}
+
+async function load(t: Target, seconds: number, concurrency: number, record: boolean): Promise<void> {
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  const worker = async (): Promise<void> => {
+    while (performance.now() < deadline) {
+      const r = await oneRequest(t);
+      if (!record) continue;
+      if (r.ok) {
+        t.requests++;
+        t.latencies.push(r.ms);
+      } else {
+        t.errors++;
+        t.firstError ??= r.error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  if (record) t.elapsedMs += performance.now() - start;
+}
+
+function hasNginx(): string | undefined {
+  try {
+    return execFileSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<void> {
+  const o = { ...DEFAULTS, ...opts };
+  process.stdout.write(
+    `\n## proxy: closed-loop keep-alive load, concurrency ${o.concurrency}, ${o.seconds}s measured per target in ${o.rounds} alternating rounds after ${o.warmupSeconds}s warm-up\n`,
+  );
+  process.stdout.write(machineLine() + '\n');
+  const pki = await makePki();
+  const stops: Array<() => Promise<void>> = [];
+  const targets: Target[] = [];
+  try {
+    const upstream = await spawnServer(serverScript('upstream'));
+    stops.push(upstream.stop);
+    const upstreamAddr = `127.0.0.1:${upstream.info.port as number}`;
+
+    // Raw Node pair.
+    const rawIn = await spawnServer(serverScript('raw-proxy-in'), ['--svid', pki.svidB, '--upstream', upstreamAddr]);
+    stops.push(rawIn.stop);
+    const rawOut = await spawnServer(serverScript('raw-proxy-out'), ['--svid', pki.svidA, '--target', rawIn.info.address as string, '--expect', ID_B.toString()]);
+    stops.push(rawOut.stop);
+
+    // Sigil pair.
+    const sigilB = await spawnSigil(
+      await writeConfig(pki.dir, 'sigil-b.json', {
+        trustDomain: TD.name,
+        identity: { dev: { caDir: './ca', spiffeId: ID_B.toString(), ttl: '1h' } },
+        inbound: { listen: '127.0.0.1:0', upstream: `http://${upstreamAddr}` },
+        policy: { allow: [ID_A.toString()] },
+        admin: { listen: '127.0.0.1:0' },
+      }),
+    );
+    stops.push(sigilB.stop);
+    const sigilA = await spawnSigil(
+      await writeConfig(pki.dir, 'sigil-a.json', {
+        trustDomain: TD.name,
+        identity: { dev: { caDir: './ca', spiffeId: ID_A.toString(), ttl: '1h' } },
+        outbound: { listen: '127.0.0.1:0', routes: [{ host: 'agent-b', address: sigilB.ready.inbound as string, spiffeId: ID_B.toString() }] },
+        policy: { allow: [ID_B.toString()] },
+        admin: { listen: '127.0.0.1:0' },
+      }),
+    );
+    stops.push(sigilA.stop);
+
+    const mk = (name: string, address: string, hostHeader: string): Target => {
+      const { host, port } = splitHostPort(address);
+      return { name, host, port, hostHeader, agent: new Agent({ keepAlive: true, maxSockets: o.concurrency }), requests: 0, errors: 0, elapsedMs: 0, latencies: [] };
+    };
+    targets.push(mk('direct (no proxy)', upstreamAddr, 'upstream'));
+    targets.push(mk('raw node pair (baseline)', rawOut.info.address as string, 'agent-b'));
+    targets.push(mk('sigil pair', sigilA.ready.outbound as string, 'agent-b'));
+
+    const nginx = hasNginx();
+    if (nginx) {
+      const pair = await startNginxPair(nginx, pki, upstreamAddr);
+      stops.push(pair.stop);
+      targets.push(mk('nginx pair', pair.outbound, 'agent-b'));
+    }
+
+    for (const t of targets) await load(t, o.warmupSeconds, o.concurrency, false);
+    for (let r = 0; r < o.rounds; r++) {
+      const order = r % 2 === 0 ? targets : [...targets].reverse();
+      for (const t of order) {
+        await load(t, o.seconds / o.rounds, o.concurrency, true);
+        await sleep(200);
+      }
+    }
+
+    const rps = (t: Target): number => t.requests / (t.elapsedMs / 1000);
+    const raw = targets[1]!;
+    const rows = targets.map((t) => {
+      const s = summarize(t.latencies);
+      return [t.name, fmt(rps(t)), fmt(rps(t) / rps(raw), 2) + 'x', fmt(s.median, 2), fmt(s.p99, 2), fmt(s.p99 / summarize(raw.latencies).p99, 2) + 'x', String(t.errors)];
+    });
+    printTable(['path', 'req/s', 'rps vs raw', 'p50 ms', 'p99 ms', 'p99 vs raw', 'errors'], rows);
+    if (!nginx) process.stdout.write('nginx not installed, skipped\n');
+    const sigil = targets[2]!;
+    process.stdout.write(`ratio sigil/raw: throughput ${fmt(rps(sigil) / rps(raw), 2)}x, p50 ${fmt(summarize(sigil.latencies).median / summarize(raw.latencies).median, 2)}x, p99 ${fmt(summarize(sigil.latencies).p99 / summarize(raw.latencies).p99, 2)}x\n`);
+    const failed = targets.filter((t) => t.errors > 0);
+    for (const t of failed) process.stderr.write(`${t.name}: ${t.errors} errors, first: ${t.firstError}\n`);
+    if (failed.length > 0) throw new Error('some proxied requests failed');
+  } finally {
+    for (const t of targets) t.agent.destroy();
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+    await pki.cleanup();
+  }
+}
+
+/** nginx as both halves (plain HTTP → proxy_ssl with client cert → ssl_verify_client → upstream). */
+async function startNginxPair(nginx: string, pki: { dir: string; svidA: string; svidB: string }, upstreamAddr: string): Promise<{ outbound: string; stop: () => Promise<void> }> {
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const { createServer } = await import('node:net');
+  const freePort = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const port = (s.address() as { port: number }).port;
+        s.close(() => resolve(port));
+      });
+    });
+  const inPort = await freePort();
+  const outPort = await freePort();
+  const prefix = join(pki.dir, 'nginx');
+  await mkdir(join(prefix, 'logs'), { recursive: true });
+  const conf = `
+worker_processes 1;
+daemon off;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body; proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fcgi; uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
+  upstream agent { server ${upstreamAddr}; keepalive 64; }
+  upstream peer  { server 127.0.0.1:${inPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${inPort} ssl;
+    ssl_certificate ${pki.svidB}/svid.pem; ssl_certificate_key ${pki.svidB}/svid.key;
+    ssl_client_certificate ${pki.svidB}/bundle.pem; ssl_verify_client on;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://agent; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:${outPort};
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass https://peer; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_certificate ${pki.svidA}/svid.pem; proxy_ssl_certificate_key ${pki.svidA}/svid.key;
+      proxy_ssl_trusted_certificate ${pki.svidA}/bundle.pem; proxy_ssl_verify on; proxy_ssl_session_reuse on;
+      proxy_ssl_name agent-b;
+    }
+  }
+}
+`;
+  await writeFile(join(prefix, 'nginx.conf'), conf);
+  const child = spawn(nginx, ['-p', prefix, '-c', join(prefix, 'nginx.conf')], { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await sleep(500);
+  return {
+    outbound: `127.0.0.1:${outPort}`,
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGQUIT');
+      await exited;
+    },
+  };
+}

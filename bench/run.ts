@@ -1,0 +1,39 @@
+// `npm run bench` → node dist/bench/run.js [handshake|proxy]...
+// Runs the hot-path benchmarks in sequence, each with its baseline side by side.
+import { runHandshakeBench } from './handshake.js';
+import { runProxyBench } from './proxy.js';
+
+const BENCHES: Record<string, () => Promise<void>> = {
+  handshake: () => runHandshakeBench(),
+  proxy: () => runProxyBench(),
+};
+
+async function main(): Promise<number> {
+  const wanted = process.argv.slice(2);
+  for (const w of wanted) {
+    if (!(w in BENCHES)) {
+      process.stderr.write(`unknown benchmark "${w}"; usage: node dist/bench/run.js [${Object.keys(BENCHES).join('|')}]...\n`);
+      return 2;
+    }
+  }
+  const started = performance.now();
+  let failed = false;
+  for (const name of wanted.length > 0 ? wanted : Object.keys(BENCHES)) {
+    try {
+      await BENCHES[name]!();
+    } catch (err) {
+      failed = true;
+      process.stderr.write(`${name} failed: ${(err as Error).stack ?? String(err)}\n`);
+    }
+  }
+  process.stdout.write(`\ntotal bench time ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);
