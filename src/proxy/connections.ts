@@ -14,10 +14,15 @@ export class ConnectionTracker {
     return this.sockets.size;
   }
 
-  /** Resolves once every tracked socket closed or `timeoutMs` passed; then destroys the rest. */
-  async drain(timeoutMs: number): Promise<void> {
+  /**
+   * Resolves once every tracked socket closed or `timeoutMs` passed; then destroys the rest.
+   * `closeIdle` runs on every tick because a keep-alive connection becomes idle only when its
+   * in-flight request finishes.
+   */
+  async drain(timeoutMs: number, closeIdle: () => void = () => {}): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (this.sockets.size > 0 && Date.now() < deadline) {
+      closeIdle();
       await new Promise((r) => setTimeout(r, 25));
     }
     for (const s of this.sockets) s.destroy();

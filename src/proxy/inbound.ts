@@ -78,8 +78,7 @@ export class InboundProxy {
     const server = this.server;
     if (!server) return;
     server.close();
-    server.closeIdleConnections();
-    await this.tracker.drain(drainTimeoutMs);
+    await this.tracker.drain(drainTimeoutMs, () => server.closeIdleConnections());
     this.upstreamAgent.destroy();
     this.proxy.close();
   }

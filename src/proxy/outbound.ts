@@ -69,10 +69,10 @@ export class OutboundProxy {
   }
 
   async stop(drainTimeoutMs: number): Promise<void> {
-    if (!this.server) return;
-    this.server.close();
-    this.server.closeIdleConnections();
-    await this.tracker.drain(drainTimeoutMs);
+    const server = this.server;
+    if (!server) return;
+    server.close();
+    await this.tracker.drain(drainTimeoutMs, () => server.closeIdleConnections());
     for (const agent of this.agents.values()) agent.destroy();
     this.proxy.close();
   }
