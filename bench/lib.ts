@@ -74,7 +74,7 @@ export interface SigilChild {
 }
 
 export async function spawnSigil(configPath: string): Promise<SigilChild> {
-  const { proc, ready } = await startSigil(configPath, { SIGIL_LOG_LEVEL: 'warn' });
+  const { proc, ready } = await startSigil(configPath);
   return { proc, pid: proc.child.pid!, ready, stop: async () => void (await proc.stop()) };
 }
 
