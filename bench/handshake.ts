@@ -78,13 +78,28 @@ function oneConnection(address: { host: string; port: number }, ctx: SecureConte
       socket.write(REQUEST);
     });
     socket.setEncoding('latin1');
-    socket.on('data', (d: string) => (response += d));
+    // The client closes as soon as the whole response is in, whether or not the server honours
+    // "Connection: close" (Sigil's inbound currently answers "connection: keep-alive" to it).
+    socket.on('data', (d: string) => {
+      response += d;
+      if (responseComplete(response)) {
+        done(response.startsWith('HTTP/1.1 200'), response.startsWith('HTTP/1.1 200') ? undefined : `response: ${JSON.stringify(response.slice(0, 120))}`);
+        socket.end();
+      }
+    });
     socket.on('error', (err) => done(false, err.message));
     socket.on('close', () => {
       const ok = response.startsWith('HTTP/1.1 200');
       done(ok, ok ? undefined : `response: ${JSON.stringify(response.slice(0, 120))}`);
     });
   });
+}
+
+function responseComplete(response: string): boolean {
+  const end = response.indexOf('\r\n\r\n');
+  if (end === -1) return false;
+  const m = /\r\ncontent-length:\s*(\d+)/i.exec(response.slice(0, end));
+  return m !== null && response.length - (end + 4) >= Number(m[1]);
 }
 
 async function runBatch(target: Target, count: number, concurrency: number, ctx: SecureContext, record: boolean): Promise<void> {

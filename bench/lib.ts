@@ -7,7 +7,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initCaDir, issueSvidToDir } from '../src/cli/ca.js';
-import { startSigil, type JsonLineProcess } from '../src/cli/processes.js';
+import { SIGIL_BIN, spawnJsonLines, type JsonLineProcess } from '../src/cli/processes.js';
 import { SpiffeId, TrustDomain } from '../src/spiffe/index.js';
 
 export const TD = TrustDomain.parse('bench.example');
@@ -29,7 +29,9 @@ export interface Child {
 
 /** Spawns `node script args...` and waits for a JSON line with msg === "listening". */
 export function spawnServer(script: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Child> {
-  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_CHILD_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") is passed to every server child.
+  const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   let buf = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
@@ -74,7 +76,15 @@ export interface SigilChild {
 }
 
 export async function spawnSigil(configPath: string): Promise<SigilChild> {
-  const { proc, ready } = await startSigil(configPath);
+  // Like startSigil, but the child is stopped if it never becomes ready.
+  const proc = spawnJsonLines([SIGIL_BIN, 'run', '--config', configPath]);
+  let ready: Record<string, unknown>;
+  try {
+    ready = await proc.waitFor((l) => l.msg === 'ready', 30_000);
+  } catch (err) {
+    await proc.stop('SIGKILL');
+    throw err;
+  }
   return { proc, pid: proc.child.pid!, ready, stop: async () => void (await proc.stop()) };
 }
 

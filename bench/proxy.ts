@@ -7,7 +7,7 @@
 // measured in alternating rounds so drift hits all of them alike.
 import { execFileSync, spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { ID_A, ID_B, TD, fmt, machineLine, makePki, printTable, serverScript, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
+import { ID_A, ID_B, TD, fmt, processCpuMicros, machineLine, makePki, printTable, serverScript, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
 
 export interface ProxyOptions {
   concurrency: number;
@@ -21,7 +21,7 @@ const DEFAULTS: ProxyOptions = {
   concurrency: Number(process.env.BENCH_PROXY_CONCURRENCY ?? 32),
   seconds: Number(process.env.BENCH_PROXY_SECONDS ?? 8),
   warmupSeconds: Number(process.env.BENCH_PROXY_WARMUP ?? 2),
-  rounds: 2,
+  rounds: 4,
 };
 
 interface Target {
@@ -34,6 +34,11 @@ interface Target {
   errors: number;
   elapsedMs: number;
   latencies: number[];
+  /** req/s of each measured round, to show the spread. */
+  roundRps: number[];
+  /** The proxy processes of this path (not the shared upstream); their CPU time is summed. */
+  pids: number[];
+  cpuMicros: number;
   firstError?: string;
 }
 
@@ -71,8 +76,15 @@ async function load(t: Target, seconds: number, concurrency: number, record: boo
       }
     }
   };
+  const before = t.requests;
+  const cpu0 = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0);
   await Promise.all(Array.from({ length: concurrency }, worker));
-  if (record) t.elapsedMs += performance.now() - start;
+  if (record) {
+    t.cpuMicros += t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0) - cpu0;
+    const ms = performance.now() - start;
+    t.elapsedMs += ms;
+    t.roundRps.push(((t.requests - before) * 1000) / ms);
+  }
 }
 
 function hasNginx(): string | undefined {
@@ -125,19 +137,19 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     );
     stops.push(sigilA.stop);
 
-    const mk = (name: string, address: string, hostHeader: string): Target => {
+    const mk = (name: string, address: string, hostHeader: string, pids: number[]): Target => {
       const { host, port } = splitHostPort(address);
-      return { name, host, port, hostHeader, agent: new Agent({ keepAlive: true, maxSockets: o.concurrency }), requests: 0, errors: 0, elapsedMs: 0, latencies: [] };
+      return { name, host, port, hostHeader, agent: new Agent({ keepAlive: true, maxSockets: o.concurrency }), requests: 0, errors: 0, elapsedMs: 0, latencies: [], roundRps: [], pids, cpuMicros: 0 };
     };
-    targets.push(mk('direct (no proxy)', upstreamAddr, 'upstream'));
-    targets.push(mk('raw node pair (baseline)', rawOut.info.address as string, 'agent-b'));
-    targets.push(mk('sigil pair', sigilA.ready.outbound as string, 'agent-b'));
+    targets.push(mk('direct (no proxy)', upstreamAddr, 'upstream', []));
+    targets.push(mk('raw node pair (baseline)', rawOut.info.address as string, 'agent-b', [rawOut.pid, rawIn.pid]));
+    targets.push(mk('sigil pair', sigilA.ready.outbound as string, 'agent-b', [sigilA.pid, sigilB.pid]));
 
     const nginx = hasNginx();
     if (nginx) {
       const pair = await startNginxPair(nginx, pki, upstreamAddr);
       stops.push(pair.stop);
-      targets.push(mk('nginx pair', pair.outbound, 'agent-b'));
+      targets.push(mk('nginx pair', pair.outbound, 'agent-b', pair.pid === undefined ? [] : [pair.pid]));
     }
 
     for (const t of targets) await load(t, o.warmupSeconds, o.concurrency, false);
@@ -153,12 +165,13 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     const raw = targets[1]!;
     const rows = targets.map((t) => {
       const s = summarize(t.latencies);
-      return [t.name, fmt(rps(t)), fmt(rps(t) / rps(raw), 2) + 'x', fmt(s.median, 2), fmt(s.p99, 2), fmt(s.p99 / summarize(raw.latencies).p99, 2) + 'x', String(t.errors)];
+      const cpu = t.pids.length > 0 ? fmt(t.cpuMicros / t.requests) : '—';
+      return [t.name, fmt(rps(t)), `${fmt(Math.min(...t.roundRps))}–${fmt(Math.max(...t.roundRps))}`, fmt(rps(t) / rps(raw), 2) + 'x', fmt(s.median, 2), fmt(s.p99, 2), fmt(s.p99 / summarize(raw.latencies).p99, 2) + 'x', cpu, String(t.errors)];
     });
-    printTable(['path', 'req/s', 'rps vs raw', 'p50 ms', 'p99 ms', 'p99 vs raw', 'errors'], rows);
+    printTable(['path', 'req/s', 'per-round req/s', 'rps vs raw', 'p50 ms', 'p99 ms', 'p99 vs raw', 'proxy CPU µs/req', 'errors'], rows);
     if (!nginx) process.stdout.write('nginx not installed, skipped\n');
     const sigil = targets[2]!;
-    process.stdout.write(`ratio sigil/raw: throughput ${fmt(rps(sigil) / rps(raw), 2)}x, p50 ${fmt(summarize(sigil.latencies).median / summarize(raw.latencies).median, 2)}x, p99 ${fmt(summarize(sigil.latencies).p99 / summarize(raw.latencies).p99, 2)}x\n`);
+    process.stdout.write(`ratio sigil/raw: proxy CPU per request ${fmt(sigil.cpuMicros / sigil.requests / (raw.cpuMicros / raw.requests), 2)}x, throughput ${fmt(rps(sigil) / rps(raw), 2)}x, p50 ${fmt(summarize(sigil.latencies).median / summarize(raw.latencies).median, 2)}x, p99 ${fmt(summarize(sigil.latencies).p99 / summarize(raw.latencies).p99, 2)}x\n`);
     const failed = targets.filter((t) => t.errors > 0);
     for (const t of failed) process.stderr.write(`${t.name}: ${t.errors} errors, first: ${t.firstError}\n`);
     if (failed.length > 0) throw new Error('some proxied requests failed');
@@ -170,7 +183,7 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
 }
 
 /** nginx as both halves (plain HTTP → proxy_ssl with client cert → ssl_verify_client → upstream). */
-async function startNginxPair(nginx: string, pki: { dir: string; svidA: string; svidB: string }, upstreamAddr: string): Promise<{ outbound: string; stop: () => Promise<void> }> {
+async function startNginxPair(nginx: string, pki: { dir: string; svidA: string; svidB: string }, upstreamAddr: string): Promise<{ outbound: string; pid: number | undefined; stop: () => Promise<void> }> {
   const { mkdir, writeFile } = await import('node:fs/promises');
   const { join } = await import('node:path');
   const { createServer } = await import('node:net');
@@ -224,6 +237,7 @@ http {
   await sleep(500);
   return {
     outbound: `127.0.0.1:${outPort}`,
+    pid: undefined,
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGQUIT');
       await exited;

@@ -46,7 +46,10 @@ export class Sidecar {
       this.outbound = new OutboundProxy({ ...deps, ...config.outbound, logger: logger.child({ component: 'outbound' }) });
     }
     this.admin = new AdminServer(config.admin.listen, { ready: () => this.isReady(), status: () => this.status() });
-    this.identity.on('update', (snapshot) => this.inbound?.updateIdentity(snapshot));
+    this.identity.on('update', (snapshot) => {
+      this.inbound?.updateIdentity(snapshot);
+      this.outbound?.updateIdentity();
+    });
   }
 
   /** Loads identity, binds every listener; resolves with the bound addresses. */

@@ -3,28 +3,33 @@
 // URI SAN as a header (the minimum a sidecar must tell its agent) and nothing else: no SPIFFE
 // verification beyond OpenSSL's chain check, no authorization.
 // Usage: node raw-proxy-in.js --svid DIR --upstream 127.0.0.1:PORT [--listen 127.0.0.1:0]
-import { Agent, request } from 'node:http';
+import { Agent, request, type AgentOptions } from 'node:http';
 import { createServer } from 'node:https';
 import type { TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import { announce, args, exitOnSignal, hostPort, loadSvid, uriSan } from './common.js';
 
 const a = args();
 const { host, port } = hostPort(a.listen ?? '127.0.0.1:0');
 const upstream = hostPort(a.upstream!);
 const { cert, key, ca } = loadSvid(a.svid!);
-const agent = new Agent({ keepAlive: true, maxSockets: 512 });
+const peerIds = new WeakMap<TLSSocket, string>();
+const agent = new Agent({ keepAlive: true, maxSockets: 512, noDelay: true } as AgentOptions);
 
 const server = createServer(
   { cert, key, ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2', ALPNProtocols: ['http/1.1'] },
   (req, res) => {
-    const peer = uriSan((req.socket as TLSSocket).getPeerCertificate().subjectaltname);
-    const headers = { ...req.headers, 'x-peer-id': peer ?? '' };
+    const socket = req.socket as TLSSocket;
+    let peer = peerIds.get(socket);
+    if (peer === undefined) peerIds.set(socket, (peer = uriSan(socket.getPeerCertificate().subjectaltname) ?? ''));
+    const headers = { ...req.headers, 'x-peer-id': peer };
     delete headers.connection;
     const up = request({ host: upstream.host, port: upstream.port, method: req.method, path: req.url, headers, agent }, (ures) => {
       res.writeHead(ures.statusCode ?? 502, ures.headers);
       ures.pipe(res);
     });
-    up.on('error', () => {
+    up.on('socket', (socket: Socket) => socket.setNoDelay(true));
+  up.on('error', () => {
       if (!res.headersSent) res.writeHead(502);
       res.end();
     });
@@ -32,6 +37,8 @@ const server = createServer(
   },
 );
 server.keepAliveTimeout = 60_000;
+server.on('connection', (socket: Socket) => socket.setNoDelay(true));
+server.on('secureConnection', (socket: Socket) => socket.setNoDelay(true));
 server.on('tlsClientError', () => {});
 exitOnSignal();
 server.listen(port, host, () => announce(server.address()));

@@ -4,6 +4,7 @@
 // Usage: node raw-proxy-out.js --svid DIR --target 127.0.0.1:PORT --expect SPIFFE_ID [--listen 127.0.0.1:0]
 import { createServer } from 'node:http';
 import { Agent, request } from 'node:https';
+import type { Socket } from 'node:net';
 import { announce, args, exitOnSignal, hostPort, loadSvid, uriSan } from './common.js';
 
 const a = args();
@@ -14,6 +15,7 @@ const { cert, key, ca } = loadSvid(a.svid!);
 const agent = new Agent({
   keepAlive: true,
   maxSockets: 256,
+  noDelay: true,
   cert,
   key,
   ca,
@@ -30,6 +32,7 @@ const server = createServer((req, res) => {
     res.writeHead(ures.statusCode ?? 502, ures.headers);
     ures.pipe(res);
   });
+  up.on('socket', (socket: Socket) => socket.setNoDelay(true));
   up.on('error', () => {
     if (!res.headersSent) res.writeHead(502);
     res.end();
@@ -37,5 +40,7 @@ const server = createServer((req, res) => {
   req.pipe(up);
 });
 server.keepAliveTimeout = 60_000;
+server.on('connection', (socket: Socket) => socket.setNoDelay(true));
+server.on('secureConnection', (socket: Socket) => socket.setNoDelay(true));
 exitOnSignal();
 server.listen(port, host, () => announce(server.address()));

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { durationErrorMessage, parseDuration } from './duration.js';
 import { addressErrorMessage, parseHostPortWithMin, parsePort, splitHostPort } from './address.js';
+import { SpiffeId, SpiffeIdPattern } from '../spiffe/index.js';
 
 /** Trust domain name: lowercase letters, digits, '.', '-', '_'; 1..255 characters. */
 export const TRUST_DOMAIN_RE = /^[a-z0-9._-]{1,255}$/;
@@ -17,10 +18,24 @@ export function trustDomainProblem(td: string): string | undefined {
   return `invalid trust domain ${JSON.stringify(td)} (only lowercase letters, digits, '.', '-' and '_' are allowed)`;
 }
 
-/** SPIFFE ID or pattern, checked only syntactically: `spiffe://` followed by something. */
+/** A SPIFFE ID per the spec grammar (the spiffe module's parser is the single source of truth). */
 export function spiffeIdProblem(s: string): string | undefined {
-  if (s.startsWith('spiffe://') && s.length > 'spiffe://'.length) return undefined;
-  return `invalid SPIFFE ID ${JSON.stringify(s)} (must start with spiffe://)`;
+  try {
+    SpiffeId.parse(s);
+    return undefined;
+  } catch (err) {
+    return `invalid SPIFFE ID ${JSON.stringify(s)}: ${(err as Error).message}`;
+  }
+}
+
+/** An exact SPIFFE ID or a pattern (`*` one segment, `**` trailing segments). */
+export function spiffeIdPatternProblem(s: string): string | undefined {
+  try {
+    SpiffeIdPattern.parse(s);
+    return undefined;
+  } catch (err) {
+    return `invalid SPIFFE ID or pattern ${JSON.stringify(s)}: ${(err as Error).message}`;
+  }
 }
 
 export function socketProblem(s: string): string | undefined {
@@ -66,7 +81,7 @@ const listen = hostPort(0);
 const dialAddress = hostPort(1);
 
 const trustDomain = z.string().superRefine(check(trustDomainProblem));
-const spiffeIdOrPattern = z.string().superRefine(check(spiffeIdProblem));
+const spiffeIdOrPattern = z.string().superRefine(check(spiffeIdPatternProblem));
 
 /** Route host: `name` or `name:port` (IPv6 as `[addr]` / `[addr]:port`); lowercased. */
 const routeHost = z.string().transform((s, ctx) => {

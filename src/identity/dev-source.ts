@@ -24,6 +24,8 @@ export class DevSvidSource implements SvidSource {
   private issuer: DevIssuer | undefined;
   private bundles: BundleSet | undefined;
   private current: X509Svid | undefined;
+  /** When the current SVID was minted; its notBefore is backdated for clock skew. */
+  private issuedAt = 0;
   private stopped = false;
 
   constructor(private readonly options: DevSourceOptions, private readonly callbacks: SourceCallbacks) {}
@@ -53,14 +55,18 @@ export class DevSvidSource implements SvidSource {
   }
 
   private async mint(): Promise<SvidUpdate> {
+    const issuedAt = Date.now();
     const issued = await this.issuer!.issue(this.options.spiffeId, this.options.ttlMs);
+    this.issuedAt = issuedAt;
     this.current = svidFromPem(issued.certChainPem, issued.privateKeyPem, this.options.spiffeId.trustDomain);
     return { svid: this.current, bundles: this.bundles! };
   }
 
   private schedule(delay?: number): void {
     if (this.stopped || !this.current) return;
-    const wait = delay ?? renewalDelayMs(this.current.notBefore, this.current.notAfter, Date.now());
+    // Renewal is scheduled from the issue time, not notBefore: notBefore is backdated by the
+    // clock-skew allowance, which would make short TTLs renew immediately, forever.
+    const wait = delay ?? renewalDelayMs(new Date(this.issuedAt), this.current.notAfter, Date.now());
     this.timer = setTimeout(() => void this.renew(), wait);
     this.timer.unref();
   }

@@ -7,7 +7,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import httpProxy from 'http-proxy';
-import type { Authorizer, Decision, HttpContext } from '../authz/index.js';
+import type { Authorizer, Decision, HttpContext, ReasonCode } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
@@ -38,7 +38,7 @@ export class InboundProxy {
   private readonly tracker = new ConnectionTracker();
 
   constructor(private readonly options: InboundOptions) {
-    this.proxy.on('proxyRes', (proxyRes) => stripHopByHop(proxyRes.headers));
+    this.proxy.on('proxyRes', forwardResponseHeaders);
   }
 
   async start(snapshot: IdentitySnapshot): Promise<AddressInfo> {
@@ -113,12 +113,20 @@ export class InboundProxy {
     this.tracker.add(socket);
   }
 
-  /** Common checks for plain requests and upgrades; returns the state to proxy with or a refusal. */
-  private admit(req: IncomingMessage): { state: ConnectionState; own: IdentitySnapshot } | { status: number; decision?: Decision } {
+  /**
+   * Common checks for plain requests and upgrades. Returns the admitted request (headers
+   * rewritten), a refusal to answer, or 'drop' when the peer no longer holds a valid
+   * certificate: like a peer that fails verification, it gets no HTTP response at all.
+   */
+  private admit(req: IncomingMessage, upgrade: boolean): 'admitted' | 'drop' | { decision?: Decision } {
     const state = this.connections.get(req.socket);
     const own = this.options.identity();
-    if (!state || !own) return { status: 403 };
-    if (!state.connect.allowed) return { status: 403, decision: state.connect };
+    if (!state || !own) return {};
+    if (Date.now() > state.peer.validTo) {
+      this.options.logger.info('inbound peer refused', { reason: 'peer_untrusted', detail: 'certificate_expired', peer: state.peer.id.toString() });
+      return 'drop';
+    }
+    if (!state.connect.allowed) return { decision: state.connect };
     const decision = this.options.authorizer().authorize({
       action: 'http',
       direction: 'inbound',
@@ -126,23 +134,25 @@ export class InboundProxy {
       resource: own.svid.id,
       http: httpContext(req),
     });
-    if (!decision.allowed) return { status: 403, decision };
+    if (!decision.allowed) return { decision };
     if (decision.wouldDeny) this.options.logger.info('dry-run: would deny', { reason: decision.reason, peer: state.peer.id.toString() });
+    // Hop-by-hop first: a caller must not be able to name our identity headers in
+    // `Connection` and have them removed after we set them.
+    stripHopByHop(req.headers, upgrade);
     stripIdentityHeaders(req.headers);
     setIdentityHeaders(req.headers, own.svid.id, state.peer.leafHash, state.peer.id);
-    return { state, own };
+    return 'admitted';
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    const admitted = this.admit(req);
-    if ('status' in admitted) {
-      this.logDenied(req, admitted.decision);
-      const d = admitted.decision;
+    const admitted = this.admit(req, false);
+    if (admitted === 'drop') return void req.socket.destroy();
+    if (admitted !== 'admitted') {
+      const d = this.logDenied(req, admitted.decision);
       // A connection refused at connect time is closed after the answer; a per-request deny keeps it.
-      sendError(res, 403, errorBody(403, d?.reason ?? 'internal_error', { policies: d?.policies ?? [] }), d?.request.action !== 'http');
+      sendError(res, 403, errorBody(403, d.reason, { policies: d.policies }), d.action !== 'http');
       return;
     }
-    stripHopByHop(req.headers);
     this.proxy.web(req, res, { target: this.options.upstream, agent: this.upstreamAgent }, (err: NodeJS.ErrnoException) => {
       this.options.logger.warn('upstream request failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
       sendError(res, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
@@ -150,28 +160,40 @@ export class InboundProxy {
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const admitted = this.admit(req);
-    if ('status' in admitted) {
-      this.logDenied(req, admitted.decision);
-      const d = admitted.decision;
-      sendRawError(socket, 403, errorBody(403, d?.reason ?? 'internal_error', { policies: d?.policies ?? [] }));
+    const admitted = this.admit(req, true);
+    if (admitted === 'drop') return void socket.destroy();
+    if (admitted !== 'admitted') {
+      const d = this.logDenied(req, admitted.decision);
+      sendRawError(socket, 403, errorBody(403, d.reason, { policies: d.policies }));
       return;
     }
-    stripHopByHop(req.headers, true);
     this.proxy.ws(req, socket, head, { target: this.options.upstream }, (err: NodeJS.ErrnoException) => {
       this.options.logger.warn('upstream websocket failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
       sendRawError(socket, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
     });
   }
 
-  private logDenied(req: IncomingMessage, decision: Decision | undefined): void {
+  /** Logs a refusal; a refusal without a decision is an unexpected state and fails closed. */
+  private logDenied(req: IncomingMessage, decision: Decision | undefined): { reason: ReasonCode; policies: string[]; action?: string } {
+    const refusal = { reason: decision?.reason ?? 'internal_error', policies: decision?.policies ?? [], action: decision?.request.action };
     this.options.logger.info('inbound request denied', {
-      reason: decision?.reason ?? 'internal_error',
-      action: decision?.request.action,
+      reason: refusal.reason,
+      action: refusal.action,
       peer: this.connections.get(req.socket)?.peer.id.toString(),
       method: req.method,
     });
+    return refusal;
   }
+}
+
+/**
+ * The upstream's hop-by-hop headers are not ours to forward. http-proxy then copies the
+ * request's Connection header into the response (defaulting to keep-alive), and we already
+ * removed that from the request, so say what Node's parser decided for the client connection.
+ */
+export function forwardResponseHeaders(proxyRes: IncomingMessage, _req: IncomingMessage, res: ServerResponse): void {
+  stripHopByHop(proxyRes.headers);
+  proxyRes.headers['connection'] = res.shouldKeepAlive ? 'keep-alive' : 'close';
 }
 
 export function httpContext(req: IncomingMessage): HttpContext {

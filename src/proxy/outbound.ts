@@ -13,7 +13,7 @@ import type { Logger } from '../telemetry/index.js';
 import type { PeerVerifier } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { stripHopByHop, stripIdentityHeaders } from './headers.js';
-import { httpContext, onClientError } from './inbound.js';
+import { forwardResponseHeaders, httpContext, onClientError } from './inbound.js';
 import { OutboundError, PeerAgent } from './peer-agent.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
 import { RouteTable, type Route } from './routes.js';
@@ -43,7 +43,7 @@ export class OutboundProxy {
   constructor(private readonly options: OutboundOptions) {
     this.routes = new RouteTable(options.routes);
     for (const route of this.routes.all()) this.agents.set(route.key, new PeerAgent(route, options));
-    this.proxy.on('proxyRes', (proxyRes) => stripHopByHop(proxyRes.headers));
+    this.proxy.on('proxyRes', forwardResponseHeaders);
     this.proxy.on('proxyReq', (proxyReq, req) => this.guard(proxyReq, req));
     this.proxy.on('proxyReqWs', (proxyReq, req) => this.guard(proxyReq, req));
   }
@@ -66,6 +66,11 @@ export class OutboundProxy {
       });
     });
     return server.address() as AddressInfo;
+  }
+
+  /** Called on every identity update (new SVID or bundles). */
+  updateIdentity(): void {
+    for (const agent of this.agents.values()) agent.dropIdleSockets();
   }
 
   async stop(drainTimeoutMs: number): Promise<void> {
@@ -141,8 +146,8 @@ export class OutboundProxy {
     proxyReq.once('socket', (socket: Duplex) => {
       const peer = target.agent.peerOf(socket);
       const own = this.options.identity();
-      if (!peer || !own) {
-        proxyReq.destroy(new OutboundError('peer_untrusted', 'pooled connection has no verified peer'));
+      if (!peer || !own || Date.now() > peer.validTo) {
+        proxyReq.destroy(new OutboundError('peer_untrusted', 'connection has no currently valid verified peer'));
         return;
       }
       const decision = this.options.authorizer().authorize({

@@ -3,6 +3,7 @@
 // against its own trust domain's bundle, matched the route's expected ID and passed the egress
 // (connect) check — so not one request byte reaches an unverified or unexpected server.
 import { Agent as HttpAgent, type ClientRequestArgs } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Authorizer, Decision } from '../authz/index.js';
@@ -33,8 +34,14 @@ export interface PeerAgentDeps {
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
+interface PooledPeer {
+  peer: VerifiedPeer;
+  /** Identity generation (our SVID + bundles) the connection was made and verified under. */
+  generation: number;
+}
+
 export class PeerAgent extends HttpAgent {
-  private readonly peers = new WeakMap<Duplex, VerifiedPeer>();
+  private readonly peers = new WeakMap<Duplex, PooledPeer>();
   private context: { generation: number; context: SecureContext } | undefined;
 
   constructor(private readonly route: Route, private readonly deps: PeerAgentDeps) {
@@ -43,7 +50,26 @@ export class PeerAgent extends HttpAgent {
 
   /** The verified server behind a pooled socket. */
   peerOf(socket: Duplex): VerifiedPeer | undefined {
-    return this.peers.get(socket);
+    return this.peers.get(socket)?.peer;
+  }
+
+  /**
+   * A connection goes back to the pool only while it is current: made with our current SVID,
+   * verified under the current bundles, and the server's certificate path still valid.
+   */
+  override keepSocketAlive(socket: Socket): boolean {
+    const pooled = this.peers.get(socket);
+    const current = this.deps.identity();
+    if (!pooled || !current || pooled.generation !== current.generation || Date.now() >= pooled.peer.validTo) return false;
+    // Node's implementation returns true after arming keep-alive; @types/node declares void.
+    return super.keepSocketAlive(socket) as unknown as boolean;
+  }
+
+  /** On an identity change idle connections are closed, so the next request dials anew. */
+  dropIdleSockets(): void {
+    for (const sockets of Object.values(this.freeSockets)) {
+      for (const socket of sockets ?? []) socket.destroy();
+    }
   }
 
   // Returning undefined makes http.Agent wait for the callback (Node's async createConnection).
@@ -108,7 +134,7 @@ export class PeerAgent extends HttpAgent {
     }
     const decision = this.deps.authorizer().authorize({ action: 'connect', direction: 'outbound', principal: snapshot.svid.id, resource: peer.id });
     if (!decision.allowed) throw new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
-    this.peers.set(socket, peer);
+    this.peers.set(socket, { peer, generation: snapshot.generation });
     return socket;
   }
 }

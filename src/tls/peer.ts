@@ -15,6 +15,8 @@ export interface VerifiedPeer {
   leaf: X509Certificate;
   /** Lower-case hex SHA-256 of the peer leaf DER (the XFCC Hash field). */
   leafHash: string;
+  /** Epoch ms after which some certificate on the verified path has expired. */
+  validTo: number;
 }
 
 export class PeerVerificationError extends Error {
@@ -31,7 +33,6 @@ export class PeerVerificationError extends Error {
 interface CachedPeer {
   peer: VerifiedPeer;
   validFrom: number;
-  validTo: number;
 }
 
 const CACHE_LIMIT = 4096;
@@ -45,12 +46,13 @@ export class PeerVerifier {
   private cache = new WeakMap<BundleSet, Map<string, CachedPeer>>();
 
   verifySocket(socket: TLSSocket, bundles: BundleSet, now = Date.now()): VerifiedPeer {
-    const leaf = socket.getPeerX509Certificate();
-    if (!leaf) throw new PeerVerificationError('peer_untrusted', 'no_certificate', 'peer presented no certificate');
-    const perBundle = this.cacheFor(bundles);
-    const hit = perBundle.get(leaf.fingerprint256);
-    if (hit && now >= hit.validFrom && now <= hit.validTo) return hit.peer;
-    return this.verifyChain(presentedChain(socket, leaf), bundles, now);
+    // Only getPeerCertificate(true): on Node 20, calling getPeerX509Certificate() first drops
+    // an entry from OpenSSL's peer chain, which loses the peer's intermediates.
+    const detailed = socket.getPeerCertificate(true);
+    if (!detailed?.raw) throw new PeerVerificationError('peer_untrusted', 'no_certificate', 'peer presented no certificate');
+    const hit = this.cacheFor(bundles).get(detailed.fingerprint256);
+    if (hit && now >= hit.validFrom && now <= hit.peer.validTo) return hit.peer;
+    return this.verifyChain(presentedChain(detailed), bundles, now);
   }
 
   verifyChain(presented: X509Certificate[], bundles: BundleSet, now = Date.now()): VerifiedPeer {
@@ -65,13 +67,13 @@ export class PeerVerifier {
       id: verified.id,
       leaf: verified.leaf,
       leafHash: createHash('sha256').update(verified.leaf.raw).digest('hex'),
+      validTo: Math.min(...verified.path.map((c) => new Date(c.validTo).getTime())),
     };
     const perBundle = this.cacheFor(bundles);
     if (perBundle.size >= CACHE_LIMIT) perBundle.clear();
     perBundle.set(verified.leaf.fingerprint256, {
       peer,
       validFrom: Math.max(...verified.path.map((c) => new Date(c.validFrom).getTime())),
-      validTo: Math.min(...verified.path.map((c) => new Date(c.validTo).getTime())),
     });
     return peer;
   }
@@ -90,10 +92,10 @@ export class PeerVerifier {
  * The certificates the peer sent, leaf first. Node exposes them as a linked issuer chain;
  * it may also have appended anchors from our own store, which the verifier tolerates.
  */
-function presentedChain(socket: TLSSocket, leaf: X509Certificate): X509Certificate[] {
-  const certs = [leaf];
-  const seen = new Set([leaf.fingerprint256]);
-  let node: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true).issuerCertificate;
+function presentedChain(detailed: DetailedPeerCertificate): X509Certificate[] {
+  const certs = [new X509Certificate(detailed.raw)];
+  const seen = new Set([detailed.fingerprint256]);
+  let node: DetailedPeerCertificate | undefined = detailed.issuerCertificate;
   while (node && node.raw && !seen.has(node.fingerprint256) && certs.length < 10) {
     seen.add(node.fingerprint256);
     certs.push(new X509Certificate(node.raw));

@@ -96,15 +96,21 @@ const bad: BadCase[] = [
   },
   {
     name: 'dev spiffeId without path',
-    yaml: mutate((d) => (d.identity.dev.spiffeId = 'spiffe://example.org/')),
+    yaml: mutate((d) => (d.identity.dev.spiffeId = 'spiffe://example.org')),
     path: 'identity.dev.spiffeId',
     message: "not in this sidecar's trust domain",
+  },
+  {
+    name: 'dev spiffeId with a trailing slash',
+    yaml: mutate((d) => (d.identity.dev.spiffeId = 'spiffe://example.org/')),
+    path: 'identity.dev.spiffeId',
+    message: 'invalid SPIFFE ID "spiffe://example.org/"',
   },
   {
     name: 'dev spiffeId not a SPIFFE ID',
     yaml: mutate((d) => (d.identity.dev.spiffeId = 'agent-a')),
     path: 'identity.dev.spiffeId',
-    message: 'must start with spiffe://',
+    message: 'must start with "spiffe://"',
   },
   {
     name: 'bad ttl',
@@ -237,7 +243,7 @@ const bad: BadCase[] = [
       (d) => (d.outbound = { routes: [{ host: 'agent-b', address: '127.0.0.1:9443', spiffeId: 'example.org/b' }] }),
     ),
     path: 'outbound.routes[0].spiffeId',
-    message: 'must start with spiffe://',
+    message: 'must start with "spiffe://"',
   },
   {
     name: 'route host empty',
@@ -300,7 +306,29 @@ const bad: BadCase[] = [
     name: 'policy allow entry not a SPIFFE ID',
     yaml: mutate((d) => (d.policy = { allow: ['spiffe://example.org/a', 'agent-b'] })),
     path: 'policy.allow[1]',
-    message: 'must start with spiffe://',
+    message: 'must start with "spiffe://"',
+  },
+  {
+    name: 'policy allow entry with a partial-segment wildcard',
+    yaml: mutate((d) => (d.policy = { allow: ['spiffe://example.org/agent/a*'] })),
+    path: 'policy.allow[0]',
+    message: 'invalid SPIFFE ID or pattern "spiffe://example.org/agent/a*"',
+  },
+  {
+    name: 'route pattern with a wildcard trust domain',
+    yaml: mutate(
+      (d) => (d.outbound = { routes: [{ host: 'agent-b', address: '127.0.0.1:9443', spiffeId: 'spiffe://*/agent/b' }] }),
+    ),
+    path: 'outbound.routes[0].spiffeId',
+    message: 'invalid SPIFFE ID or pattern',
+  },
+  {
+    name: 'route pattern with a dot segment',
+    yaml: mutate(
+      (d) => (d.outbound = { routes: [{ host: 'agent-b', address: '127.0.0.1:9443', spiffeId: 'spiffe://example.org/../b' }] }),
+    ),
+    path: 'outbound.routes[0].spiffeId',
+    message: 'invalid SPIFFE ID or pattern',
   },
   {
     name: 'trust bundle key not a trust domain',

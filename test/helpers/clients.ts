@@ -4,8 +4,8 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { request as httpRequest, type Agent as HttpAgent, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
-import { createServer as createTlsServer, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { connect as netConnect, type AddressInfo, type Socket } from 'node:net';
+import { createServer as createTlsServer, type ConnectionOptions, type TLSSocket, type TlsOptions } from 'node:tls';
 import type { Teardown } from './env.js';
 import { splitAddress } from './env.js';
 
@@ -55,6 +55,20 @@ function parseJson(text: string): unknown {
   }
 }
 
+/**
+ * The server's leaf, read through getPeerCertificate(): on Node 20, getPeerX509Certificate()
+ * removes an entry from OpenSSL's peer chain (nodejs/node#65579), so a second call on the same
+ * socket returns undefined and the detailed chain comes back empty.
+ */
+export function peerCertificateOf(socket: TLSSocket): X509Certificate | undefined {
+  try {
+    const raw = socket.getPeerCertificate()?.raw;
+    return raw ? new X509Certificate(raw) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** One HTTPS request with a client certificate. Never rejects: failures come back as data. */
 export function mtlsRequest(opts: MtlsRequestOptions): Promise<HttpResult> {
   const { host, port } = splitAddress(opts.address);
@@ -85,11 +99,7 @@ export function mtlsRequest(opts: MtlsRequestOptions): Promise<HttpResult> {
     req.on('socket', (socket: Socket) => {
       const tlsSocket = socket as TLSSocket;
       const grab = (): void => {
-        try {
-          peerCert = tlsSocket.getPeerX509Certificate() ?? peerCert;
-        } catch {
-          /* not connected yet */
-        }
+        peerCert = peerCertificateOf(tlsSocket) ?? peerCert;
       };
       if ((tlsSocket as { encrypted?: boolean }).encrypted && !tlsSocket.connecting) grab();
       tlsSocket.once('secureConnect', grab);
@@ -100,13 +110,7 @@ export function mtlsRequest(opts: MtlsRequestOptions): Promise<HttpResult> {
       res.on('error', (err: NodeJS.ErrnoException) => done({ gotHttpResponse: false, error: err.message, code: err.code, peerCert }));
       res.on('end', () => {
         const body = Buffer.concat(chunks).toString('utf8');
-        if (!peerCert) {
-          try {
-            peerCert = (res.socket as TLSSocket).getPeerX509Certificate();
-          } catch {
-            /* closed */
-          }
-        }
+        peerCert ??= peerCertificateOf(res.socket as TLSSocket);
         done({
           gotHttpResponse: true,
           status: res.statusCode ?? 0,
@@ -177,7 +181,9 @@ export function certHash(cert: X509Certificate | Buffer): string {
 export interface RawTlsServer {
   address: string;
   port: number;
-  /** Completed TLS handshakes. */
+  /** TCP connections accepted. */
+  connections: number;
+  /** Completed TLS handshakes (as seen by this server). */
   handshakes: number;
   /** Application bytes received after the handshake, over all connections. */
   bytesReceived: number;
@@ -185,19 +191,36 @@ export interface RawTlsServer {
 }
 
 /**
- * A bare TLS server presenting `certPem`/`keyPem` (any certificate at all): asks for a client
- * certificate but accepts any, never answers, and counts the application bytes it receives.
+ * A bare TLS server presenting `certPem`/`keyPem` (any certificate at all, chain included): asks
+ * for a client certificate but accepts any, and counts the application bytes it receives. It
+ * never answers unless `respond` is set; then every request head gets `200 raw-server`.
  */
-export async function startRawTlsServer(t: Teardown, certPem: string, keyPem: string): Promise<RawTlsServer> {
-  const state = { handshakes: 0, bytesReceived: 0 };
+export async function startRawTlsServer(
+  t: Teardown,
+  certPem: string,
+  keyPem: string,
+  opts: { respond?: boolean; tls?: TlsOptions } = {},
+): Promise<RawTlsServer> {
+  const respond = opts.respond === true;
+  const state = { connections: 0, handshakes: 0, bytesReceived: 0 };
   const sockets = new Set<TLSSocket>();
-  const server = createTlsServer({ cert: certPem, key: keyPem, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, (socket) => {
+  const server = createTlsServer({ cert: certPem, key: keyPem, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'], ...opts.tls }, (socket) => {
     state.handshakes++;
     sockets.add(socket);
-    socket.on('data', (d: Buffer) => (state.bytesReceived += d.length));
+    let pending = '';
+    socket.on('data', (d: Buffer) => {
+      state.bytesReceived += d.length;
+      if (!respond) return;
+      pending += d.toString('latin1');
+      while (pending.includes('\r\n\r\n')) {
+        pending = pending.slice(pending.indexOf('\r\n\r\n') + 4);
+        socket.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\nraw-server');
+      }
+    });
     socket.on('error', () => {});
     socket.once('close', () => sockets.delete(socket));
   });
+  server.on('connection', () => state.connections++);
   server.on('tlsClientError', () => {});
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -212,6 +235,9 @@ export async function startRawTlsServer(t: Teardown, certPem: string, keyPem: st
   return {
     address: `127.0.0.1:${port}`,
     port,
+    get connections() {
+      return state.connections;
+    },
     get handshakes() {
       return state.handshakes;
     },
@@ -220,4 +246,24 @@ export async function startRawTlsServer(t: Teardown, certPem: string, keyPem: st
     },
     close,
   };
+}
+
+/**
+ * Writes `data` to a plain TCP connection and collects everything received until the peer
+ * closes or `timeoutMs` passes. For requests Node's http client will not send as-is.
+ */
+export function rawExchange(address: string, data: string | Buffer, timeoutMs = 5_000): Promise<{ received: string; closedByPeer: boolean }> {
+  const { host, port } = splitAddress(address);
+  return new Promise((resolve) => {
+    let received = '';
+    let timedOut = false;
+    const socket = netConnect({ host, port }, () => socket.write(data));
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+    socket.on('error', () => {});
+    socket.setTimeout(timeoutMs, () => {
+      timedOut = true;
+      socket.destroy();
+    });
+    socket.on('close', () => resolve({ received, closedByPeer: !timedOut }));
+  });
 }

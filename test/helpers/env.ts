@@ -49,11 +49,16 @@ export async function setupTrustDomain(dir: string, td: string, name = td): Prom
   return { td, ca, caDir, bundlePem, bundleJwks, leaf: (id, opts) => createLeaf(ca, id, opts) };
 }
 
-/** Writes `config` as JSON (`.json`) or YAML (`.yaml`/`.yml`) into `dir/name`; returns the path. */
+/** Writes `config` as JSON (`.json`) or YAML (any other name) into `dir/name`, a string verbatim; returns the path. */
 export async function writeConfig(dir: string, name: string, config: unknown): Promise<string> {
   const path = join(dir, name);
   const ext = extname(name);
-  const text = ext === '.json' ? JSON.stringify(config, null, 2) : ext === '.yaml' || ext === '.yml' ? YAML.stringify(config) : String(config);
+  const text =
+    typeof config === 'string'
+      ? config // verbatim: for syntax errors and other formats
+      : ext === '.json'
+        ? JSON.stringify(config, null, 2)
+        : YAML.stringify(config);
   await writeFile(path, text);
   return path;
 }
@@ -85,6 +90,12 @@ export async function runSigil(t: Teardown, configPath: string, env: NodeJS.Proc
       clearTimeout(timer);
     }
   };
+  // If the test process dies without running teardown (e.g. a tap timeout), take the child along.
+  const killOnExit = (): void => {
+    proc.child.kill('SIGKILL');
+  };
+  process.once('exit', killOnExit);
+  proc.child.once('exit', () => process.off('exit', killOnExit));
   t.teardown(() => stop());
   return {
     proc,

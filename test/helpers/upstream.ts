@@ -46,7 +46,7 @@ export async function startEchoUpstream(t: Teardown): Promise<EchoUpstream> {
       kind: 'http',
     });
     const reply = (): void => {
-      const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders } satisfies EchoReply);
+      const body = JSON.stringify({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders } satisfies EchoReply);
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     };
