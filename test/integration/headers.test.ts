@@ -4,6 +4,7 @@
 // (agent → outbound sidecar A → inbound sidecar B → upstream).
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Agent as HttpAgent } from 'node:http';
 import t from 'tap';
 import WebSocket from 'ws';
 import type { Issued } from '../fixtures/certs.js';
@@ -190,4 +191,20 @@ t.test('a WebSocket upgrade whose Connection header names the identity headers s
   t.ok(seen, 'upgrade reached the upstream');
   t.equal(seen?.headers['x-sigil-peer-id'], ID_A, 'x-sigil-peer-id still set on the upgrade');
   t.equal(seen?.headers['x-forwarded-client-cert'], `By=${ID_B};Hash=${certHash(leafA.der)};URI=${ID_A}`, 'XFCC still set on the upgrade');
+});
+
+t.test('the client connection\'s own keep-alive choice is honoured, not the upstream\'s', async (t) => {
+  // Node's client sends `Connection: close` when no agent is used.
+  const closing = await plainRequest({ address: sidecarA.outbound, path: '/conn-close', headers: { host: 'agent-b' } });
+  assertStatus(t, closing, 'Connection: close request');
+  t.equal(closing.headers.connection, 'close', 'outbound answers Connection: close');
+  const direct = await mtlsRequest({ address: sidecarB.inbound, certPem: leafA.pem, keyPem: leafA.keyPem, path: '/conn-close-direct', headers: { connection: 'close' } });
+  assertStatus(t, direct, 'direct Connection: close request');
+  t.equal(direct.headers.connection, 'close', 'inbound answers Connection: close');
+
+  const agent = new HttpAgent({ keepAlive: true });
+  t.teardown(() => agent.destroy());
+  const kept = await plainRequest({ address: sidecarA.outbound, path: '/conn-keep', headers: { host: 'agent-b' }, agent });
+  assertStatus(t, kept, 'keep-alive request (positive control)');
+  t.equal(kept.headers.connection, 'keep-alive');
 });
