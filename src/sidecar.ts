@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { AdminServer } from './admin/index.js';
 import { AllowListAuthorizer, DenyAllAuthorizer, DryRunAuthorizer, type Authorizer } from './authz/index.js';
 import type { SigilConfig } from './config/index.js';
-import { DevSvidSource, FilesSvidSource, IdentityManager, type SourceCallbacks, type SvidSource } from './identity/index.js';
+import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type SourceCallbacks, type SvidSource } from './identity/index.js';
 import { InboundProxy, OutboundProxy } from './proxy/index.js';
 import { SpiffeId, TrustDomain } from './spiffe/index.js';
 import type { Logger } from './telemetry/index.js';
@@ -66,14 +66,17 @@ export class Sidecar {
   /** Stops accepting, lets in-flight requests finish for up to the drain timeout, then closes. */
   async stop(): Promise<void> {
     this.serving = false;
+    // Safe on a partly started sidecar: each component's stop is a no-op if it never started.
     const drain = this.config.shutdown.drainTimeoutMs;
     await Promise.all([this.inbound?.stop(drain), this.outbound?.stop(drain)]);
     await this.admin.stop();
     this.identity.stop();
   }
 
+  /** Ready means able to serve: listeners up and an SVID we can present right now. */
   private isReady(): boolean {
-    return this.serving && this.identity.current() !== undefined;
+    const snapshot = this.identity.current();
+    return this.serving && snapshot !== undefined && isUsable(snapshot.svid);
   }
 
   private status(): unknown {

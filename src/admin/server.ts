@@ -3,6 +3,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HostPort } from '../config/index.js';
+import { listen } from '../proxy/index.js';
 
 export interface AdminHooks {
   /** True once an SVID, the bundles and the policy are loaded and every listener is bound. */
@@ -13,19 +14,12 @@ export interface AdminHooks {
 export class AdminServer {
   private server: Server | undefined;
 
-  constructor(private readonly listen: HostPort, private readonly hooks: AdminHooks) {}
+  constructor(private readonly listenAt: HostPort, private readonly hooks: AdminHooks) {}
 
   async start(): Promise<AddressInfo> {
     const server = createServer((req, res) => this.handle(req, res));
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.listen.port, this.listen.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    return server.address() as AddressInfo;
+    return listen(server, this.listenAt);
   }
 
   async stop(): Promise<void> {

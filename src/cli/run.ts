@@ -10,7 +10,14 @@ export async function runSidecar(args: string[]): Promise<number> {
   const config = await loadConfig(flags.config as string);
   const logger = createLogger();
   const sidecar = new Sidecar(config, logger);
-  const addresses = await sidecar.start();
+  let addresses;
+  try {
+    addresses = await sidecar.start();
+  } catch (err) {
+    // Whatever did start (e.g. the admin listener) must not keep a half-started sidecar alive.
+    await sidecar.stop().catch(() => {});
+    throw err;
+  }
   logger.info('ready', { configPath: config.configPath, ...addresses });
 
   let stopping = false;

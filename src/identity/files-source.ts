@@ -2,9 +2,9 @@
 // helper, a volume). Reloaded when any file changes; a half-written or invalid set keeps the
 // last good SVID, and the reason is reported.
 import { readFile } from 'node:fs/promises';
-import { BundleSet, X509Bundle, type TrustDomain } from '../spiffe/index.js';
-import { svidFromPem } from './svid.js';
-import type { SourceCallbacks, SvidSource, SvidUpdate } from './types.js';
+import { BundleSet, verifyX509Svid, X509Bundle, type TrustDomain } from '../spiffe/index.js';
+import { svidFromPem, SvidLoadError } from './svid.js';
+import { isUsable, type SourceCallbacks, type SvidSource, type SvidUpdate } from './types.js';
 import { watchFiles, type FileWatch } from './watch.js';
 
 export interface FilesSourceOptions {
@@ -41,6 +41,15 @@ export class FilesSvidSource implements SvidSource {
     ]);
     const svid = svidFromPem(certPem, keyPem, trustDomain);
     const bundles = new BundleSet([X509Bundle.parse(trustDomain, bundleText)]);
+    // Only material we could actually present replaces the last good SVID.
+    if (!isUsable(svid)) {
+      throw new SvidLoadError(`SVID ${svid.serial} is outside its validity period (${svid.notBefore.toISOString()} – ${svid.notAfter.toISOString()})`);
+    }
+    try {
+      verifyX509Svid(svid.certificates, bundles);
+    } catch (err) {
+      throw new SvidLoadError(`SVID does not verify against the bundle file: ${(err as Error).message}`);
+    }
     this.lastSerial = svid.serial;
     this.lastBundle = bundleText;
     return { svid, bundles };

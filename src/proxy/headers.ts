@@ -1,6 +1,7 @@
 // Header hygiene at the trust boundary. Identity headers are only ever produced from verified
 // material, so every incoming copy is dropped first; hop-by-hop headers (RFC 9110 §7.6.1) are
-// connection-scoped and must not be forwarded.
+// connection-scoped and must not be forwarded — but a sender must never be able to use that
+// rule to remove headers that frame the message or carry identity.
 import type { IncomingHttpHeaders } from 'node:http';
 import type { SpiffeId } from '../spiffe/index.js';
 
@@ -10,24 +11,53 @@ const SIGIL_PREFIX = 'x-sigil-';
 
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
 
+/**
+ * Headers a Connection header may not nominate for removal: dropping Content-Length or
+ * Transfer-Encoding would unframe the body and let its bytes be read upstream as a second,
+ * unchecked request (request smuggling); Host and identity headers are never the sender's to drop.
+ */
+function isProtected(name: string): boolean {
+  return name === 'host' || name === 'content-length' || name === 'transfer-encoding' || isIdentityHeader(name);
+}
+
+/**
+ * True for XFCC and any x-sigil-* header. Underscores count as dashes: CGI-style servers
+ * (WSGI, Rack, PHP) map `x_sigil_peer_id` to the same variable as `x-sigil-peer-id`.
+ */
+function isIdentityHeader(name: string): boolean {
+  const normalized = name.replace(/_/g, '-');
+  return normalized === XFCC_HEADER || normalized.startsWith(SIGIL_PREFIX);
+}
+
 export function stripIdentityHeaders(headers: IncomingHttpHeaders): void {
   for (const name of Object.keys(headers)) {
-    if (name === XFCC_HEADER || name.startsWith(SIGIL_PREFIX)) delete headers[name];
+    if (isIdentityHeader(name)) delete headers[name];
   }
 }
 
 /**
- * Removes hop-by-hop headers and any header the Connection header names. For a WebSocket
- * upgrade, `Connection: upgrade` and `Upgrade` are the request itself and are kept.
+ * Removes hop-by-hop headers and any unprotected header the Connection header names. For a
+ * WebSocket upgrade, `Connection: upgrade` and `Upgrade` are the request itself and are kept.
  */
 export function stripHopByHop(headers: IncomingHttpHeaders | Record<string, unknown>, keepUpgrade = false): void {
   const connection = headers['connection'];
-  const listed = typeof connection === 'string' ? connection.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean) : [];
+  const listed = typeof connection === 'string' ? connection.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s && !isProtected(s)) : [];
   for (const name of [...HOP_BY_HOP, ...listed]) {
     if (keepUpgrade && (name === 'upgrade' || name === 'connection')) continue;
     delete headers[name];
   }
   if (keepUpgrade) headers['connection'] = 'upgrade';
+}
+
+/**
+ * Prepares an incoming request's headers for forwarding. Node has already decoded a chunked
+ * body, so Transfer-Encoding is restated as `chunked` for the next hop to re-frame it; without
+ * it Node would send the body of a GET/HEAD/DELETE/OPTIONS unframed.
+ */
+export function forwardableRequestHeaders(headers: IncomingHttpHeaders, upgrade: boolean): void {
+  const chunked = headers['transfer-encoding'] !== undefined;
+  stripHopByHop(headers, upgrade);
+  if (chunked) headers['transfer-encoding'] = 'chunked';
 }
 
 /** `By=<own ID>;Hash=<sha256 hex of peer leaf DER>;URI=<peer ID>`, exactly, in that order. */

@@ -7,13 +7,15 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import httpProxy from 'http-proxy';
-import type { Authorizer, Decision, HttpContext, ReasonCode } from '../authz/index.js';
+import type { Authorizer, Decision, ReasonCode } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
+import type { BundleSet } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, serverContextOptions, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
-import { setIdentityHeaders, stripHopByHop, stripIdentityHeaders } from './headers.js';
+import { forwardableRequestHeaders, setIdentityHeaders, stripIdentityHeaders } from './headers.js';
+import { forwardResponseHeaders, guardUpgradeSocket, httpContext, listen, onClientError } from './http-common.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
 
 export interface InboundOptions {
@@ -27,6 +29,8 @@ export interface InboundOptions {
 
 interface ConnectionState {
   peer: VerifiedPeer;
+  /** The bundles the peer was verified under; a bundle change means verifying again. */
+  bundles: BundleSet;
   connect: Decision;
 }
 
@@ -59,14 +63,7 @@ export class InboundProxy {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => onClientError(err, socket));
     server.on('request', (req, res) => this.onRequest(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.options.listen.port, this.options.listen.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    return server.address() as AddressInfo;
+    return listen(server, this.options.listen);
   }
 
   /** New handshakes use the new SVID and bundles at once; open connections keep theirs. */
@@ -109,7 +106,7 @@ export class InboundProxy {
       principal: peer.id,
       resource: snapshot.svid.id,
     });
-    this.connections.set(socket, { peer, connect });
+    this.connections.set(socket, { peer, bundles: snapshot.bundles, connect });
     this.tracker.add(socket);
   }
 
@@ -122,10 +119,7 @@ export class InboundProxy {
     const state = this.connections.get(req.socket);
     const own = this.options.identity();
     if (!state || !own) return {};
-    if (Date.now() > state.peer.validTo) {
-      this.options.logger.info('inbound peer refused', { reason: 'peer_untrusted', detail: 'certificate_expired', peer: state.peer.id.toString() });
-      return 'drop';
-    }
+    if (!this.stillTrusted(req.socket as TLSSocket, state, own.bundles)) return 'drop';
     if (!state.connect.allowed) return { decision: state.connect };
     const decision = this.options.authorizer().authorize({
       action: 'http',
@@ -136,9 +130,8 @@ export class InboundProxy {
     });
     if (!decision.allowed) return { decision };
     if (decision.wouldDeny) this.options.logger.info('dry-run: would deny', { reason: decision.reason, peer: state.peer.id.toString() });
-    // Hop-by-hop first: a caller must not be able to name our identity headers in
-    // `Connection` and have them removed after we set them.
-    stripHopByHop(req.headers, upgrade);
+    // Hop-by-hop first, so nothing named in `Connection` is removed after we set identity.
+    forwardableRequestHeaders(req.headers, upgrade);
     stripIdentityHeaders(req.headers);
     setIdentityHeaders(req.headers, own.svid.id, state.peer.leafHash, state.peer.id);
     return 'admitted';
@@ -160,6 +153,7 @@ export class InboundProxy {
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    guardUpgradeSocket(socket);
     const admitted = this.admit(req, true);
     if (admitted === 'drop') return void socket.destroy();
     if (admitted !== 'admitted') {
@@ -173,6 +167,26 @@ export class InboundProxy {
     });
   }
 
+  /**
+   * A kept-alive connection stays admitted only while the peer's certificate path is valid and
+   * it still verifies under the current bundles (a removed or rotated CA cuts it off).
+   */
+  private stillTrusted(socket: TLSSocket, state: ConnectionState, bundles: BundleSet): boolean {
+    let detail: string | undefined;
+    if (Date.now() > state.peer.validTo) detail = 'certificate_expired';
+    else if (state.bundles !== bundles) {
+      try {
+        state.peer = this.options.verifier.verifySocket(socket, bundles);
+        state.bundles = bundles;
+      } catch (err) {
+        detail = err instanceof PeerVerificationError ? err.detail : 'internal_error';
+      }
+    }
+    if (detail === undefined) return true;
+    this.options.logger.info('inbound peer refused', { reason: 'peer_untrusted', detail, peer: state.peer.id.toString() });
+    return false;
+  }
+
   /** Logs a refusal; a refusal without a decision is an unexpected state and fails closed. */
   private logDenied(req: IncomingMessage, decision: Decision | undefined): { reason: ReasonCode; policies: string[]; action?: string } {
     const refusal = { reason: decision?.reason ?? 'internal_error', policies: decision?.policies ?? [], action: decision?.request.action };
@@ -184,32 +198,6 @@ export class InboundProxy {
     });
     return refusal;
   }
-}
-
-/**
- * The upstream's hop-by-hop headers are not ours to forward. http-proxy then copies the
- * request's Connection header into the response (defaulting to keep-alive), and we already
- * removed that from the request, so say what Node's parser decided for the client connection.
- */
-export function forwardResponseHeaders(proxyRes: IncomingMessage, _req: IncomingMessage, res: ServerResponse): void {
-  stripHopByHop(proxyRes.headers);
-  proxyRes.headers['connection'] = res.shouldKeepAlive ? 'keep-alive' : 'close';
-}
-
-export function httpContext(req: IncomingMessage): HttpContext {
-  const url = req.url ?? '/';
-  const q = url.indexOf('?');
-  return { method: req.method ?? 'GET', path: q === -1 ? url : url.slice(0, q), host: req.headers.host ?? '' };
-}
-
-/** Malformed or oversized requests get a terse HTTP error, never a crash. */
-export function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-  sendRawError(socket, tooLarge ? 431 : 400, errorBody(tooLarge ? 431 : 400, tooLarge ? 'headers_too_large' : 'bad_request'));
 }
 
 function tlsReason(err: NodeJS.ErrnoException): string {

@@ -2,7 +2,7 @@
 // forward proxy (absolute-form request URI) or by naming the peer in the Host header. Each
 // request is routed, dialed over mTLS with our SVID, and re-authorized against the verified
 // server before it is sent.
-import { createServer, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
@@ -12,8 +12,8 @@ import type { IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
 import type { PeerVerifier } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
-import { stripHopByHop, stripIdentityHeaders } from './headers.js';
-import { forwardResponseHeaders, httpContext, onClientError } from './inbound.js';
+import { forwardableRequestHeaders, stripIdentityHeaders } from './headers.js';
+import { forwardResponseHeaders, guardUpgradeSocket, listen, onClientError } from './http-common.js';
 import { OutboundError, PeerAgent } from './peer-agent.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
 import { RouteTable, type Route } from './routes.js';
@@ -44,8 +44,6 @@ export class OutboundProxy {
     this.routes = new RouteTable(options.routes);
     for (const route of this.routes.all()) this.agents.set(route.key, new PeerAgent(route, options));
     this.proxy.on('proxyRes', forwardResponseHeaders);
-    this.proxy.on('proxyReq', (proxyReq, req) => this.guard(proxyReq, req));
-    this.proxy.on('proxyReqWs', (proxyReq, req) => this.guard(proxyReq, req));
   }
 
   async start(): Promise<AddressInfo> {
@@ -58,14 +56,7 @@ export class OutboundProxy {
     );
     server.on('request', (req, res) => this.onRequest(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.options.listen.port, this.options.listen.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    return server.address() as AddressInfo;
+    return listen(server, this.options.listen);
   }
 
   /** Called on every identity update (new SVID or bundles). */
@@ -113,52 +104,25 @@ export class OutboundProxy {
       return;
     }
     stripIdentityHeaders(req.headers);
-    stripHopByHop(req.headers);
+    forwardableRequestHeaders(req.headers, false);
     this.proxy.web(req, res, this.proxyOptions(target), (err: Error) => sendError(res, ...this.failure(err, req)));
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    guardUpgradeSocket(socket);
     const target = this.route(req);
     if ('error' in target) {
       sendRawError(socket, target.reason === 'no_route' ? 403 : 400, target);
       return;
     }
     stripIdentityHeaders(req.headers);
-    stripHopByHop(req.headers, true);
+    forwardableRequestHeaders(req.headers, true);
     this.proxy.ws(req, socket, head, this.proxyOptions(target), (err: Error) => sendRawError(socket, ...this.failure(err, req)));
   }
 
   private proxyOptions(target: Target): httpProxy.ServerOptions {
     const { host, port } = target.route.address;
     return { target: `http://${host.includes(':') ? `[${host}]` : host}:${port}`, agent: target.agent };
-  }
-
-  /**
-   * Per-request egress authorization. The socket is assigned (fresh and verified, or reused
-   * from the pool) before any request byte is flushed to it, so a deny here sends nothing.
-   */
-  private guard(proxyReq: ClientRequest, req: IncomingMessage): void {
-    const target = this.targets.get(req);
-    if (!target) {
-      proxyReq.destroy(new OutboundError('peer_unreachable', 'unrouted request'));
-      return;
-    }
-    proxyReq.once('socket', (socket: Duplex) => {
-      const peer = target.agent.peerOf(socket);
-      const own = this.options.identity();
-      if (!peer || !own || Date.now() > peer.validTo) {
-        proxyReq.destroy(new OutboundError('peer_untrusted', 'connection has no currently valid verified peer'));
-        return;
-      }
-      const decision = this.options.authorizer().authorize({
-        action: 'http',
-        direction: 'outbound',
-        principal: own.svid.id,
-        resource: peer.id,
-        http: httpContext(req),
-      });
-      if (!decision.allowed) proxyReq.destroy(new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision));
-    });
   }
 
   private failure(err: Error, req: IncomingMessage): [number, ErrorBody] {

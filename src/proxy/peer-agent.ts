@@ -1,14 +1,14 @@
 // A keep-alive connection pool to one route's peer sidecar. Each new connection is dialed with
-// the SVID current at that moment, and is handed to HTTP only after the server's SVID verified
+// the SVID current at that moment and handed to HTTP only after the server's SVID verified
 // against its own trust domain's bundle, matched the route's expected ID and passed the egress
-// (connect) check — so not one request byte reaches an unverified or unexpected server.
-import { Agent as HttpAgent, type ClientRequestArgs } from 'node:http';
+// `connect` check. Every request — on a new or a reused connection — is then authorized against
+// the verified server when the socket is bound to it, before any request byte is written.
+import { Agent as HttpAgent, type AgentOptions, type ClientRequest, type ClientRequestArgs } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Authorizer, Decision } from '../authz/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
-import type { Logger } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, clientSecureContext, MIN_TLS_VERSION, PeerVerificationError, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import type { Route } from './routes.js';
 
@@ -29,10 +29,7 @@ export interface PeerAgentDeps {
   identity: () => IdentitySnapshot | undefined;
   authorizer: () => Authorizer;
   verifier: PeerVerifier;
-  logger: Logger;
 }
-
-const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 interface PooledPeer {
   peer: VerifiedPeer;
@@ -40,17 +37,22 @@ interface PooledPeer {
   generation: number;
 }
 
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
 export class PeerAgent extends HttpAgent {
   private readonly peers = new WeakMap<Duplex, PooledPeer>();
   private context: { generation: number; context: SecureContext } | undefined;
 
-  constructor(private readonly route: Route, private readonly deps: PeerAgentDeps) {
-    super({ keepAlive: true, maxSockets: 256 });
+  constructor(private readonly route: Route, private readonly deps: PeerAgentDeps, options: AgentOptions = {}) {
+    super({ keepAlive: true, maxSockets: 256, ...options });
   }
 
-  /** The verified server behind a pooled socket. */
-  peerOf(socket: Duplex): VerifiedPeer | undefined {
-    return this.peers.get(socket)?.peer;
+  // Registered here, inside the ClientRequest constructor, so this listener runs before any
+  // other 'socket' listener and before Node flushes the request onto the socket.
+  addRequest(req: ClientRequest, options: ClientRequestArgs): void {
+    req.once('socket', (socket: Socket) => this.authorizeRequest(req, socket));
+    // @types/node omits addRequest from Agent's declared surface; it is Node's public hook.
+    (HttpAgent.prototype as unknown as { addRequest(r: ClientRequest, o: ClientRequestArgs): void }).addRequest.call(this, req, options);
   }
 
   /**
@@ -79,6 +81,27 @@ export class PeerAgent extends HttpAgent {
       (err: Error) => callback!(err, undefined as unknown as Duplex),
     );
     return undefined as unknown as Duplex;
+  }
+
+  private authorizeRequest(req: ClientRequest, socket: Socket): void {
+    const pooled = this.peers.get(socket);
+    const own = this.deps.identity();
+    if (!pooled || !own || Date.now() >= pooled.peer.validTo) {
+      req.destroy(new OutboundError('peer_untrusted', 'connection has no currently valid verified peer'));
+      return;
+    }
+    const host = req.getHeader('host');
+    const path = req.path;
+    const q = path.indexOf('?');
+    const decision = this.deps.authorizer().authorize({
+      action: 'http',
+      direction: 'outbound',
+      principal: own.svid.id,
+      resource: pooled.peer.id,
+      http: { method: req.method, path: q === -1 ? path : path.slice(0, q), host: typeof host === 'string' ? host : '' },
+    });
+    // Destroying the request here destroys the socket too, so Node's flush writes nothing.
+    if (!decision.allowed) req.destroy(new OutboundError('policy_denied', `egress to ${pooled.peer.id} denied`, undefined, decision));
   }
 
   private secureContext(snapshot: IdentitySnapshot): SecureContext {

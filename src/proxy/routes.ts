@@ -31,7 +31,11 @@ export class RouteTable {
   /** `authority` is a Host header or URL authority: `name`, `name:port`, `[v6]:port`. */
   resolve(authority: string): Route | undefined {
     const { host, port } = splitAuthority(authority);
-    return this.routes.find((r) => r.host === host && (r.port === undefined || r.port === port));
+    // A route naming the port is more specific than one that does not, whatever the order.
+    return (
+      this.routes.find((r) => r.host === host && r.port !== undefined && r.port === port) ??
+      this.routes.find((r) => r.host === host && r.port === undefined)
+    );
   }
 
   all(): readonly Route[] {

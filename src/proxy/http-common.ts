@@ -1,0 +1,55 @@
+// Pieces both proxy directions (and the admin server) share: binding a listener, the policy
+// view of a request, response header hygiene and answers to malformed input.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Server } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { HttpContext } from '../authz/index.js';
+import type { HostPort } from '../config/index.js';
+import { stripHopByHop } from './headers.js';
+import { errorBody, sendRawError } from './responses.js';
+
+/** Binds `server` and resolves with the bound address (port 0 = ephemeral). */
+export function listen(server: Server, at: HostPort): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+/** What a policy sees of an HTTP request: method, path without query, Host. */
+export function httpContext(req: IncomingMessage): HttpContext {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  return { method: req.method ?? 'GET', path: q === -1 ? url : url.slice(0, q), host: req.headers.host ?? '' };
+}
+
+/**
+ * The upstream's hop-by-hop headers are not ours to forward. http-proxy then copies the
+ * request's Connection header into the response (defaulting to keep-alive), and we already
+ * removed that from the request, so state what Node's parser decided for the client connection.
+ */
+export function forwardResponseHeaders(proxyRes: IncomingMessage, _req: IncomingMessage, res: ServerResponse): void {
+  stripHopByHop(proxyRes.headers);
+  proxyRes.headers['connection'] = res.shouldKeepAlive ? 'keep-alive' : 'close';
+}
+
+/** Malformed or oversized requests get a terse HTTP error, never a crash. */
+export function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  sendRawError(socket, tooLarge ? 431 : 400, errorBody(tooLarge ? 431 : 400, tooLarge ? 'headers_too_large' : 'bad_request'));
+}
+
+/**
+ * Node stops watching a socket for errors once it hands it over as an upgrade; until the proxy
+ * attaches its own handler, a reset from the client would be an uncaught 'error' event.
+ */
+export function guardUpgradeSocket(socket: Duplex): void {
+  socket.on('error', () => socket.destroy());
+}
