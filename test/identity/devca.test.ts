@@ -78,11 +78,28 @@ t.test('files source: reloads a new SVID, keeps the last good one on a bad write
   await waitUntil(() => errors.length > 0);
   t.equal(updates.length, 0, 'a half-written file produces no update');
 
+  // An SVID that has already expired is never taken over the last good one.
+  const expired = await issuer.issue(ID, 1);
+  await new Promise((r) => setTimeout(r, 20));
+  errors.length = 0;
+  await writeFile(paths.key, expired.privateKeyPem);
+  await writeFile(paths.cert, expired.certChainPem);
+  await waitUntil(() => errors.some((e) => /validity period/.test(e.message)));
+  t.pass('expired SVID refused with a reason');
+  // Nor one from another CA than the bundle file's.
+  const foreign = await (await DevIssuer.fromPem(TD, await createDevCa(TD))).issue(ID, 60_000);
+  errors.length = 0;
+  await writeFile(paths.key, foreign.privateKeyPem);
+  await writeFile(paths.cert, foreign.certChainPem);
+  await waitUntil(() => errors.some((e) => /does not verify against the bundle/.test(e.message)));
+  t.pass('SVID from a foreign CA refused with a reason');
+  t.equal(updates.length, 0, 'no update from expired or foreign material');
+
   const second = await issuer.issue(ID, 60_000);
   await writeFile(paths.key, second.privateKeyPem);
   await writeFile(paths.cert, second.certChainPem);
   await waitUntil(() => updates.length > 0);
-  t.equal(updates.at(-1)!.svid.serial, second.certificates[0]!.serialNumber, 'new SVID picked up');
+  t.equal(updates.at(-1)!.svid.serial, second.certificates[0]!.serialNumber, 'new SVID picked up (positive control)');
 });
 
 async function waitUntil(cond: () => boolean, timeoutMs = 3000): Promise<void> {

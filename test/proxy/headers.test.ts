@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { IncomingHttpHeaders } from 'node:http';
 import { RouteTable, splitAuthority, xfccValue } from '../../src/proxy/index.js';
-import { stripHopByHop, stripIdentityHeaders, setIdentityHeaders } from '../../src/proxy/headers.js';
+import { forwardableRequestHeaders, stripHopByHop, stripIdentityHeaders, setIdentityHeaders } from '../../src/proxy/headers.js';
 import { SpiffeId } from '../../src/spiffe/index.js';
 
 const own = SpiffeId.parse('spiffe://example.org/agent/b');
@@ -17,10 +17,13 @@ t.test('identity headers: incoming copies removed, then set from verified materi
     'x-sigil-peer-id': 'spiffe://example.org/admin',
     'x-sigil-delegation': '{}',
     'x-sigil-whatever': '1',
+    x_sigil_peer_id: 'spiffe://example.org/admin',
+    'x-forwarded_client_cert': 'By=evil',
     'x-other': 'kept',
+    x_other_underscored: 'kept',
   };
   stripIdentityHeaders(headers);
-  t.same(headers, { 'x-other': 'kept' });
+  t.same(headers, { 'x-other': 'kept', x_other_underscored: 'kept' }, 'underscore spellings of identity headers go too');
   setIdentityHeaders(headers, own, 'ff', peer);
   t.equal(headers['x-sigil-peer-id'], peer.toString());
   t.equal(headers['x-forwarded-client-cert'], xfccValue(own, 'ff', peer));
@@ -35,6 +38,28 @@ t.test('hop-by-hop headers and those named by Connection are dropped', async (t)
   t.same(ws, { connection: 'upgrade', upgrade: 'websocket', 'sec-websocket-key': 'k' }, 'upgrade request keeps its upgrade headers');
 });
 
+t.test('Connection cannot nominate framing, Host or identity headers', async (t) => {
+  const h: IncomingHttpHeaders = {
+    connection: 'content-length, Transfer-Encoding, host, x-sigil-peer-id, X-Forwarded-Client-Cert, x-custom',
+    'content-length': '5',
+    host: 'agent-b',
+    'x-sigil-peer-id': 'spiffe://example.org/agent/a',
+    'x-forwarded-client-cert': 'By=x',
+    'x-custom': 'dropped',
+  };
+  stripHopByHop(h);
+  t.same(h, { 'content-length': '5', host: 'agent-b', 'x-sigil-peer-id': 'spiffe://example.org/agent/a', 'x-forwarded-client-cert': 'By=x' });
+});
+
+t.test('a decoded chunked body is re-framed as chunked for the next hop', async (t) => {
+  const chunked: IncomingHttpHeaders = { 'transfer-encoding': 'gzip, chunked', connection: 'keep-alive' };
+  forwardableRequestHeaders(chunked, false);
+  t.same(chunked, { 'transfer-encoding': 'chunked' });
+  const plain: IncomingHttpHeaders = { 'content-length': '3' };
+  forwardableRequestHeaders(plain, false);
+  t.same(plain, { 'content-length': '3' }, 'no Transfer-Encoding is invented (positive control)');
+});
+
 t.test('routes: host case-insensitive, port ignored unless named', async (t) => {
   const table = new RouteTable([
     { host: 'agent-b', address: { host: '127.0.0.1', port: 1 }, spiffeId: 'spiffe://example.org/agent/b' },
@@ -46,6 +71,12 @@ t.test('routes: host case-insensitive, port ignored unless named', async (t) => 
   t.equal(table.resolve('agent-c'), undefined, 'route with a port needs that port');
   t.equal(table.resolve('agent-c:80'), undefined);
   t.equal(table.resolve('agent-d'), undefined);
+  const specific = new RouteTable([
+    { host: 'svc', address: { host: '127.0.0.1', port: 1 }, spiffeId: 'spiffe://example.org/a' },
+    { host: 'svc', port: 8080, address: { host: '127.0.0.1', port: 2 }, spiffeId: 'spiffe://example.org/b' },
+  ]);
+  t.equal(specific.resolve('svc:8080')?.address.port, 2, 'a port-specific route wins over an earlier port-less one');
+  t.equal(specific.resolve('svc:9090')?.address.port, 1);
   t.same(splitAuthority('[::1]:443'), { host: '[::1]', port: 443 });
   t.throws(() => new RouteTable([{ host: 'x', address: { host: 'h', port: 1 }, spiffeId: 'spiffe://example.org/a*' }]), /outbound\.routes\[0\]\.spiffeId/);
 });
