@@ -31,14 +31,16 @@ function authorityFromJwk(key: unknown, index: number): X509Certificate | undefi
   if (key.use !== X509_USE) return undefined;
   if (typeof key.kty !== 'string') throw new BundleError('bad_key_entry', `keys[${index}] has no kty`);
   if (!KNOWN_KTY.has(key.kty)) return undefined;
+  // X509-SVID §6.2: an x509-svid entry whose x5c is not set, or is empty, MUST be ignored; if
+  // it holds several values, all but the first MUST be ignored (they are not even decoded).
   const x5c = key.x5c;
-  if (!Array.isArray(x5c) || x5c.length === 0) {
-    throw new BundleError('missing_x5c', `keys[${index}] (x509-svid) has no x5c certificate`);
-  }
-  if (x5c.length > 1) {
-    throw new BundleError('multiple_x5c', `keys[${index}] (x509-svid) must have exactly one x5c certificate`);
-  }
-  const b64 = x5c[0];
+  if (x5c === undefined || x5c === null || (Array.isArray(x5c) && x5c.length === 0)) return undefined;
+  // x5c is set but is not an array (RFC 7517 §4.7): malformed rather than absent.
+  if (!Array.isArray(x5c)) throw new BundleError('bad_x5c', `keys[${index}].x5c is not an array`);
+  const b64: unknown = x5c[0];
+  // The first value is the authority itself (§6.2), so one that is not base64 DER of a
+  // certificate is an error, not an entry to skip: the spec only lets missing/empty x5c be
+  // ignored, and silently dropping a corrupt authority would hide a broken bundle.
   // x5c is standard (not URL-safe) base64 per RFC 7517 §4.7; reject anything else outright
   // because Buffer.from silently skips invalid characters.
   if (typeof b64 !== 'string' || !BASE64.test(b64)) {

@@ -28,9 +28,11 @@ export class SpiffeIdError extends SpiffeError {
 }
 
 /**
- * Problems: 'pem', 'der', 'malformed', 'duplicate_extension', 'no_uri_san', 'multiple_uri_sans',
- * 'not_spiffe_id', 'root_path', 'ca_leaf', 'missing_key_usage', 'no_digital_signature',
- * 'key_cert_sign', 'crl_sign', 'not_ca', 'no_key_cert_sign'.
+ * Problems: 'pem', 'der', 'malformed', 'duplicate_extension', 'unknown_critical_extension',
+ * 'no_uri_san', 'multiple_uri_sans', 'not_spiffe_id', 'root_path', 'ca_leaf', 'missing_key_usage',
+ * 'key_usage_not_critical', 'no_digital_signature', 'key_cert_sign', 'crl_sign',
+ * 'eku_missing_server_or_client_auth', 'not_ca', 'no_key_cert_sign', 'signing_id_has_path',
+ * 'unprocessable_name_constraints'.
  */
 export class SvidError extends SpiffeError {
   readonly code = 'svid_invalid' as const;
@@ -44,8 +46,9 @@ export class SvidError extends SpiffeError {
 }
 
 /**
- * Problems: 'pem', 'json', 'not_object', 'missing_keys', 'bad_key_entry', 'missing_x5c',
- * 'multiple_x5c', 'bad_x5c', 'bad_sequence', 'bad_refresh_hint'.
+ * Problems: 'pem', 'json', 'not_object', 'missing_keys', 'bad_key_entry', 'bad_x5c', 'bad_sequence',
+ * 'bad_refresh_hint'. (An x509-svid entry with a missing/empty x5c is ignored and extra x5c
+ * values are ignored, per X509-SVID §6.2; 'missing_x5c'/'multiple_x5c' are no longer raised.)
  */
 export class BundleError extends SpiffeError {
   readonly code = 'bundle_invalid' as const;

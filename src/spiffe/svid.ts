@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { certInfo, KeyUsage, type CertInfo } from './certinfo.js';
+import { certInfo, KeyUsage, Oid, type CertInfo } from './certinfo.js';
 import { SpiffeIdError, SvidError } from './errors.js';
 import { SpiffeId } from './id.js';
 
@@ -34,7 +34,22 @@ export function certificatesFromDer(ders: Buffer[]): X509Certificate[] {
 function info(cert: X509Certificate): CertInfo {
   const i = certInfo(cert);
   if (i.duplicateExtension) throw new SvidError('duplicate_extension', 'certificate repeats an extension');
+  // RFC 5280 §4.2: a certificate with a critical extension the validator does not process MUST
+  // be rejected.
+  if (i.unknownCriticalExtensions.length > 0) {
+    throw new SvidError(
+      'unknown_critical_extension',
+      `certificate has unrecognized critical extension(s) ${i.unknownCriticalExtensions.join(', ')}`,
+    );
+  }
   return i;
+}
+
+// X509-SVID §4.3: keyUsage MUST be present and critical on every SVID, leaf or signing.
+function requireCriticalKeyUsage(i: CertInfo, what: string): number {
+  if (i.keyUsage === undefined) throw new SvidError('missing_key_usage', `${what} has no keyUsage extension`);
+  if (i.keyUsageCritical !== true) throw new SvidError('key_usage_not_critical', `${what} keyUsage is not marked critical`);
+  return i.keyUsage;
 }
 
 function parseUriSan(uri: string): SpiffeId {
@@ -58,12 +73,17 @@ export function validateLeaf(cert: X509Certificate): SpiffeId {
   const id = parseUriSan(i.uris[0]!);
   if (id.isRoot()) throw new SvidError('root_path', 'leaf SPIFFE ID must have a path');
   if (i.ca === true) throw new SvidError('ca_leaf', 'leaf must not be a CA (basicConstraints cA=true)');
-  if (i.keyUsage === undefined) throw new SvidError('missing_key_usage', 'leaf has no keyUsage extension');
-  if (!(i.keyUsage & KeyUsage.digitalSignature)) {
+  const ku = requireCriticalKeyUsage(i, 'leaf');
+  if (!(ku & KeyUsage.digitalSignature)) {
     throw new SvidError('no_digital_signature', 'leaf keyUsage lacks digitalSignature');
   }
-  if (i.keyUsage & KeyUsage.keyCertSign) throw new SvidError('key_cert_sign', 'leaf keyUsage has keyCertSign');
-  if (i.keyUsage & KeyUsage.cRLSign) throw new SvidError('crl_sign', 'leaf keyUsage has cRLSign');
+  if (ku & KeyUsage.keyCertSign) throw new SvidError('key_cert_sign', 'leaf keyUsage has keyCertSign');
+  if (ku & KeyUsage.cRLSign) throw new SvidError('crl_sign', 'leaf keyUsage has cRLSign');
+  // X509-SVID §4.4: EKU is optional (SHOULD), but when present it MUST include both purposes.
+  // anyExtendedKeyUsage does not count: the spec names the two purposes explicitly.
+  if (i.extKeyUsage !== undefined && !(i.extKeyUsage.includes(Oid.serverAuth) && i.extKeyUsage.includes(Oid.clientAuth))) {
+    throw new SvidError('eku_missing_server_or_client_auth', 'leaf extKeyUsage must include both serverAuth and clientAuth');
+  }
   return id;
 }
 
@@ -74,17 +94,28 @@ export function validateLeaf(cert: X509Certificate): SpiffeId {
 export function signingCertificateId(cert: X509Certificate): SpiffeId | undefined {
   const i = info(cert);
   if (i.ca !== true) throw new SvidError('not_ca', 'signing certificate must have basicConstraints cA=true');
-  if (i.keyUsage === undefined) throw new SvidError('missing_key_usage', 'signing certificate has no keyUsage');
-  if (!(i.keyUsage & KeyUsage.keyCertSign)) {
+  const ku = requireCriticalKeyUsage(i, 'signing certificate');
+  if (!(ku & KeyUsage.keyCertSign)) {
     throw new SvidError('no_key_cert_sign', 'signing certificate keyUsage lacks keyCertSign');
   }
-  // A signing certificate MAY carry one SPIFFE ID (normally the trust-domain ID); anything else
-  // in a URI SAN would be an identity claim we cannot interpret.
+  if (i.nameConstraints?.unprocessable) {
+    throw new SvidError('unprocessable_name_constraints', i.nameConstraints.unprocessable);
+  }
+  // A signing certificate MAY carry one SPIFFE ID; anything else in a URI SAN would be an
+  // identity claim we cannot interpret.
   if (i.uris.length > 1) throw new SvidError('multiple_uri_sans', 'signing certificate has several URI SANs');
-  return i.uris.length === 1 ? parseUriSan(i.uris[0]!) : undefined;
+  if (i.uris.length === 0) return undefined;
+  const id = parseUriSan(i.uris[0]!);
+  // X509-SVID §3.2: if present, it MUST NOT have a path: it is the trust-domain ID.
+  if (!id.isRoot()) throw new SvidError('signing_id_has_path', 'signing certificate SPIFFE ID must not have a path');
+  return id;
 }
 
-/** X509-SVID.md §4.1/§4.3 rules for CA and intermediate certificates. */
+/**
+ * X509-SVID.md §3.2/§4.1/§4.3 rules for CA and intermediate certificates, plus what we need to
+ * honour RFC 5280 for them (no unrecognized critical extension, a nameConstraints extension we
+ * can enforce in full).
+ */
 export function validateSigningCertificate(cert: X509Certificate): void {
   signingCertificateId(cert);
 }

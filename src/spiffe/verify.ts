@@ -1,8 +1,8 @@
 import type { X509Certificate } from 'node:crypto';
 import type { BundleSet } from './bundle.js';
-import { certInfo } from './certinfo.js';
+import { certInfo, type CertInfo, type NameConstraintsInfo } from './certinfo.js';
 import { SvidError, VerificationError } from './errors.js';
-import type { SpiffeId } from './id.js';
+import { SpiffeId } from './id.js';
 import { signingCertificateId, validateLeaf } from './svid.js';
 
 export interface VerifiedSvid {
@@ -68,6 +68,110 @@ function dateProblem(path: X509Certificate[], now: number): VerificationError | 
   return undefined;
 }
 
+// ---- RFC 5280 §6.1 constraints that depend on the path, checked as each issuer is added ----
+
+/** Whether an authority from the bundle can anchor a path at all (RFC 5937-style: its
+ * constraints are enforced like an intermediate's, so it must be one we can fully process). */
+function anchorUsable(anchor: X509Certificate): boolean {
+  try {
+    const i = certInfo(anchor);
+    return !i.duplicateExtension && i.unknownCriticalExtensions.length === 0 && !i.nameConstraints?.unprocessable;
+  } catch {
+    return false;
+  }
+}
+
+// RFC 5280 §4.2.1.10, URI form: the constraint is a host ("example.org": that host exactly) or a
+// domain (".example.org": any host below it, not example.org itself). The host of a SPIFFE ID is
+// its trust domain. A URI whose host is an IP address MUST be rejected when URI constraints apply.
+function uriHost(uri: string): string | undefined {
+  let host: string;
+  try {
+    host = SpiffeId.parse(uri).trustDomain.name;
+  } catch {
+    return undefined;
+  }
+  return /^[0-9.]+$/.test(host) ? undefined : host;
+}
+
+function uriMatches(host: string, constraint: string): boolean {
+  return constraint.startsWith('.') ? host.length > constraint.length && host.endsWith(constraint) : host === constraint;
+}
+
+// RFC 5280 §4.2.1.10, DNS form: any name formed by adding zero or more labels on the left. A
+// leading '.' (not in the RFC for DNS, common in practice, and what Go and OpenSSL accept)
+// requires at least one added label.
+const DNS_NAME = /^(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*$/;
+
+function dnsMatches(name: string, constraint: string): boolean {
+  if (constraint === '') return true;
+  if (constraint.startsWith('.')) return name.length > constraint.length && name.endsWith(constraint);
+  return name === constraint || name.endsWith('.' + constraint);
+}
+
+/** A wildcard SAN is excluded if any name it could stand for is (fail closed). */
+function dnsExcluded(name: string, constraint: string): boolean {
+  if (dnsMatches(name, constraint)) return true;
+  if (!name.startsWith('*.')) return false;
+  const base = name.slice(2);
+  const c = constraint.startsWith('.') ? constraint.slice(1) : constraint;
+  return c === base || (c.endsWith('.' + base) && !c.slice(0, -(base.length + 1)).includes('.')) || dnsMatches(base, c);
+}
+
+function nameViolation(nc: NameConstraintsInfo, subject: CertInfo): string | undefined {
+  const { permitted, excluded } = nc;
+  if (permitted.uris.length > 0 || excluded.uris.length > 0) {
+    for (const uri of subject.uris) {
+      const host = uriHost(uri);
+      if (host === undefined) return `URI SAN ${uri} has no host name to match URI name constraints`;
+      if (permitted.uris.length > 0 && !permitted.uris.some((c) => uriMatches(host, c))) {
+        return `URI SAN ${uri} is outside the permitted URI subtrees`;
+      }
+      if (excluded.uris.some((c) => uriMatches(host, c))) return `URI SAN ${uri} is in an excluded URI subtree`;
+    }
+  }
+  if (permitted.dnsNames.length > 0 || excluded.dnsNames.length > 0) {
+    for (const raw of subject.dnsNames) {
+      const name = raw.toLowerCase();
+      if (!DNS_NAME.test(name)) return `DNS SAN ${raw} cannot be matched against DNS name constraints`;
+      if (permitted.dnsNames.length > 0 && !permitted.dnsNames.some((c) => dnsMatches(name, c))) {
+        return `DNS SAN ${raw} is outside the permitted DNS subtrees`;
+      }
+      if (excluded.dnsNames.some((c) => dnsExcluded(name, c))) return `DNS SAN ${raw} is in an excluded DNS subtree`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Why `issuer` may not be appended above `path` (leaf first), or undefined. Covers what the
+ * issuer imposes on the certificates below it:
+ *  - basicConstraints pathLenConstraint: at most that many non-self-issued intermediates
+ *    between it and the leaf (RFC 5280 §4.2.1.9, §6.1.4 (l)/(m));
+ *  - nameConstraints on every certificate below it, except self-issued intermediates
+ *    (RFC 5280 §6.1.3 (b)).
+ */
+function issuerConstraintProblem(issuer: X509Certificate, path: readonly X509Certificate[]): string | undefined {
+  const i = certInfo(issuer);
+  if (i.pathLength !== undefined) {
+    let below = 0;
+    for (let k = 1; k < path.length; k++) if (!certInfo(path[k]!).selfIssued) below++;
+    if (below > i.pathLength) {
+      return `pathLenConstraint ${i.pathLength} of ${issuer.subject.replace(/\n/g, ', ')} exceeded (${below} intermediates below it)`;
+    }
+  }
+  const nc = i.nameConstraints;
+  if (nc) {
+    for (let k = 0; k < path.length; k++) {
+      const sub = certInfo(path[k]!);
+      if (k > 0 && sub.selfIssued) continue;
+      const v = nameViolation(nc, sub);
+      if (v) return `name constraints of ${issuer.subject.replace(/\n/g, ', ')}: ${v}`;
+    }
+  }
+  return undefined;
+}
+
 /**
  * Verifies an X509-SVID against the bundle of its own trust domain only: authorities of other
  * trust domains in `bundles` are never consulted, so one trust domain cannot mint identities
@@ -94,7 +198,7 @@ export function verifyX509Svid(
   if (!bundle || bundle.authorities.length === 0) {
     throw new VerificationError('trust_domain_unknown', `no trust bundle for trust domain ${id.trustDomain.name}`);
   }
-  const anchors = bundle.authorities;
+  const anchors = bundle.authorities.filter(anchorUsable);
 
   // Unusable intermediates are dropped up front rather than failing verification: peers may send
   // extra certificates, and only the path that is actually built matters.
@@ -116,6 +220,7 @@ export function verifyX509Svid(
 
   const t = now.getTime();
   let firstDateError: VerificationError | undefined;
+  let firstConstraintProblem: string | undefined;
   let steps = 0;
   const path: X509Certificate[] = [leaf];
   const onPath = new Set<string>([certInfo(leaf).fingerprint]);
@@ -126,6 +231,11 @@ export function verifyX509Svid(
     for (const anchor of anchors) {
       // An anchor never certifies itself onto the path (e.g. a leaf copied into the bundle).
       if (onPath.has(certInfo(anchor).fingerprint) || !signedBy(current, anchor)) continue;
+      const constraint = issuerConstraintProblem(anchor, path);
+      if (constraint) {
+        firstConstraintProblem ??= constraint;
+        continue;
+      }
       const full = [...path, anchor];
       const problem = dateProblem(full, t);
       if (!problem) return full;
@@ -135,6 +245,11 @@ export function verifyX509Svid(
     for (const next of intermediates) {
       const fp = certInfo(next).fingerprint;
       if (onPath.has(fp) || !signedBy(current, next)) continue;
+      const constraint = issuerConstraintProblem(next, path);
+      if (constraint) {
+        firstConstraintProblem ??= constraint;
+        continue;
+      }
       path.push(next);
       onPath.add(fp);
       const found = extend();
@@ -150,5 +265,6 @@ export function verifyX509Svid(
   // A complete path whose only fault is a validity date is reported as such; it is more useful
   // to an operator than a generic chain failure and is just as final.
   if (firstDateError) throw firstDateError;
-  throw new VerificationError('chain_invalid', `no valid path from ${id.toString()} to a ${id.trustDomain.name} authority`);
+  const why = firstConstraintProblem ? ` (${firstConstraintProblem})` : '';
+  throw new VerificationError('chain_invalid', `no valid path from ${id.toString()} to a ${id.trustDomain.name} authority${why}`);
 }

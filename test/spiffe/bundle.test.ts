@@ -119,10 +119,11 @@ t.test('malformed JWKS', async (t) => {
     ['keys not an array', { keys: {} }, 'missing_keys'],
     ['key entry not an object', { keys: ['x'] }, 'bad_key_entry'],
     ['x509-svid entry without kty', { keys: [{ use: 'x509-svid', x5c: [b64(ca)] }] }, 'bad_key_entry'],
-    ['x509-svid without x5c', x({}), 'missing_x5c'],
-    ['x509-svid with empty x5c', x({ x5c: [] }), 'missing_x5c'],
-    ['x509-svid with x5c not an array', x({ x5c: b64(ca) }), 'missing_x5c'],
-    ['x509-svid with two certificates', x({ x5c: [b64(ca), b64(ca2)] }), 'multiple_x5c'],
+    // x5c set but not an array (RFC 7517 §4.7) is malformed, unlike a missing or empty one.
+    ['x509-svid with x5c not an array', x({ x5c: b64(ca) }), 'bad_x5c'],
+    // The first value is the authority (X509-SVID §6.2); a corrupt one is an error, even when a
+    // later (ignored) value is a good certificate.
+    ['first x5c corrupt, second valid', x({ x5c: ['***', b64(ca)] }), 'bad_x5c'],
     ['x5c not base64', x({ x5c: ['***'] }), 'bad_x5c'],
     ['x5c base64url', x({ x5c: [b64(ca).replace(/\+/g, '-').replace(/\//g, '_') + '-_'] }), 'bad_x5c'],
     ['x5c not a certificate', x({ x5c: [Buffer.from('hello').toString('base64')] }), 'bad_x5c'],
@@ -139,6 +140,47 @@ t.test('malformed JWKS', async (t) => {
   t.equal(bundleProblem(() => X509Bundle.parse('example.org', '[1,2]')), 'pem', 'a JSON array is not a bundle');
   // Positive control for the x() helper itself.
   t.equal(X509Bundle.fromJwks('example.org', x({ x5c: [b64(ca)] })).authorities.length, 1);
+});
+
+// X509-SVID §6.2: "If x5c is not set, or is empty, then the entry MUST be ignored."
+t.test('x509-svid entries with a missing or empty x5c are ignored, not errors', async (t) => {
+  const leaf = await createLeaf(ca, 'spiffe://example.org/agent/a');
+  const good = { use: 'x509-svid', kty: 'EC', x5c: [b64(ca)] };
+  const ignorable: Array<[string, object]> = [
+    ['x5c absent', { use: 'x509-svid', kty: 'EC', crv: 'P-256', x: 'A', y: 'A' }],
+    ['x5c empty', { use: 'x509-svid', kty: 'EC', x5c: [] }],
+    ['x5c null', { use: 'x509-svid', kty: 'RSA', x5c: null }],
+  ];
+  for (const [name, entry] of ignorable) {
+    // Negative vector: the entry alone yields no authority, so nothing verifies.
+    const alone = X509Bundle.fromJwks('example.org', { keys: [entry] });
+    t.equal(alone.authorities.length, 0, `${name}: entry ignored`);
+    t.throws(() => verifyX509Svid([leaf.cert], new BundleSet([alone])), { code: 'trust_domain_unknown' }, `${name}: trusts nothing`);
+    // Positive control: next to a good entry, the good one is still used.
+    const mixed = X509Bundle.fromJwks('example.org', JSON.stringify({ keys: [entry, good, entry] }));
+    t.same(fps(mixed), [ca.cert.fingerprint256], `${name}: other entries still used`);
+    t.equal(verifyX509Svid([leaf.cert], new BundleSet([mixed])).id.toString(), 'spiffe://example.org/agent/a');
+  }
+});
+
+// X509-SVID §6.2: "If the x5c parameter contains multiple values, then all but the first MUST be
+// ignored."
+t.test('only the first x5c value is used', async (t) => {
+  const byFirst = await createLeaf(ca, 'spiffe://example.org/agent/a');
+  const bySecond = await createLeaf(ca2, 'spiffe://example.org/agent/b');
+  const cases: Array<[string, unknown[]]> = [
+    ['two certificates', [b64(ca), b64(ca2)]],
+    ['second value not base64', [b64(ca), '***']],
+    ['second value not a string', [b64(ca), 42, null]],
+  ];
+  for (const [name, x5c] of cases) {
+    const b = X509Bundle.fromJwks('example.org', { keys: [{ use: 'x509-svid', kty: 'EC', x5c }] });
+    t.same(fps(b), [ca.cert.fingerprint256], `${name}: first value only`);
+    // Positive control: the first certificate anchors.
+    t.equal(verifyX509Svid([byFirst.cert], new BundleSet([b])).id.toString(), 'spiffe://example.org/agent/a', name);
+    // Negative vector: the ignored second certificate is not trusted.
+    t.throws(() => verifyX509Svid([bySecond.cert], new BundleSet([b])), { code: 'chain_invalid' }, `${name}: rest ignored`);
+  }
 });
 
 t.test('BundleError shape', async (t) => {

@@ -7,7 +7,21 @@ import {
   validateSigningCertificate,
 } from '../../src/spiffe/index.js';
 import { x509 } from '../../src/spiffe/peculiar.js';
-import { createCa, createCert, createIntermediate, createLeaf, type Issued } from '../fixtures/certs.js';
+import {
+  EKU_CLIENT_AUTH,
+  EKU_SERVER_AUTH,
+  createCa,
+  createCert,
+  createIntermediate,
+  createLeaf,
+  type CertOptions,
+  type Issued,
+} from '../fixtures/certs.js';
+
+const EKU_CODE_SIGNING = '1.3.6.1.5.5.7.3.3';
+const EKU_ANY = '2.5.29.37.0';
+const unknownExtension = (critical: boolean) => new x509.Extension('1.3.6.1.4.1.55555.1', critical, new Uint8Array([0x05, 0x00]));
+const criticalPolicies = () => new x509.CertificatePolicyExtension(['2.5.29.32.0'], true);
 
 const ID = 'spiffe://example.org/agent/a';
 
@@ -103,7 +117,6 @@ t.test('signing certificates', async (t) => {
     ['root without URI SAN', await createCa()],
     ['intermediate with trust-domain ID', await createIntermediate(ca, { trustDomain: 'example.org' })],
     ['intermediate without URI SAN', await createIntermediate(ca)],
-    ['intermediate with a workload-style SPIFFE ID', await createIntermediate(ca, { uris: ['spiffe://example.org/spire/server'] })],
     ['keyCertSign only', await createIntermediate(ca, { keyUsage: ['keyCertSign'] })],
   ];
   for (const [name, cert] of good) {
@@ -122,6 +135,13 @@ t.test('signing certificates', async (t) => {
       await createIntermediate(ca, { uris: ['spiffe://example.org', 'spiffe://example.org/x'] }),
       'multiple_uri_sans',
     ],
+    // X509-SVID §3.2: the SPIFFE ID of a signing certificate MUST NOT have a path.
+    [
+      'intermediate with a workload-style SPIFFE ID',
+      await createIntermediate(ca, { uris: ['spiffe://example.org/spire/server'] }),
+      'signing_id_has_path',
+    ],
+    ['root with a workload-style SPIFFE ID', await createCa({ uris: ['spiffe://example.org/ca'] }), 'signing_id_has_path'],
   ];
   for (const [name, cert, problem] of bad) {
     t.equal(svidProblem(() => validateSigningCertificate(cert.cert)), problem, `${name} → ${problem}`);
@@ -160,4 +180,95 @@ t.test('certificatesFromDer', async (t) => {
 t.test('self-signed leaf still passes leaf rules (trust is verify’s job)', async (t) => {
   const leaf = await createCert({ uris: [ID], ca: false, keyUsage: ['digitalSignature'] });
   t.equal(validateLeaf(leaf.cert).toString(), ID);
+});
+
+// X509-SVID §4.3: "The key usage extension MUST be set on all SVIDs, and MUST be marked critical."
+t.test('keyUsage must be critical on leaves and signing certificates', async (t) => {
+  t.equal(svidProblem(() => validateLeaf(ca.cert)), 'root_path', 'sanity: CA is not a leaf');
+  const leaf = await createLeaf(ca, ID, { keyUsageCritical: false });
+  t.equal(svidProblem(() => validateLeaf(leaf.cert)), 'key_usage_not_critical', 'leaf');
+  const inter = await createIntermediate(ca, { keyUsageCritical: false });
+  t.equal(svidProblem(() => validateSigningCertificate(inter.cert)), 'key_usage_not_critical', 'intermediate');
+  const root = await createCa({ trustDomain: 'example.org', keyUsageCritical: false });
+  t.equal(svidProblem(() => validateSigningCertificate(root.cert)), 'key_usage_not_critical', 'root');
+  // Positive controls: the fixtures' default is critical.
+  const okLeaf = await createLeaf(ca, ID, { keyUsageCritical: true });
+  t.equal(svidProblem(() => validateLeaf(okLeaf.cert)), undefined, 'critical leaf');
+  const okInter = await createIntermediate(ca);
+  t.equal(svidProblem(() => validateSigningCertificate(okInter.cert)), undefined, 'critical intermediate');
+  t.equal(svidProblem(() => validateSigningCertificate(ca.cert)), undefined, 'critical root');
+});
+
+// X509-SVID §4.4: leaf EKU SHOULD be present; "When included, fields id-kp-serverAuth and
+// id-kp-clientAuth MUST be set."
+t.test('leaf extKeyUsage, when present, has serverAuth and clientAuth', async (t) => {
+  const bad: Array<[string, string[]]> = [
+    ['serverAuth only', [EKU_SERVER_AUTH]],
+    ['clientAuth only', [EKU_CLIENT_AUTH]],
+    ['codeSigning only', [EKU_CODE_SIGNING]],
+    ['anyExtendedKeyUsage only', [EKU_ANY]],
+    ['clientAuth + codeSigning', [EKU_CLIENT_AUTH, EKU_CODE_SIGNING]],
+  ];
+  for (const [name, eku] of bad) {
+    const leaf = await createLeaf(ca, ID, { extKeyUsage: eku });
+    t.equal(svidProblem(() => validateLeaf(leaf.cert)), 'eku_missing_server_or_client_auth', name);
+  }
+  const good: Array<[string, CertOptions]> = [
+    ['both', { extKeyUsage: [EKU_SERVER_AUTH, EKU_CLIENT_AUTH] }],
+    ['both, reversed', { extKeyUsage: [EKU_CLIENT_AUTH, EKU_SERVER_AUTH] }],
+    ['both plus another', { extKeyUsage: [EKU_CODE_SIGNING, EKU_CLIENT_AUTH, EKU_SERVER_AUTH] }],
+    ['critical EKU with both', { extraExtensions: [new x509.ExtendedKeyUsageExtension([EKU_SERVER_AUTH, EKU_CLIENT_AUTH], true)], extKeyUsage: null }],
+    ['EKU absent (SHOULD, not MUST)', { extKeyUsage: null }],
+  ];
+  for (const [name, opts] of good) {
+    const leaf = await createLeaf(ca, ID, opts);
+    t.equal(svidProblem(() => validateLeaf(leaf.cert)), undefined, name);
+  }
+  // Signing certificates MAY carry any EKU.
+  const inter = await createIntermediate(ca, { extKeyUsage: [EKU_CODE_SIGNING] });
+  t.equal(svidProblem(() => validateSigningCertificate(inter.cert)), undefined, 'signing certificate with any EKU');
+});
+
+// RFC 5280 §4.2: "A certificate-using system MUST reject the certificate if it encounters a
+// critical extension it does not recognize".
+t.test('unrecognized critical extensions', async (t) => {
+  const leaf = await createLeaf(ca, ID, { extraExtensions: [unknownExtension(true)] });
+  t.equal(svidProblem(() => validateLeaf(leaf.cert)), 'unknown_critical_extension', 'leaf');
+  const inter = await createIntermediate(ca, { extraExtensions: [unknownExtension(true)] });
+  t.equal(svidProblem(() => validateSigningCertificate(inter.cert)), 'unknown_critical_extension', 'intermediate');
+  // Positive controls: the same extension non-critical, and critical certificatePolicies.
+  const okLeaf = await createLeaf(ca, ID, { extraExtensions: [unknownExtension(false), criticalPolicies()] });
+  t.equal(svidProblem(() => validateLeaf(okLeaf.cert)), undefined, 'non-critical unknown + critical policies (leaf)');
+  const okInter = await createIntermediate(ca, { extraExtensions: [unknownExtension(false), criticalPolicies()] });
+  t.equal(svidProblem(() => validateSigningCertificate(okInter.cert)), undefined, 'same on an intermediate');
+  // Any repeated extension, not only the ones we read.
+  const dupEku = await createLeaf(ca, ID, { extraExtensions: [new x509.ExtendedKeyUsageExtension([EKU_SERVER_AUTH, EKU_CLIENT_AUTH])] });
+  t.equal(svidProblem(() => validateLeaf(dupEku.cert)), 'duplicate_extension', 'duplicate extKeyUsage');
+});
+
+t.test('signing certificates with nameConstraints we cannot fully enforce are unusable', async (t) => {
+  const bad: Array<[string, CertOptions['nameConstraints']]> = [
+    ['critical, rfc822Name form', { permitted: [{ type: 'email', value: 'example.org' }] }],
+    ['critical, URI plus rfc822Name', { permitted: [{ type: 'uri', value: 'example.org' }], excluded: [{ type: 'email', value: 'x.org' }] }],
+    ['critical, iPAddress form', { excluded: [{ type: 'ip', value: '10.0.0.1' }] }],
+    ['URI subtree with maximum', { permitted: [{ type: 'uri', value: 'example.org', maximum: 2 }] }],
+    ['URI subtree with minimum (non-critical too)', { permitted: [{ type: 'uri', value: 'example.org', minimum: 1 }], critical: false }],
+    ['URI subtree that is a URI, not a host', { permitted: [{ type: 'uri', value: 'spiffe://example.org' }] }],
+    ['empty URI subtree', { permitted: [{ type: 'uri', value: '' }] }],
+    ['DNS subtree with a trailing dot', { excluded: [{ type: 'dns', value: 'example.org.' }] }],
+    ['empty nameConstraints', {}],
+  ];
+  for (const [name, nameConstraints] of bad) {
+    const inter = await createIntermediate(ca, { nameConstraints });
+    t.equal(svidProblem(() => validateSigningCertificate(inter.cert)), 'unprocessable_name_constraints', name);
+  }
+  const good: Array<[string, CertOptions['nameConstraints']]> = [
+    ['critical URI + DNS', { permitted: [{ type: 'uri', value: 'example.org' }, { type: 'dns', value: '.example.org' }] }],
+    ['non-critical with an rfc822Name form (ignored)', { permitted: [{ type: 'email', value: 'example.org' }], critical: false }],
+    ['critical, excluded only', { excluded: [{ type: 'uri', value: '.evil.example' }] }],
+  ];
+  for (const [name, nameConstraints] of good) {
+    const inter = await createIntermediate(ca, { nameConstraints });
+    t.equal(svidProblem(() => validateSigningCertificate(inter.cert)), undefined, name);
+  }
 });

@@ -8,7 +8,17 @@ import {
   type VerificationCode,
 } from '../../src/spiffe/index.js';
 import type { X509Certificate } from 'node:crypto';
-import { createCa, createCert, createIntermediate, createLeaf, tamperSignature, type Issued } from '../fixtures/certs.js';
+import { x509 } from '../../src/spiffe/peculiar.js';
+import {
+  EKU_SERVER_AUTH,
+  createCa,
+  createCert,
+  createIntermediate,
+  createLeaf,
+  tamperSignature,
+  type CertOptions,
+  type Issued,
+} from '../fixtures/certs.js';
 
 const ORG = 'example.org';
 const PARTNER = 'partner.example';
@@ -311,4 +321,209 @@ t.test('VerificationError shape', async (t) => {
     t.match(err.detail, /nowhere\.example/);
     t.equal(err.name, 'VerificationError');
   }
+});
+
+async function detail(fn: () => Promise<unknown>): Promise<string> {
+  try {
+    await fn();
+    return 'ok';
+  } catch (e) {
+    if (e instanceof VerificationError) return `${e.code}: ${e.detail}`;
+    throw e;
+  }
+}
+
+const unknownCritical = () => new x509.Extension('1.3.6.1.4.1.55555.1', true, new Uint8Array([0x05, 0x00]));
+
+t.test('X509-SVID §4.3: non-critical keyUsage anywhere below the anchor', async (t) => {
+  const leaf = await createLeaf(orgCa, A, { keyUsageCritical: false });
+  t.equal(await code(async () => verifyX509Svid([leaf.cert], orgBundles)), 'svid_invalid', 'leaf');
+  t.match(await detail(async () => verifyX509Svid([leaf.cert], orgBundles)), /key_usage_not_critical/);
+  const inter = await createIntermediate(orgCa, { keyUsageCritical: false });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(inter, A), inter), orgBundles)), 'chain_invalid', 'intermediate');
+  const good = await createIntermediate(orgCa, { keyUsageCritical: true });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(good, A), good), orgBundles)), 'ok', 'positive control');
+});
+
+t.test('X509-SVID §4.4: leaf EKU without both TLS purposes', async (t) => {
+  const leaf = await createLeaf(orgCa, A, { extKeyUsage: [EKU_SERVER_AUTH] });
+  t.match(await detail(async () => verifyX509Svid([leaf.cert], orgBundles)), /^svid_invalid: eku_missing_server_or_client_auth/);
+  t.equal(await code(async () => verifyX509Svid([(await createLeaf(orgCa, A, { extKeyUsage: null })).cert], orgBundles)), 'ok', 'absent EKU');
+  t.equal(await code(async () => verifyX509Svid([(await createLeaf(orgCa, A)).cert], orgBundles)), 'ok', 'both purposes');
+});
+
+t.test('X509-SVID §3.2: an intermediate whose SPIFFE ID has a path is unusable', async (t) => {
+  const withPath = await createIntermediate(orgCa, { uris: ['spiffe://example.org/spire/server'] });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(withPath, A), withPath), orgBundles)), 'chain_invalid');
+  // Still required: its trust domain is the leaf's.
+  const otherTd = await createIntermediate(orgCa, { uris: [`spiffe://${PARTNER}`] });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(otherTd, A), otherTd), orgBundles)), 'chain_invalid');
+  // Positive controls: the trust-domain ID, or no URI SAN at all.
+  const tdId = await createIntermediate(orgCa, { uris: [`spiffe://${ORG}`] });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(tdId, A), tdId), orgBundles)), 'ok');
+  const noId = await createIntermediate(orgCa);
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(noId, A), noId), orgBundles)), 'ok');
+});
+
+t.test('RFC 5280: basicConstraints pathLenConstraint along the path', async (t) => {
+  const root0 = await createCa({ trustDomain: ORG, pathLength: 0 });
+  const b0 = new BundleSet([bundleOf(ORG, root0)]);
+  const under0 = await createIntermediate(root0);
+  t.equal(await code(async () => verifyX509Svid([(await createLeaf(root0, A)).cert], b0)), 'ok', 'root pathLen=0 issuing the leaf');
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(under0, A), under0), b0)), 'chain_invalid', 'root pathLen=0 above an intermediate');
+  t.match(await detail(async () => verifyX509Svid(certs(await createLeaf(under0, A), under0), b0)), /pathLenConstraint 0/);
+
+  const inter0 = await createIntermediate(orgCa, { pathLength: 0 });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(inter0, A), inter0), orgBundles)), 'ok', 'intermediate pathLen=0 issuing the leaf');
+  const belowInter0 = await createIntermediate(inter0);
+  t.equal(
+    await code(async () => verifyX509Svid(certs(await createLeaf(belowInter0, A), belowInter0, inter0), orgBundles)),
+    'chain_invalid',
+    'intermediate pathLen=0 above another intermediate',
+  );
+
+  const root1 = await createCa({ trustDomain: ORG, pathLength: 1 });
+  const b1 = new BundleSet([bundleOf(ORG, root1)]);
+  const i1 = await createIntermediate(root1);
+  const i2 = await createIntermediate(i1);
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(i1, A), i1), b1)), 'ok', 'pathLen=1, one intermediate');
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(i2, A), i2, i1), b1)), 'chain_invalid', 'pathLen=1, two intermediates');
+
+  // Self-issued intermediates (same subject as their issuer, e.g. a key roll-over) do not count.
+  const rollover = await createIntermediate(root0, { subject: root0.subject });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(rollover, A), rollover), b0)), 'ok', 'self-issued intermediate under pathLen=0');
+
+  // Backtracking: the same intermediate key is presented twice, once too deep; the short path wins.
+  const deepK = await createIntermediate(i1, { subject: 'CN=K' });
+  const shallowK = await createIntermediate(root1, { subject: 'CN=K', keys: deepK.keys });
+  const underK = await createLeaf(deepK, A);
+  t.equal(await code(async () => verifyX509Svid(certs(underK, deepK, i1), b1)), 'chain_invalid', 'only the deep path');
+  const v = verifyX509Svid(certs(underK, deepK, i1, shallowK), b1);
+  t.same(v.path.map((c) => c.fingerprint256), certs(underK, shallowK, root1).map((c) => c.fingerprint256), 'shallow path chosen');
+});
+
+t.test('RFC 5280: unrecognized critical extensions on the path', async (t) => {
+  t.equal(
+    await code(async () => verifyX509Svid([(await createLeaf(orgCa, A, { extraExtensions: [unknownCritical()] })).cert], orgBundles)),
+    'svid_invalid',
+    'leaf',
+  );
+  const inter = await createIntermediate(orgCa, { extraExtensions: [unknownCritical()] });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(inter, A), inter), orgBundles)), 'chain_invalid', 'intermediate');
+  const root = await createCa({ trustDomain: ORG, extraExtensions: [unknownCritical()] });
+  t.equal(
+    await code(async () => verifyX509Svid([(await createLeaf(root, A)).cert], new BundleSet([bundleOf(ORG, root)]))),
+    'chain_invalid',
+    'trust anchor',
+  );
+  // Positive controls: critical certificatePolicies is recognized; an unknown extension may be non-critical.
+  const policies = new x509.CertificatePolicyExtension(['2.5.29.32.0'], true);
+  const unknownNonCritical = new x509.Extension('1.3.6.1.4.1.55555.1', false, new Uint8Array([0x05, 0x00]));
+  const okRoot = await createCa({ trustDomain: ORG, extraExtensions: [policies, unknownNonCritical] });
+  const okInter = await createIntermediate(okRoot, { extraExtensions: [policies, unknownNonCritical] });
+  const okLeaf = await createLeaf(okInter, A, { extraExtensions: [policies, unknownNonCritical] });
+  t.equal(await code(async () => verifyX509Svid(certs(okLeaf, okInter), new BundleSet([bundleOf(ORG, okRoot)]))), 'ok', 'positive control');
+});
+
+t.test('RFC 5280 §4.2.1.10: URI name constraints on the SPIFFE ID', async (t) => {
+  const PROD = 'prod.example.org';
+  const P_ID = `spiffe://${PROD}/agent/x`;
+  type Nc = CertOptions['nameConstraints'];
+  // Each case: constraint on the root, and on an intermediate under an unconstrained root.
+  const cases: Array<[string, Nc, string, 'ok' | 'chain_invalid']> = [
+    ['permitted host, same host', { permitted: [{ type: 'uri', value: ORG }] }, A, 'ok'],
+    ['permitted host, case-insensitive', { permitted: [{ type: 'uri', value: 'Example.ORG' }] }, A, 'ok'],
+    ['permitted host, other host', { permitted: [{ type: 'uri', value: 'other.example' }] }, A, 'chain_invalid'],
+    ['permitted host, a subdomain', { permitted: [{ type: 'uri', value: ORG }] }, P_ID, 'chain_invalid'],
+    ['permitted domain, the domain itself', { permitted: [{ type: 'uri', value: `.${ORG}` }] }, A, 'chain_invalid'],
+    ['permitted domain, a subdomain', { permitted: [{ type: 'uri', value: `.${ORG}` }] }, P_ID, 'ok'],
+    ['permitted: one of several', { permitted: [{ type: 'uri', value: 'x.example' }, { type: 'uri', value: ORG }] }, A, 'ok'],
+    ['excluded host', { excluded: [{ type: 'uri', value: ORG }] }, A, 'chain_invalid'],
+    ['excluded host, other host', { excluded: [{ type: 'uri', value: 'evil.example' }] }, A, 'ok'],
+    ['excluded domain, a subdomain', { excluded: [{ type: 'uri', value: `.${ORG}` }] }, P_ID, 'chain_invalid'],
+    ['excluded domain, the domain itself', { excluded: [{ type: 'uri', value: `.${ORG}` }] }, A, 'ok'],
+    ['excluded wins over permitted', { permitted: [{ type: 'uri', value: ORG }], excluded: [{ type: 'uri', value: ORG }] }, A, 'chain_invalid'],
+    ['only DNS constraints: URI unconstrained', { permitted: [{ type: 'dns', value: 'other.example' }] }, A, 'ok'],
+    ['non-critical with an unprocessed form, URI permitted', { permitted: [{ type: 'email', value: 'x.org' }, { type: 'uri', value: ORG }], critical: false }, A, 'ok'],
+    ['non-critical, URI not permitted', { permitted: [{ type: 'uri', value: 'other.example' }], critical: false }, A, 'chain_invalid'],
+    ['critical with an unprocessed form (fail closed)', { permitted: [{ type: 'email', value: 'x.org' }, { type: 'uri', value: ORG }] }, A, 'chain_invalid'],
+  ];
+  for (const [name, nameConstraints, id, expected] of cases) {
+    const td = id === A ? ORG : PROD;
+    const root = await createCa({ trustDomain: td, nameConstraints });
+    const rootBundles = new BundleSet([bundleOf(td, root)]);
+    t.equal(await code(async () => verifyX509Svid([(await createLeaf(root, id)).cert], rootBundles)), expected, `root: ${name}`);
+    const plainRoot = await createCa({ trustDomain: td });
+    const inter = await createIntermediate(plainRoot, { nameConstraints });
+    const interBundles = new BundleSet([bundleOf(td, plainRoot)]);
+    t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(inter, id), inter), interBundles)), expected, `intermediate: ${name}`);
+  }
+  // The constraint also binds the intermediate's own trust-domain ID (RFC 5280 §6.1.3 (b)).
+  const root = await createCa({ trustDomain: ORG, nameConstraints: { permitted: [{ type: 'uri', value: ORG }] } });
+  const inter = await createIntermediate(root, { trustDomain: ORG });
+  t.equal(await code(async () => verifyX509Svid(certs(await createLeaf(inter, A), inter), new BundleSet([bundleOf(ORG, root)]))), 'ok', 'intermediate in the permitted host');
+  t.match(
+    await detail(async () => {
+      const r = await createCa({ trustDomain: ORG, nameConstraints: { excluded: [{ type: 'uri', value: ORG }] } });
+      return verifyX509Svid([(await createLeaf(r, A)).cert], new BundleSet([bundleOf(ORG, r)]));
+    }),
+    /^chain_invalid: .*excluded URI subtree/,
+    'detail names the constraint',
+  );
+  // A SPIFFE ID whose host is an IP address MUST be rejected whenever URI constraints apply.
+  const IP_TD = '10.0.0.1';
+  const ipRoot = await createCa({ trustDomain: IP_TD, nameConstraints: { permitted: [{ type: 'uri', value: IP_TD }] } });
+  t.equal(
+    await code(async () => verifyX509Svid([(await createLeaf(ipRoot, `spiffe://${IP_TD}/a`)).cert], new BundleSet([bundleOf(IP_TD, ipRoot)]))),
+    'chain_invalid',
+    'IP-address host under URI constraints',
+  );
+  const ipPlain = await createCa({ trustDomain: IP_TD });
+  t.equal(
+    await code(async () => verifyX509Svid([(await createLeaf(ipPlain, `spiffe://${IP_TD}/a`)).cert], new BundleSet([bundleOf(IP_TD, ipPlain)]))),
+    'ok',
+    'positive control: IP-address host without constraints',
+  );
+});
+
+t.test('RFC 5280 §4.2.1.10: DNS name constraints on the leaf dNSName SANs', async (t) => {
+  type Nc = CertOptions['nameConstraints'];
+  const cases: Array<[string, Nc, string[], 'ok' | 'chain_invalid']> = [
+    ['permitted, exact', { permitted: [{ type: 'dns', value: ORG }] }, [ORG], 'ok'],
+    ['permitted, added labels', { permitted: [{ type: 'dns', value: ORG }] }, ['a.b.example.org'], 'ok'],
+    ['permitted, label boundary', { permitted: [{ type: 'dns', value: ORG }] }, ['badexample.org'], 'chain_invalid'],
+    ['permitted, one of two names outside', { permitted: [{ type: 'dns', value: ORG }] }, ['a.example.org', 'evil.example'], 'chain_invalid'],
+    ['permitted with leading dot, the domain itself', { permitted: [{ type: 'dns', value: `.${ORG}` }] }, [ORG], 'chain_invalid'],
+    ['permitted with leading dot, subdomain', { permitted: [{ type: 'dns', value: `.${ORG}` }] }, ['A.Example.Org'], 'ok'],
+    ['excluded', { excluded: [{ type: 'dns', value: 'secret.example.org' }] }, ['x.secret.example.org'], 'chain_invalid'],
+    ['excluded, wildcard that could expand into it', { excluded: [{ type: 'dns', value: 'secret.example.org' }] }, ['*.example.org'], 'chain_invalid'],
+    ['excluded, unrelated name', { excluded: [{ type: 'dns', value: 'secret.example.org' }] }, ['public.example.org'], 'ok'],
+    ['DNS constraints, leaf without DNS SANs', { permitted: [{ type: 'dns', value: 'other.example' }] }, [], 'ok'],
+    ['only URI constraints: DNS unconstrained', { permitted: [{ type: 'uri', value: ORG }] }, ['evil.example'], 'ok'],
+  ];
+  for (const [name, nameConstraints, dnsNames, expected] of cases) {
+    const root = await createCa({ trustDomain: ORG, nameConstraints });
+    const leaf = await createLeaf(root, A, { dnsNames });
+    t.equal(await code(async () => verifyX509Svid([leaf.cert], new BundleSet([bundleOf(ORG, root)]))), expected, name);
+  }
+});
+
+t.test('a bundle authority with unprocessable name constraints anchors nothing', async (t) => {
+  const bad = await createCa({ trustDomain: ORG, nameConstraints: { excluded: [{ type: 'email', value: 'x.org' }] } });
+  const good = await createCa({ trustDomain: ORG, nameConstraints: { excluded: [{ type: 'email', value: 'x.org' }], critical: false } });
+  t.equal(await code(async () => verifyX509Svid([(await createLeaf(bad, A)).cert], new BundleSet([bundleOf(ORG, bad)]))), 'chain_invalid');
+  t.equal(await code(async () => verifyX509Svid([(await createLeaf(good, A)).cert], new BundleSet([bundleOf(ORG, good)]))), 'ok', 'positive control');
+});
+
+t.test('path search stays bounded with many mutually-issuing intermediates', async (t) => {
+  // Eight self-issued intermediates sharing one name and key: each verifies the others'
+  // signatures, so the search space is every ordering of them (pathLen never prunes self-issued
+  // certificates). None leads to the bundle; the call must still return promptly.
+  const first = await createIntermediate(await createCa({ trustDomain: ORG }), { subject: 'CN=loop' });
+  const loop: Issued[] = [];
+  for (let i = 0; i < 8; i++) loop.push(await createCert({ subject: 'CN=loop', keys: first.keys, ca: true, keyUsage: ['keyCertSign'], signer: first }));
+  const leaf = await createLeaf(first, A);
+  const started = Date.now();
+  t.equal(await code(async () => verifyX509Svid(certs(leaf, ...loop), orgBundles)), 'chain_invalid');
+  t.ok(Date.now() - started < 2000, 'bounded');
 });
