@@ -2,7 +2,7 @@
 // config, wires identity updates into the TLS listeners and owns start/stop order.
 import type { AddressInfo } from 'node:net';
 import { AdminServer } from './admin/index.js';
-import { AllowListAuthorizer, DenyAllAuthorizer, DryRunAuthorizer, type Authorizer } from './authz/index.js';
+import { PolicyStore, type AuthzRequest, type CallMeta, type Decision } from './authz/index.js';
 import type { SigilConfig } from './config/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type SourceCallbacks, type SvidSource } from './identity/index.js';
 import { InboundProxy, OutboundProxy } from './proxy/index.js';
@@ -22,7 +22,7 @@ export interface BoundAddresses {
 
 export class Sidecar {
   private readonly identity: IdentityManager;
-  private readonly authorizer: Authorizer;
+  private readonly policy: PolicyStore;
   private readonly verifier = new PeerVerifier();
   private readonly inbound: InboundProxy | undefined;
   private readonly outbound: OutboundProxy | undefined;
@@ -32,11 +32,11 @@ export class Sidecar {
 
   constructor(private readonly config: SigilConfig, private readonly logger: Logger) {
     refuseUnimplemented(config);
-    this.authorizer = buildAuthorizer(config);
+    this.policy = new PolicyStore(config.policy);
     this.identity = new IdentityManager((cb) => buildSource(config, cb), config.trust.bundles, logger.child({ component: 'identity' }));
     const deps = {
       identity: () => this.identity.current(),
-      authorizer: () => this.authorizer,
+      decide: (request: AuthzRequest, meta?: CallMeta) => this.decide(request, meta),
       verifier: this.verifier,
     };
     if (config.inbound) {
@@ -45,7 +45,12 @@ export class Sidecar {
     if (config.outbound) {
       this.outbound = new OutboundProxy({ ...deps, ...config.outbound, logger: logger.child({ component: 'outbound' }) });
     }
-    this.admin = new AdminServer(config.admin.listen, { ready: () => this.isReady(), status: () => this.status() });
+    this.admin = new AdminServer(config.admin.listen, {
+      ready: () => this.isReady(),
+      status: () => this.status(),
+      reloadPolicy: () => this.policy.reload(),
+    });
+    this.wirePolicyEvents(logger.child({ component: 'policy' }));
     this.identity.on('update', (snapshot) => {
       this.inbound?.updateIdentity(snapshot);
       this.outbound?.updateIdentity();
@@ -54,6 +59,7 @@ export class Sidecar {
 
   /** Loads identity, binds every listener; resolves with the bound addresses. */
   async start(): Promise<BoundAddresses> {
+    await this.policy.start();
     const snapshot = await this.identity.start();
     const admin = await this.admin.start();
     const inbound = this.inbound ? await this.inbound.start(snapshot) : undefined;
@@ -71,6 +77,34 @@ export class Sidecar {
     await Promise.all([this.inbound?.stop(drain), this.outbound?.stop(drain)]);
     await this.admin.stop();
     this.identity.stop();
+    this.policy.stop();
+  }
+
+  /** Every enforcement point's decision goes through here: evaluate now, then record. */
+  private decide(request: AuthzRequest, _meta?: CallMeta): Decision {
+    const decision = this.policy.current().authorize(request);
+    if (decision.wouldDeny) {
+      this.logger.info('dry-run: would deny', { action: request.action, reason: decision.reason, principal: request.principal.toString(), policies: decision.policies });
+    }
+    return decision;
+  }
+
+  private wirePolicyEvents(log: Logger): void {
+    this.policy.on('reload', (outcome) => {
+      if (outcome.result === 'success') log.info('policy reloaded', { version: outcome.version, changed: outcome.changed });
+      else if (outcome.result === 'failure') {
+        log.error('policy reload refused; keeping the last good policy', { version: this.policy.current().version, error: outcome.error });
+      }
+    });
+    // A new policy applies to the very next request of existing connections by construction
+    // (every call is evaluated); connections whose `connect` is no longer allowed are cut.
+    this.policy.on('change', () => {
+      this.inbound?.reauthorizeConnections();
+      this.outbound?.reauthorizeConnections();
+    });
+    this.policy.on('evaluationError', (errors, request) => {
+      log.warn('policy evaluation error (the erroring policy was skipped)', { action: request.action, errors });
+    });
   }
 
   /** Ready means able to serve: listeners up and an SVID we can present right now. */
@@ -94,7 +128,7 @@ export class Sidecar {
         name: td.name,
         authorities: snapshot.bundles.get(td)?.authorities.length ?? 0,
       })),
-      policy: { kind: this.authorizer.kind, mode: this.config.policy.mode },
+      policy: { kind: this.policy.kind, mode: this.config.policy.mode, version: this.policy.current().version },
       listeners: this.addresses,
     };
   }
@@ -103,17 +137,11 @@ export class Sidecar {
 function refuseUnimplemented(config: SigilConfig): void {
   const unsupported: string[] = [];
   if (config.identity.kind === 'workloadApi') unsupported.push('identity.workloadApi');
-  if (config.policy.cedar) unsupported.push('policy.cedar');
   if (config.bus) unsupported.push('bus');
   if (config.audit) unsupported.push('audit');
   if (unsupported.length > 0) {
     throw new UnsupportedConfigError(`${unsupported.join(', ')}: not yet implemented in this release (see docs/config.md)`);
   }
-}
-
-function buildAuthorizer(config: SigilConfig): Authorizer {
-  const base = config.policy.allow ? new AllowListAuthorizer(config.policy.allow) : new DenyAllAuthorizer();
-  return config.policy.mode === 'dry-run' ? new DryRunAuthorizer(base) : base;
 }
 
 function buildSource(config: SigilConfig, callbacks: SourceCallbacks): SvidSource {

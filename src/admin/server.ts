@@ -2,6 +2,7 @@
 // Metrics and the revocation/policy endpoints are added by their components.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { ReloadOutcome } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { listen } from '../proxy/index.js';
 
@@ -9,6 +10,7 @@ export interface AdminHooks {
   /** True once an SVID, the bundles and the policy are loaded and every listener is bound. */
   ready(): boolean;
   status(): unknown;
+  reloadPolicy(): Promise<ReloadOutcome>;
 }
 
 export class AdminServer {
@@ -33,6 +35,12 @@ export class AdminServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0];
+    if (path === '/v1/policy/reload') {
+      if (req.method !== 'POST') return json(res, 405, { error: 'method_not_allowed' });
+      req.resume();
+      void this.hooks.reloadPolicy().then((outcome) => answerReload(res, outcome));
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method_not_allowed' });
     switch (path) {
       case '/healthz':
@@ -45,6 +53,20 @@ export class AdminServer {
         return json(res, 200, this.hooks.status());
       default:
         return json(res, 404, { error: 'not_found' });
+    }
+  }
+}
+
+function answerReload(res: ServerResponse, outcome: ReloadOutcome): void {
+  switch (outcome.result) {
+    case 'success':
+      return json(res, 200, { status: outcome.changed ? 'reloaded' : 'unchanged', version: outcome.version });
+    case 'not_reloadable':
+      return json(res, 409, { error: 'policy_not_reloadable', detail: 'only a policy.cedar file can be reloaded; policy.allow comes from the config file' });
+    case 'failure': {
+      const issues = (outcome.error as { issues?: unknown }).issues;
+      // 422: the new policy was refused; the last good one stays in force.
+      return json(res, 422, { error: 'policy_invalid', detail: outcome.error.message.split('\n')[0], issues: issues ?? [] });
     }
   }
 }

@@ -1,14 +1,17 @@
 // The simple policy form: `policy: { allow: [patterns] }`, a list of peer SPIFFE IDs or
-// patterns. "Peer" is the other side of the connection: the caller inbound, the server
-// outbound. Anything that matches no entry is denied.
+// patterns. "Peer" is the verified agent on the other side of the connection: the caller
+// inbound, the server outbound. Every action on a connection with an allowed peer is allowed;
+// anything that matches no entry is denied. Use Cedar for anything finer.
+import { createHash } from 'node:crypto';
 import { SpiffeIdPattern } from '../spiffe/index.js';
 import type { Authorizer, AuthzRequest, Decision } from './decision.js';
 
 export class AllowListAuthorizer implements Authorizer {
   readonly kind = 'allow';
+  readonly version: string;
   private readonly patterns: { pattern: SpiffeIdPattern; id: string }[];
 
-  /** Throws SpiffeIdError for an invalid entry; the message names the entry index. */
+  /** Throws for an invalid entry; the message names the entry index. */
   constructor(entries: readonly string[]) {
     this.patterns = entries.map((entry, i) => {
       try {
@@ -17,30 +20,33 @@ export class AllowListAuthorizer implements Authorizer {
         throw new Error(`policy.allow[${i}]: ${(err as Error).message}`);
       }
     });
+    this.version = createHash('sha256').update(JSON.stringify(entries)).digest('hex').slice(0, 12);
   }
 
   authorize(request: AuthzRequest): Decision {
-    const peer = request.direction === 'inbound' ? request.principal : request.resource;
-    const match = this.patterns.find((p) => p.pattern.matches(peer));
+    const match = this.patterns.find((p) => p.pattern.matches(request.peer));
     return match
-      ? { allowed: true, reason: 'allowed', policies: [match.id], wouldDeny: false, request }
-      : { allowed: false, reason: 'policy_denied', policies: [], wouldDeny: false, request };
+      ? { allowed: true, reason: 'allowed', policies: [match.id], wouldDeny: false, policyVersion: this.version, request }
+      : { allowed: false, reason: 'policy_denied', policies: [], wouldDeny: false, policyVersion: this.version, request };
   }
 }
 
 /** With no policy configured nothing is allowed: unknown means deny. */
 export class DenyAllAuthorizer implements Authorizer {
   readonly kind = 'none';
+  readonly version = 'none';
   authorize(request: AuthzRequest): Decision {
-    return { allowed: false, reason: 'no_policy', policies: [], wouldDeny: false, request };
+    return { allowed: false, reason: 'no_policy', policies: [], wouldDeny: false, policyVersion: this.version, request };
   }
 }
 
 /** policy.mode: dry-run — evaluate and record, but let denied calls through. */
 export class DryRunAuthorizer implements Authorizer {
   readonly kind: string;
+  readonly version: string;
   constructor(private readonly inner: Authorizer) {
     this.kind = `${inner.kind}+dry-run`;
+    this.version = inner.version;
   }
   authorize(request: AuthzRequest): Decision {
     const decision = this.inner.authorize(request);

@@ -1,7 +1,8 @@
 /**
  * The closed set of reason codes a decision or a refusal can carry. They appear in denial
- * bodies, logs and (later) metric labels, so they never change meaning; docs/security.md
- * lists them. Anything unexpected maps to a deny with `internal_error` (fail closed).
+ * bodies, WebSocket close frames, JSON-RPC errors, audit lines and metric labels, so they never
+ * change meaning; docs/security.md lists them. Anything unexpected maps to a deny with
+ * `internal_error` (fail closed).
  */
 export const REASON_CODES = [
   'allowed',
@@ -15,6 +16,9 @@ export const REASON_CODES = [
   'upstream_unavailable',
   'bad_request',
   'headers_too_large',
+  'body_too_large',
+  'jsonrpc_invalid',
+  'batch_rejected',
   'internal_error',
 ] as const;
 

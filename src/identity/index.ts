@@ -6,5 +6,6 @@ export type { DevCaMaterial, IssuedSvid } from './devca.js';
 export { svidFromPem, SvidLoadError } from './svid.js';
 export { renewalDelayMs } from './rotation.js';
 export { watchFiles, WATCH_INTERVAL_MS } from './watch.js';
+export type { FileWatch } from './watch.js';
 export { isUsable } from './types.js';
 export type { IdentitySnapshot, X509Svid, SvidSource, SvidUpdate, SourceCallbacks } from './types.js';

@@ -10,6 +10,11 @@ export class ConnectionTracker {
     socket.once('close', () => this.sockets.delete(socket));
   }
 
+  /** Live sockets, for re-checking them against a new policy. */
+  [Symbol.iterator](): IterableIterator<Socket> {
+    return this.sockets.values();
+  }
+
   get size(): number {
     return this.sockets.size;
   }

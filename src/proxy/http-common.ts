@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { HttpContext } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { stripHopByHop } from './headers.js';
-import { errorBody, sendRawError } from './responses.js';
+import { errorBody, sendError, sendRawError } from './responses.js';
 
 /** Binds `server` and resolves with the bound address (port 0 = ephemeral). */
 export function listen(server: Server, at: HostPort): Promise<AddressInfo> {
@@ -52,4 +52,60 @@ export function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void 
  */
 export function guardUpgradeSocket(socket: Duplex): void {
   socket.on('error', () => socket.destroy());
+}
+
+export class BodyTooLargeError extends Error {
+  readonly code = 'body_too_large';
+  constructor(readonly limit: number) {
+    super(`request body exceeds ${limit} bytes`);
+  }
+}
+
+/** Buffers a request body up to `limit` bytes; rejects with BodyTooLargeError beyond it. */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off('data', onData);
+        req.resume();
+        reject(new BodyTooLargeError(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(Buffer.concat(chunks)));
+    req.once('error', reject);
+  });
+}
+
+/**
+ * http-proxy rewrites a DELETE or OPTIONS request without Content-Length to `Content-Length: 0`
+ * and drops Transfer-Encoding, then streams the body anyway: the body would reach the next hop
+ * unframed. Such bodies are buffered (bounded) and sent with an exact Content-Length instead.
+ */
+export function needsBufferedBody(req: IncomingMessage): boolean {
+  return (req.method === 'DELETE' || req.method === 'OPTIONS') && req.headers['transfer-encoding'] !== undefined;
+}
+
+/** Makes `req`'s headers describe an already-buffered body of `body.length` bytes. */
+export function frameBufferedBody(req: IncomingMessage, body: Buffer): void {
+  delete req.headers['transfer-encoding'];
+  req.headers['content-length'] = String(body.length);
+}
+
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** readBody with the refusal answered: 413 JSON when too large, 400 when the body broke off. */
+export async function bufferOrRefuse(req: IncomingMessage, res: ServerResponse, limit = DEFAULT_MAX_BODY_BYTES): Promise<Buffer | undefined> {
+  try {
+    return await readBody(req, limit);
+  } catch (err) {
+    if (err instanceof BodyTooLargeError) sendError(res, 413, errorBody(413, 'body_too_large', { detail: err.message }), true);
+    else sendError(res, 400, errorBody(400, 'bad_request', { detail: 'request body could not be read' }), true);
+    return undefined;
+  }
 }

@@ -4,10 +4,10 @@
 import { Agent as HttpAgent, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import httpProxy from 'http-proxy';
-import type { Authorizer, Decision, ReasonCode } from '../authz/index.js';
+import { agentResource, type Decide, type Decision, type ReasonCode } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import type { BundleSet } from '../spiffe/index.js';
@@ -15,14 +15,15 @@ import type { Logger } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, serverContextOptions, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, setIdentityHeaders, stripIdentityHeaders } from './headers.js';
-import { forwardResponseHeaders, guardUpgradeSocket, httpContext, listen, onClientError } from './http-common.js';
+import { bufferOrRefuse, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
 
 export interface InboundOptions {
   listen: HostPort;
   upstream: string;
   identity: () => IdentitySnapshot | undefined;
-  authorizer: () => Authorizer;
+  /** Evaluates a request with the policy in force and records the decision. */
+  decide: Decide;
   verifier: PeerVerifier;
   logger: Logger;
 }
@@ -71,6 +72,32 @@ export class InboundProxy {
     this.server?.setSecureContext(serverContextOptions(snapshot));
   }
 
+  /**
+   * After a policy change: every live connection's `connect` is evaluated again and the ones no
+   * longer allowed are closed (WebSocket streams included). Requests on the others are
+   * evaluated against the new policy anyway, since every request is.
+   */
+  reauthorizeConnections(): void {
+    const own = this.options.identity();
+    if (!own) return;
+    for (const socket of this.tracker) {
+      const state = this.connections.get(socket);
+      if (!state) continue;
+      const connect = this.options.decide({
+        action: 'connect',
+        direction: 'inbound',
+        principal: state.peer.id,
+        resource: agentResource(own.svid.id),
+        peer: state.peer.id,
+      });
+      state.connect = connect;
+      if (!connect.allowed) {
+        this.options.logger.info('closing inbound connection: connect no longer allowed', { peer: state.peer.id.toString(), reason: connect.reason });
+        socket.destroy();
+      }
+    }
+  }
+
   async stop(drainTimeoutMs: number): Promise<void> {
     const server = this.server;
     if (!server) return;
@@ -100,11 +127,12 @@ export class InboundProxy {
       socket.destroy();
       return;
     }
-    const connect = this.options.authorizer().authorize({
+    const connect = this.options.decide({
       action: 'connect',
       direction: 'inbound',
       principal: peer.id,
-      resource: snapshot.svid.id,
+      resource: agentResource(snapshot.svid.id),
+      peer: peer.id,
     });
     this.connections.set(socket, { peer, bundles: snapshot.bundles, connect });
     this.tracker.add(socket);
@@ -121,11 +149,12 @@ export class InboundProxy {
     if (!state || !own) return {};
     if (!this.stillTrusted(req.socket as TLSSocket, state, own.bundles)) return 'drop';
     if (!state.connect.allowed) return { decision: state.connect };
-    const decision = this.options.authorizer().authorize({
+    const decision = this.options.decide({
       action: 'http',
       direction: 'inbound',
       principal: state.peer.id,
-      resource: own.svid.id,
+      resource: agentResource(own.svid.id),
+      peer: state.peer.id,
       http: httpContext(req),
     });
     if (!decision.allowed) return { decision };
@@ -146,7 +175,18 @@ export class InboundProxy {
       sendError(res, 403, errorBody(403, d.reason, { policies: d.policies }), d.action !== 'http');
       return;
     }
-    this.proxy.web(req, res, { target: this.options.upstream, agent: this.upstreamAgent }, (err: NodeJS.ErrnoException) => {
+    void this.forward(req, res);
+  }
+
+  private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const options: httpProxy.ServerOptions = { target: this.options.upstream, agent: this.upstreamAgent };
+    if (needsBufferedBody(req)) {
+      const body = await bufferOrRefuse(req, res);
+      if (!body) return;
+      frameBufferedBody(req, body);
+      options.buffer = Readable.from([body]);
+    }
+    this.proxy.web(req, res, options, (err: NodeJS.ErrnoException) => {
       this.options.logger.warn('upstream request failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
       sendError(res, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
     });

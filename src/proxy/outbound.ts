@@ -2,18 +2,18 @@
 // forward proxy (absolute-form request URI) or by naming the peer in the Host header. Each
 // request is routed, dialed over mTLS with our SVID, and re-authorized against the verified
 // server before it is sent.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
-import type { Authorizer } from '../authz/index.js';
+import { agentResource, type Decide } from '../authz/index.js';
 import type { HostPort, RouteConfig } from '../config/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
-import type { PeerVerifier } from '../tls/index.js';
+import type { PeerVerifier, VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, stripIdentityHeaders } from './headers.js';
-import { forwardResponseHeaders, guardUpgradeSocket, listen, onClientError } from './http-common.js';
+import { bufferOrRefuse, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, listen, needsBufferedBody, onClientError } from './http-common.js';
 import { OutboundError, PeerAgent } from './peer-agent.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
 import { RouteTable, type Route } from './routes.js';
@@ -22,7 +22,8 @@ export interface OutboundOptions {
   listen: HostPort;
   routes: RouteConfig[];
   identity: () => IdentitySnapshot | undefined;
-  authorizer: () => Authorizer;
+  /** Evaluates a request with the policy in force and records the decision. */
+  decide: Decide;
   verifier: PeerVerifier;
   logger: Logger;
 }
@@ -42,7 +43,8 @@ export class OutboundProxy {
 
   constructor(private readonly options: OutboundOptions) {
     this.routes = new RouteTable(options.routes);
-    for (const route of this.routes.all()) this.agents.set(route.key, new PeerAgent(route, options));
+    const agentDeps = { ...options, onRequestBound: (req: ClientRequest, peer: VerifiedPeer, own: IdentitySnapshot) => this.authorizeRequest(req, peer, own) };
+    for (const route of this.routes.all()) this.agents.set(route.key, new PeerAgent(route, agentDeps));
     this.proxy.on('proxyRes', forwardResponseHeaders);
   }
 
@@ -57,6 +59,11 @@ export class OutboundProxy {
     server.on('request', (req, res) => this.onRequest(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     return listen(server, this.options.listen);
+  }
+
+  /** After a policy change, cut pooled connections to peers we may no longer connect to. */
+  reauthorizeConnections(): void {
+    for (const agent of this.agents.values()) agent.reauthorizeConnections();
   }
 
   /** Called on every identity update (new SVID or bundles). */
@@ -105,7 +112,18 @@ export class OutboundProxy {
     }
     stripIdentityHeaders(req.headers);
     forwardableRequestHeaders(req.headers, false);
-    this.proxy.web(req, res, this.proxyOptions(target), (err: Error) => sendError(res, ...this.failure(err, req)));
+    void this.forward(req, res, target);
+  }
+
+  private async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<void> {
+    const options = this.proxyOptions(target);
+    if (needsBufferedBody(req)) {
+      const body = await bufferOrRefuse(req, res);
+      if (!body) return;
+      frameBufferedBody(req, body);
+      options.buffer = Readable.from([body]);
+    }
+    this.proxy.web(req, res, options, (err: Error) => sendError(res, ...this.failure(err, req)));
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -123,6 +141,22 @@ export class OutboundProxy {
   private proxyOptions(target: Target): httpProxy.ServerOptions {
     const { host, port } = target.route.address;
     return { target: `http://${host.includes(':') ? `[${host}]` : host}:${port}`, agent: target.agent };
+  }
+
+  /** Per-request egress authorization against the verified server of the bound connection. */
+  private authorizeRequest(req: ClientRequest, peer: VerifiedPeer, own: IdentitySnapshot): OutboundError | undefined {
+    const host = req.getHeader('host');
+    const path = req.path;
+    const q = path.indexOf('?');
+    const decision = this.options.decide({
+      action: 'http',
+      direction: 'outbound',
+      principal: own.svid.id,
+      resource: agentResource(peer.id),
+      peer: peer.id,
+      http: { method: req.method, path: q === -1 ? path : path.slice(0, q), host: typeof host === 'string' ? host : '' },
+    });
+    return decision.allowed ? undefined : new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
   }
 
   private failure(err: Error, req: IncomingMessage): [number, ErrorBody] {

@@ -7,7 +7,7 @@ import { Agent as HttpAgent, type AgentOptions, type ClientRequest, type ClientR
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:tls';
-import type { Authorizer, Decision } from '../authz/index.js';
+import { agentResource, type Decide, type Decision } from '../authz/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import { ALPN_PROTOCOLS, clientSecureContext, MIN_TLS_VERSION, PeerVerificationError, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import type { Route } from './routes.js';
@@ -27,7 +27,13 @@ export class OutboundError extends Error {
 
 export interface PeerAgentDeps {
   identity: () => IdentitySnapshot | undefined;
-  authorizer: () => Authorizer;
+  /**
+   * Called when a request is bound to a verified connection, before any of its bytes are
+   * written; returning an error refuses the request.
+   */
+  onRequestBound: (req: ClientRequest, peer: VerifiedPeer, own: IdentitySnapshot) => OutboundError | undefined;
+  /** Evaluates a request with the policy in force and records the decision. */
+  decide: Decide;
   verifier: PeerVerifier;
 }
 
@@ -38,18 +44,22 @@ interface PooledPeer {
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** A pooled connection is not reused this close to its server certificate's expiry. */
+const EXPIRY_MARGIN_MS = 1_000;
 
 export class PeerAgent extends HttpAgent {
   private readonly peers = new WeakMap<Duplex, PooledPeer>();
   private context: { generation: number; context: SecureContext } | undefined;
 
   constructor(private readonly route: Route, private readonly deps: PeerAgentDeps, options: AgentOptions = {}) {
-    super({ keepAlive: true, maxSockets: 256, ...options });
+    // FIFO: Node skips destroyed sockets only at the head of the free list.
+    super({ keepAlive: true, maxSockets: 256, scheduling: 'fifo', ...options });
   }
 
   // Registered here, inside the ClientRequest constructor, so this listener runs before any
   // other 'socket' listener and before Node flushes the request onto the socket.
   addRequest(req: ClientRequest, options: ClientRequestArgs): void {
+    this.pruneIdleSockets();
     req.once('socket', (socket: Socket) => this.authorizeRequest(req, socket));
     // @types/node omits addRequest from Agent's declared surface; it is Node's public hook.
     (HttpAgent.prototype as unknown as { addRequest(r: ClientRequest, o: ClientRequestArgs): void }).addRequest.call(this, req, options);
@@ -57,14 +67,53 @@ export class PeerAgent extends HttpAgent {
 
   /**
    * A connection goes back to the pool only while it is current: made with our current SVID,
-   * verified under the current bundles, and the server's certificate path still valid.
+   * verified under the current bundles, and the server's certificate path valid for a while yet.
    */
   override keepSocketAlive(socket: Socket): boolean {
-    const pooled = this.peers.get(socket);
-    const current = this.deps.identity();
-    if (!pooled || !current || pooled.generation !== current.generation || Date.now() >= pooled.peer.validTo) return false;
+    if (!this.isCurrent(socket)) return false;
     // Node's implementation returns true after arming keep-alive; @types/node declares void.
     return super.keepSocketAlive(socket) as unknown as boolean;
+  }
+
+  private isCurrent(socket: Duplex): boolean {
+    const pooled = this.peers.get(socket);
+    const current = this.deps.identity();
+    return !!pooled && !!current && pooled.generation === current.generation && Date.now() + EXPIRY_MARGIN_MS < pooled.peer.validTo;
+  }
+
+  /**
+   * Idle connections that went stale while pooled (our SVID rotated, the server's certificate is
+   * about to expire) are closed before Node picks one, so a request never lands on one.
+   */
+  private pruneIdleSockets(): void {
+    for (const sockets of Object.values(this.freeSockets)) {
+      // In place: Node owns these arrays (an empty one is handled like a missing one).
+      for (let i = (sockets?.length ?? 0) - 1; i >= 0; i--) {
+        const socket = sockets![i]!;
+        if (this.isCurrent(socket)) continue;
+        sockets!.splice(i, 1);
+        socket.destroy();
+      }
+    }
+  }
+
+  /** After a policy change: close pooled connections whose `connect` is no longer allowed. */
+  reauthorizeConnections(): void {
+    const own = this.deps.identity();
+    for (const list of [...Object.values(this.sockets), ...Object.values(this.freeSockets)]) {
+      for (const socket of list ?? []) {
+        const pooled = this.peers.get(socket);
+        if (!pooled || !own) continue;
+        const decision = this.deps.decide({
+          action: 'connect',
+          direction: 'outbound',
+          principal: own.svid.id,
+          resource: agentResource(pooled.peer.id),
+          peer: pooled.peer.id,
+        });
+        if (!decision.allowed) socket.destroy();
+      }
+    }
   }
 
   /** On an identity change idle connections are closed, so the next request dials anew. */
@@ -90,18 +139,9 @@ export class PeerAgent extends HttpAgent {
       req.destroy(new OutboundError('peer_untrusted', 'connection has no currently valid verified peer'));
       return;
     }
-    const host = req.getHeader('host');
-    const path = req.path;
-    const q = path.indexOf('?');
-    const decision = this.deps.authorizer().authorize({
-      action: 'http',
-      direction: 'outbound',
-      principal: own.svid.id,
-      resource: pooled.peer.id,
-      http: { method: req.method, path: q === -1 ? path : path.slice(0, q), host: typeof host === 'string' ? host : '' },
-    });
     // Destroying the request here destroys the socket too, so Node's flush writes nothing.
-    if (!decision.allowed) req.destroy(new OutboundError('policy_denied', `egress to ${pooled.peer.id} denied`, undefined, decision));
+    const refusal = this.deps.onRequestBound(req, pooled.peer, own);
+    if (refusal) req.destroy(refusal);
   }
 
   private secureContext(snapshot: IdentitySnapshot): SecureContext {
@@ -155,7 +195,13 @@ export class PeerAgent extends HttpAgent {
     if (!this.route.expected.matches(peer.id)) {
       throw new OutboundError('peer_id_mismatch', `server is ${peer.id}, route ${this.route.host} expects ${this.route.expected}`);
     }
-    const decision = this.deps.authorizer().authorize({ action: 'connect', direction: 'outbound', principal: snapshot.svid.id, resource: peer.id });
+    const decision = this.deps.decide({
+      action: 'connect',
+      direction: 'outbound',
+      principal: snapshot.svid.id,
+      resource: agentResource(peer.id),
+      peer: peer.id,
+    });
     if (!decision.allowed) throw new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
     this.peers.set(socket, { peer, generation: snapshot.generation });
     return socket;

@@ -16,6 +16,7 @@ const ERROR_NAMES: Record<number, string> = {
   403: 'forbidden',
   404: 'not_found',
   405: 'method_not_allowed',
+  413: 'payload_too_large',
   431: 'headers_too_large',
   502: 'bad_gateway',
   503: 'unavailable',

@@ -1,10 +1,10 @@
 import t from 'tap';
-import { AllowListAuthorizer, DenyAllAuthorizer, DryRunAuthorizer, type AuthzRequest } from '../../src/authz/index.js';
+import { agentResource, AllowListAuthorizer, DenyAllAuthorizer, DryRunAuthorizer, type AuthzRequest } from '../../src/authz/index.js';
 import { SpiffeId } from '../../src/spiffe/index.js';
 
 const own = SpiffeId.parse('spiffe://example.org/agent/self');
-const inbound = (peer: string): AuthzRequest => ({ action: 'http', direction: 'inbound', principal: SpiffeId.parse(peer), resource: own });
-const outbound = (peer: string): AuthzRequest => ({ action: 'connect', direction: 'outbound', principal: own, resource: SpiffeId.parse(peer) });
+const inbound = (peer: string): AuthzRequest => ({ action: 'http', direction: 'inbound', principal: SpiffeId.parse(peer), resource: agentResource(own), peer: SpiffeId.parse(peer) });
+const outbound = (peer: string): AuthzRequest => ({ action: 'connect', direction: 'outbound', principal: own, resource: agentResource(SpiffeId.parse(peer)), peer: SpiffeId.parse(peer) });
 
 t.test('allow-list matches the peer on either direction', async (t) => {
   const authz = new AllowListAuthorizer(['spiffe://example.org/agent/a', 'spiffe://example.org/team/*', 'spiffe://partner.example/**']);
