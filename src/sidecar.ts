@@ -7,7 +7,7 @@ import type { SigilConfig } from './config/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type SourceCallbacks, type SvidSource } from './identity/index.js';
 import { InboundProxy, OutboundProxy } from './proxy/index.js';
 import { SpiffeId, TrustDomain } from './spiffe/index.js';
-import type { Logger } from './telemetry/index.js';
+import { SigilMetrics, type Logger } from './telemetry/index.js';
 import { PeerVerifier } from './tls/index.js';
 
 export class UnsupportedConfigError extends Error {
@@ -23,6 +23,7 @@ export interface BoundAddresses {
 export class Sidecar {
   private readonly identity: IdentityManager;
   private readonly policy: PolicyStore;
+  private readonly metrics = new SigilMetrics();
   private readonly verifier = new PeerVerifier();
   private readonly inbound: InboundProxy | undefined;
   private readonly outbound: OutboundProxy | undefined;
@@ -49,6 +50,7 @@ export class Sidecar {
       ready: () => this.isReady(),
       status: () => this.status(),
       reloadPolicy: () => this.policy.reload(),
+      metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.exposition() }),
     });
     this.wirePolicyEvents(logger.child({ component: 'policy' }));
     this.identity.on('update', (snapshot) => {
@@ -60,6 +62,7 @@ export class Sidecar {
   /** Loads identity, binds every listener; resolves with the bound addresses. */
   async start(): Promise<BoundAddresses> {
     await this.policy.start();
+    this.metrics.setPolicyVersion(this.policy.kind, this.policy.current().version);
     const snapshot = await this.identity.start();
     const admin = await this.admin.start();
     const inbound = this.inbound ? await this.inbound.start(snapshot) : undefined;
@@ -91,6 +94,7 @@ export class Sidecar {
 
   private wirePolicyEvents(log: Logger): void {
     this.policy.on('reload', (outcome) => {
+      this.metrics.policyReloads.inc({ result: outcome.result });
       if (outcome.result === 'success') log.info('policy reloaded', { version: outcome.version, changed: outcome.changed });
       else if (outcome.result === 'failure') {
         log.error('policy reload refused; keeping the last good policy', { version: this.policy.current().version, error: outcome.error });
@@ -98,7 +102,8 @@ export class Sidecar {
     });
     // A new policy applies to the very next request of existing connections by construction
     // (every call is evaluated); connections whose `connect` is no longer allowed are cut.
-    this.policy.on('change', () => {
+    this.policy.on('change', (authorizer) => {
+      this.metrics.setPolicyVersion(authorizer.kind, authorizer.version);
       this.inbound?.reauthorizeConnections();
       this.outbound?.reauthorizeConnections();
     });

@@ -11,6 +11,7 @@ export interface AdminHooks {
   ready(): boolean;
   status(): unknown;
   reloadPolicy(): Promise<ReloadOutcome>;
+  metrics(): Promise<{ contentType: string; body: string }>;
 }
 
 export class AdminServer {
@@ -51,6 +52,15 @@ export class AdminServer {
       }
       case '/status':
         return json(res, 200, this.hooks.status());
+      case '/metrics':
+        void this.hooks.metrics().then(
+          ({ contentType, body }) => {
+            res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+            res.end(body);
+          },
+          () => json(res, 500, { error: 'metrics_unavailable' }),
+        );
+        return;
       default:
         return json(res, 404, { error: 'not_found' });
     }
