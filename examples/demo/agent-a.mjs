@@ -5,10 +5,10 @@ import WebSocket from 'ws';
 
 const [host, port] = (process.env.SIGIL_OUTBOUND ?? '127.0.0.1:15001').split(':');
 
-function httpCall() {
+function httpCall(path = '/hello') {
   return new Promise((resolve, reject) => {
     // Forward-proxy style: absolute-form URI, sent to the sidecar's outbound listener.
-    const req = request({ host, port: Number(port), path: 'http://agent-b/hello', headers: { host: 'agent-b', 'x-sigil-peer-id': 'spiffe://example.org/forged' } }, (res) => {
+    const req = request({ host, port: Number(port), path: `http://agent-b${path}`, headers: { host: 'agent-b', 'x-sigil-peer-id': 'spiffe://example.org/forged' } }, (res) => {
       let body = '';
       res.on('data', (c) => (body += c));
       res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(body) }));
@@ -31,5 +31,6 @@ function wsCall() {
   });
 }
 
-const result = { http: await httpCall(), websocket: await wsCall() };
+// The policy lets A read /hello and chat, but forbids /admin: B's sidecar answers 403.
+const result = { http: await httpCall(), websocket: await wsCall(), denied: await httpCall('/admin/users') };
 console.log(JSON.stringify({ msg: 'result', ...result }));

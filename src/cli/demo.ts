@@ -17,6 +17,18 @@ const TD = TrustDomain.parse('example.org');
 const ID_A = SpiffeId.parse('spiffe://example.org/agent/a');
 const ID_B = SpiffeId.parse('spiffe://example.org/agent/b');
 
+/** One policy for both sidecars: A's enforces it as egress control, B's as ingress. */
+const DEMO_POLICY = `@id("a-calls-b")
+permit (principal == Agent::"${ID_A}", action in [Action::"connect", Action::"http"], resource == Agent::"${ID_B}");
+
+@id("chat")
+permit (principal in TrustDomain::"${TD.name}", action == Action::"websocket.message", resource in TrustDomain::"${TD.name}")
+when { context.websocket.kind == "text" && context.websocket.size <= 4096 };
+
+@id("no-admin")
+forbid (principal, action == Action::"http", resource) when { context.http.path like "/admin*" };
+`;
+
 interface Step {
   name: string;
   ok: boolean;
@@ -30,6 +42,7 @@ export async function runDemo(_args: string[]): Promise<number> {
   try {
     say(`dev CA for ${TD.name} in ${dir}`);
     await initCaDir(TD, join(dir, 'ca'));
+    await writeFile(join(dir, 'policy.cedar'), DEMO_POLICY);
 
     const agentB = spawnJsonLines([join(EXAMPLES, 'agent-b.mjs')]);
     procs.push(agentB);
@@ -40,7 +53,7 @@ export async function runDemo(_args: string[]): Promise<number> {
         trustDomain: TD.name,
         identity: { dev: { caDir: './ca', spiffeId: ID_B.toString(), ttl: '15m' } },
         inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${bPort}` },
-        policy: { allow: [ID_A.toString()] },
+        policy: { cedar: './policy.cedar' },
         admin: { listen: '127.0.0.1:0' },
       }),
     );
@@ -53,7 +66,7 @@ export async function runDemo(_args: string[]): Promise<number> {
         trustDomain: TD.name,
         identity: { dev: { caDir: './ca', spiffeId: ID_A.toString(), ttl: '15m' } },
         outbound: { listen: '127.0.0.1:0', routes: [{ host: 'agent-b', address: bInbound, spiffeId: ID_B.toString() }] },
-        policy: { allow: [ID_B.toString()] },
+        policy: { cedar: './policy.cedar' },
         admin: { listen: '127.0.0.1:0' },
       }),
     );
@@ -65,6 +78,7 @@ export async function runDemo(_args: string[]): Promise<number> {
     const result = (await agentA.waitFor((l) => l.msg === 'result')) as {
       http: { status: number; body: { verifiedCaller: string } };
       websocket: { echo: string; verifiedCaller: string };
+      denied: { status: number; body: { reason?: string; policies?: string[] } };
     };
     steps.push({
       name: 'A → B over HTTP through both sidecars',
@@ -75,6 +89,12 @@ export async function runDemo(_args: string[]): Promise<number> {
       name: 'A → B over WebSocket',
       ok: result.websocket.verifiedCaller === ID_A.toString() && result.websocket.echo === 'ping from agent A',
       detail: `echo "${result.websocket.echo}", verified caller ${result.websocket.verifiedCaller}`,
+    });
+
+    steps.push({
+      name: 'A → B GET /admin/users, denied by the Cedar policy before it leaves sidecar A (egress)',
+      ok: result.denied.status === 403 && result.denied.body.reason === 'policy_denied' && (result.denied.body.policies ?? []).includes('no-admin'),
+      detail: `status ${result.denied.status}, reason ${result.denied.body.reason}, policies ${JSON.stringify(result.denied.body.policies)}`,
     });
 
     const selfSigned = await selfSignedSvid(ID_A);
