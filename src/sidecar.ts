@@ -7,7 +7,7 @@ import type { SigilConfig } from './config/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type SourceCallbacks, type SvidSource } from './identity/index.js';
 import { InboundProxy, OutboundProxy } from './proxy/index.js';
 import { SpiffeId, TrustDomain } from './spiffe/index.js';
-import { SigilMetrics, type Logger } from './telemetry/index.js';
+import { AuditLog, SigilMetrics, type Logger } from './telemetry/index.js';
 import { PeerVerifier } from './tls/index.js';
 
 export class UnsupportedConfigError extends Error {
@@ -28,11 +28,13 @@ export class Sidecar {
   private readonly inbound: InboundProxy | undefined;
   private readonly outbound: OutboundProxy | undefined;
   private readonly admin: AdminServer;
+  private readonly audit: AuditLog | undefined;
   private addresses: BoundAddresses | undefined;
   private serving = false;
 
   constructor(private readonly config: SigilConfig, private readonly logger: Logger) {
     refuseUnimplemented(config);
+    this.audit = config.audit && new AuditLog({ ...config.audit, logger: logger.child({ component: 'audit' }) });
     this.policy = new PolicyStore(config.policy);
     this.identity = new IdentityManager((cb) => buildSource(config, cb), config.trust.bundles, logger.child({ component: 'identity' }));
     const deps = {
@@ -81,11 +83,20 @@ export class Sidecar {
     await this.admin.stop();
     this.identity.stop();
     this.policy.stop();
+    await this.audit?.close(); // after the proxies drained: their last decisions are in it
   }
 
   /** Every enforcement point's decision goes through here: evaluate now, then record. */
-  private decide(request: AuthzRequest, _meta?: CallMeta): Decision {
+  private decide(request: AuthzRequest, meta?: CallMeta): Decision {
+    const started = process.hrtime.bigint();
     const decision = this.policy.current().authorize(request);
+    this.metrics.authzEvaluation.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    this.metrics.authzDecisions.inc({
+      action: request.action,
+      decision: decision.wouldDeny ? 'would_deny' : decision.allowed ? 'allow' : 'deny',
+      reason: decision.reason,
+    });
+    this.audit?.record(decision, meta); // formats and enqueues only; never throws
     if (decision.wouldDeny) {
       this.logger.info('dry-run: would deny', { action: request.action, reason: decision.reason, principal: request.principal.toString(), policies: decision.policies });
     }
@@ -143,7 +154,6 @@ function refuseUnimplemented(config: SigilConfig): void {
   const unsupported: string[] = [];
   if (config.identity.kind === 'workloadApi') unsupported.push('identity.workloadApi');
   if (config.bus) unsupported.push('bus');
-  if (config.audit) unsupported.push('audit');
   if (unsupported.length > 0) {
     throw new UnsupportedConfigError(`${unsupported.join(', ')}: not yet implemented in this release (see docs/config.md)`);
   }

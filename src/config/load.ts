@@ -34,7 +34,8 @@ export interface SigilConfig {
   policy: { mode: 'enforce' | 'dry-run'; allow?: string[]; cedar?: string };
   bus?: { local: HostPort; nats?: { servers: string[] } };
   admin: { listen: HostPort };
-  audit?: { path: string };
+  /** `sampleAllows`: fraction of allows written, 0..1 (default 1); denies are always written. */
+  audit?: { path: string; sampleAllows: number };
   shutdown: { drainTimeoutMs: number };
 }
 
@@ -49,6 +50,7 @@ export const DEFAULTS = {
   outboundListen: { host: '127.0.0.1', port: 15001 },
   adminListen: { host: '127.0.0.1', port: 15000 },
   drainTimeout: '10s',
+  auditSampleAllows: 1,
 } as const;
 
 type Format = 'yaml' | 'json';
@@ -184,6 +186,7 @@ function parseYaml(text: string, file: string): unknown {
 function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'array';
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v); // NaN, Infinity (YAML .nan, .inf)
   return typeof v;
 }
 
@@ -444,6 +447,6 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     config.bus = { local: data.bus.local };
     if (data.bus.nats) config.bus.nats = { servers: [...data.bus.nats.servers] };
   }
-  if (data.audit) config.audit = { path: abs(data.audit.path) };
+  if (data.audit) config.audit = { path: abs(data.audit.path), sampleAllows: data.audit.sampleAllows ?? DEFAULTS.auditSampleAllows };
   return config;
 }

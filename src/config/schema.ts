@@ -179,8 +179,15 @@ export const AdminSchema = z.strictObject({
   listen: listen.optional(),
 });
 
+const fraction = z
+  .number()
+  .min(0, { error: 'must be between 0 and 1 (a fraction, e.g. 0.1 for 10%)' })
+  .max(1, { error: 'must be between 0 and 1 (a fraction, e.g. 0.1 for 10%)' });
+
 export const AuditSchema = z.strictObject({
   path: filePath,
+  /** Fraction of allow decisions written (denies are always written). */
+  sampleAllows: fraction.optional(),
 });
 
 export const ShutdownSchema = z.strictObject({

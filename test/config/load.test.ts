@@ -361,6 +361,42 @@ const bad: BadCase[] = [
     message: 'is required',
   },
   {
+    name: 'audit sampleAllows above 1',
+    yaml: mutate((d) => (d.audit = { path: './audit.jsonl', sampleAllows: 2 })),
+    path: 'audit.sampleAllows',
+    message: 'must be between 0 and 1',
+  },
+  {
+    name: 'audit sampleAllows negative',
+    yaml: mutate((d) => (d.audit = { path: './audit.jsonl', sampleAllows: -1 })),
+    path: 'audit.sampleAllows',
+    message: 'must be between 0 and 1',
+  },
+  {
+    name: 'audit sampleAllows not a number',
+    yaml: mutate((d) => (d.audit = { path: './audit.jsonl', sampleAllows: 'x' })),
+    path: 'audit.sampleAllows',
+    message: 'expected number, got string',
+  },
+  {
+    name: 'audit sampleAllows as a percentage string',
+    yaml: 'trustDomain: example.org\nidentity: { dev: { caDir: ./ca, spiffeId: "spiffe://example.org/agent/a" } }\ninbound: { upstream: "http://127.0.0.1:3000" }\naudit: { path: a.jsonl, sampleAllows: 10% }\n',
+    path: 'audit.sampleAllows',
+    message: 'expected number, got string',
+  },
+  {
+    name: 'audit sampleAllows NaN',
+    yaml: 'trustDomain: example.org\nidentity: { dev: { caDir: ./ca, spiffeId: "spiffe://example.org/agent/a" } }\ninbound: { upstream: "http://127.0.0.1:3000" }\naudit: { path: a.jsonl, sampleAllows: .nan }\n',
+    path: 'audit.sampleAllows',
+    message: 'expected number, got NaN',
+  },
+  {
+    name: 'audit unknown key',
+    yaml: mutate((d) => (d.audit = { path: './audit.jsonl', sampleAllow: 0.5 })),
+    path: 'audit',
+    message: 'unknown key "sampleAllow" (did you mean "sampleAllows"?)',
+  },
+  {
     name: 'bad drainTimeout',
     yaml: mutate((d) => (d.shutdown = { drainTimeout: '10' })),
     path: 'shutdown.drainTimeout',
@@ -449,6 +485,15 @@ t.test('minimal config gets defaults', async (t) => {
   t.strictSame(cfg, expected);
 });
 
+t.test('audit: path relative to the config folder, sampleAllows defaults to 1, 0 and 1 accepted', async (t) => {
+  const cfg = parseConfig(mutate((d) => (d.audit = { path: 'logs/audit.jsonl' })), 'yaml', CFG);
+  t.strictSame(cfg.audit, { path: '/etc/sigil/logs/audit.jsonl', sampleAllows: 1 });
+  for (const v of [0, 1, 0.001]) {
+    const c = parseConfig(mutate((d) => (d.audit = { path: '/var/log/sigil/audit.jsonl', sampleAllows: v })), 'yaml', CFG);
+    t.strictSame(c.audit, { path: '/var/log/sigil/audit.jsonl', sampleAllows: v }, `sampleAllows ${v}`);
+  }
+});
+
 t.test('outbound defaults and workloadApi socket from the environment', async (t) => {
   const text = 'trustDomain: example.org\nidentity: { workloadApi: }\noutbound: {}\n';
   const cfg = parseConfig(text, 'yaml', CFG, { env: { SPIFFE_ENDPOINT_SOCKET: 'unix:///run/spire/agent.sock' } });
@@ -496,7 +541,7 @@ outbound:
 policy: { allow: [ "spiffe://example.org/agent/*", "spiffe://partner.example/**" ], mode: dry-run }
 bus: { local: 127.0.0.1:15002, nats: { servers: [ "tls://127.0.0.1:4222" ] } }
 admin: { listen: "[::1]:0" }
-audit: { path: ../audit/audit.jsonl }
+audit: { path: ../audit/audit.jsonl, sampleAllows: 0.25 }
 shutdown: { drainTimeout: 2500ms }
 `;
   const yamlFile = path.join(dir, 'conf', 'sidecar.yaml');
@@ -538,7 +583,7 @@ shutdown: { drainTimeout: 2500ms }
     policy: { mode: 'dry-run', allow: ['spiffe://example.org/agent/*', 'spiffe://partner.example/**'] },
     bus: { local: { host: '127.0.0.1', port: 15002 }, nats: { servers: ['tls://127.0.0.1:4222'] } },
     admin: { listen: { host: '::1', port: 0 } },
-    audit: { path: path.join(dir, 'audit', 'audit.jsonl') },
+    audit: { path: path.join(dir, 'audit', 'audit.jsonl'), sampleAllows: 0.25 },
     shutdown: { drainTimeoutMs: 2500 },
   };
   t.strictSame(y, expectedYaml, 'full YAML');
