@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 // `sigil <command>`: dispatches to one file per command.
-import { runCa } from './ca.js';
-import { runDemo } from './demo.js';
-import { runSidecar } from './run.js';
+// Commands are imported on demand: `sigil ca` and `sigil help` should not pay for loading the
+// whole sidecar (Cedar's WASM, the proxy stack).
 import { CliUsageError } from './args.js';
 
 const USAGE = `usage: sigil <command> [options]
@@ -19,11 +18,11 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'run':
-      return runSidecar(rest);
+      return (await import('./run.js')).runSidecar(rest);
     case 'ca':
-      return runCa(rest);
+      return (await import('./ca.js')).runCa(rest);
     case 'demo':
-      return runDemo(rest);
+      return (await import('./demo.js')).runDemo(rest);
     case undefined:
     case 'help':
     case '--help':
