@@ -40,6 +40,7 @@ export class Sidecar {
     const deps = {
       identity: () => this.identity.current(),
       decide: (request: AuthzRequest, meta?: CallMeta) => this.decide(request, meta),
+      inspectCalls: () => this.policy.kind.startsWith('cedar'),
       verifier: this.verifier,
     };
     if (config.inbound) {

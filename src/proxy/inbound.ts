@@ -7,7 +7,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import httpProxy from 'http-proxy';
-import { agentResource, type Decide, type Decision, type ReasonCode } from '../authz/index.js';
+import { agentResource, type Decide, type Decision, type HttpContext, type ReasonCode } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import type { BundleSet } from '../spiffe/index.js';
@@ -15,8 +15,11 @@ import type { Logger } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, serverContextOptions, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, setIdentityHeaders, stripIdentityHeaders } from './headers.js';
-import { bufferOrRefuse, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
+import { forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
+import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, memoAllowed, readRequestBody, respondFiltered, sendJson } from './jsonrpc-http.js';
+import type { AllowedTool, FilterContext, JsonRpcParse } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
+import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
 
 export interface InboundOptions {
   listen: HostPort;
@@ -24,6 +27,11 @@ export interface InboundOptions {
   identity: () => IdentitySnapshot | undefined;
   /** Evaluates a request with the policy in force and records the decision. */
   decide: Decide;
+  /**
+   * Whether JSON bodies must be parsed for JSON-RPC calls: only a policy that can decide per
+   * call (Cedar) needs it; with a peer allow-list every call on an allowed connection is allowed.
+   */
+  inspectCalls: () => boolean;
   verifier: PeerVerifier;
   logger: Logger;
 }
@@ -41,9 +49,15 @@ export class InboundProxy {
   private readonly upstreamAgent = new HttpAgent({ keepAlive: true, maxSockets: 512 });
   private readonly connections = new WeakMap<Socket, ConnectionState>();
   private readonly tracker = new ConnectionTracker();
+  /** Requests whose answer is a tools/list to filter (sent with `selfHandleResponse`). */
+  private readonly toolsListFilters = new WeakMap<IncomingMessage, { allowed: AllowedTool; ctx: FilterContext }>();
 
   constructor(private readonly options: InboundOptions) {
     this.proxy.on('proxyRes', forwardResponseHeaders);
+    this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse) => {
+      const filter = this.toolsListFilters.get(req);
+      if (filter) respondFiltered(proxyRes, res, filter.allowed, filter.ctx, this.options.logger);
+    });
   }
 
   async start(snapshot: IdentitySnapshot): Promise<AddressInfo> {
@@ -180,16 +194,57 @@ export class InboundProxy {
 
   private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const options: httpProxy.ServerOptions = { target: this.options.upstream, agent: this.upstreamAgent };
-    if (needsBufferedBody(req)) {
-      const body = await bufferOrRefuse(req, res);
-      if (!body) return;
-      frameBufferedBody(req, body);
-      options.buffer = Readable.from([body]);
+    const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
+    if (!body) return;
+    if (body.kind === 'buffered') {
+      frameBufferedBody(req, body.body);
+      options.buffer = Readable.from([body.body]);
+      if (body.rpc.kind !== 'none' && !this.authorizeCalls(req, res, body.rpc, options)) return;
+    } else if (body.kind === 'streamed') {
+      options.buffer = body.stream;
     }
     this.proxy.web(req, res, options, (err: NodeJS.ErrnoException) => {
       this.options.logger.warn('upstream request failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
       sendError(res, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
     });
+  }
+
+  /**
+   * JSON-RPC in the body: every call is authorized (caller = the verified peer, serving agent =
+   * ours) in addition to the request's `http` decision; see jsonrpc.ts for batch semantics.
+   * Returns false when the request was answered here and nothing may be forwarded. A tools/list
+   * that goes through has its answer filtered to the tools the caller may call.
+   */
+  private authorizeCalls(req: IncomingMessage, res: ServerResponse, rpc: Exclude<JsonRpcParse, { kind: 'none' }>, options: httpProxy.ServerOptions): boolean {
+    const state = this.connections.get(req.socket);
+    const own = this.options.identity();
+    if (rpc.kind === 'invalid') {
+      this.options.logger.info('inbound JSON-RPC request invalid', { reason: 'jsonrpc_invalid', peer: state?.peer.id.toString() });
+      sendJson(res, 200, rpc.reply);
+      return false;
+    }
+    if (!state || !own) {
+      sendError(res, 403, errorBody(403, 'internal_error'));
+      return false;
+    }
+    const scope = { direction: 'inbound' as const, principal: state.peer.id, peer: state.peer.id, serving: own.svid.id, http: httpContext(req) };
+    const verdict = authorizeCalls(rpc, scope, (request) => this.options.decide(request));
+    if (!verdict.forward) {
+      const d = verdict.denied.request;
+      this.options.logger.info('inbound JSON-RPC call denied', { reason: verdict.denied.reason, action: d.action, method: d.jsonrpc?.method, peer: state.peer.id.toString(), batch: rpc.batch });
+      answerRefusal(res, verdict);
+      return false;
+    }
+    if (asksForToolsList(rpc)) {
+      // The answer is buffered or rewritten event by event: ask for it uncompressed.
+      delete req.headers['accept-encoding'];
+      options.selfHandleResponse = true;
+      const allowed = memoAllowed(
+        (name) => this.options.decide({ ...scope, action: 'mcp.tools/call', resource: { type: 'Tool', name, agent: own.svid.id }, jsonrpc: { method: 'tools/call', tool: name } }).allowed,
+      );
+      this.toolsListFilters.set(req, { allowed, ctx: filterContext(rpc) });
+    }
+    return true;
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -201,9 +256,43 @@ export class InboundProxy {
       sendRawError(socket, 403, errorBody(403, d.reason, { policies: d.policies }));
       return;
     }
-    this.proxy.ws(req, socket, head, { target: this.options.upstream }, (err: NodeJS.ErrnoException) => {
-      this.options.logger.warn('upstream websocket failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
-      sendRawError(socket, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
+    const tlsSocket = req.socket as TLSSocket;
+    const state = this.connections.get(tlsSocket)!;
+    const http = httpContext(req);
+    const target = farTarget(this.options.upstream, req.url);
+    relayWebSocket({
+      req,
+      socket,
+      head,
+      logger: this.options.logger.child({ peer: state.peer.id.toString() }),
+      open: async (protocols) => (await openWebSocket(target, protocols, { headers: farSideHeaders(req) })).ws,
+      authorize: (message) => this.authorizeMessage(tlsSocket, state, http, message),
+      refuse: (err: NodeJS.ErrnoException) => {
+        this.options.logger.warn('upstream websocket failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
+        sendRawError(socket, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
+      },
+    });
+  }
+
+  /**
+   * `websocket.message`, before each message is forwarded: its sender acts on its receiver (the
+   * peer's messages on our agent, our agent's on the peer), on a connection that must still be
+   * trusted and allowed. Re-reading the policy every time is what makes a reload apply at once.
+   */
+  private authorizeMessage(socket: TLSSocket, state: ConnectionState, http: HttpContext, message: RelayedMessage): MessageVerdict {
+    const own = this.options.identity();
+    if (!own) return { allowed: false, reason: 'svid_unavailable', policies: [], wouldDeny: false };
+    if (!this.stillTrusted(socket, state, own.bundles)) return { allowed: false, reason: 'peer_untrusted', policies: [], wouldDeny: false };
+    if (!state.connect.allowed) return state.connect;
+    const fromPeer = message.from === 'client';
+    return this.options.decide({
+      action: 'websocket.message',
+      direction: 'inbound',
+      principal: fromPeer ? state.peer.id : own.svid.id,
+      resource: agentResource(fromPeer ? own.svid.id : state.peer.id),
+      peer: state.peer.id,
+      http,
+      websocket: websocketContext(message),
     });
   }
 

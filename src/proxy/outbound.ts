@@ -6,17 +6,20 @@ import { createServer, type ClientRequest, type IncomingMessage, type Server, ty
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
-import { agentResource, type Decide } from '../authz/index.js';
+import { agentResource, type Decide, type Decision, type HttpContext } from '../authz/index.js';
 import type { HostPort, RouteConfig } from '../config/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
 import type { PeerVerifier, VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, stripIdentityHeaders } from './headers.js';
-import { bufferOrRefuse, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, listen, needsBufferedBody, onClientError } from './http-common.js';
+import { forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
 import { OutboundError, PeerAgent } from './peer-agent.js';
+import { authorizeCalls, newRequestRef, readRequestBody, REQUEST_REF_HEADER, sendJson } from './jsonrpc-http.js';
+import type { JsonRpcCall } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
 import { RouteTable, type Route } from './routes.js';
+import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
 
 export interface OutboundOptions {
   listen: HostPort;
@@ -24,6 +27,11 @@ export interface OutboundOptions {
   identity: () => IdentitySnapshot | undefined;
   /** Evaluates a request with the policy in force and records the decision. */
   decide: Decide;
+  /**
+   * Whether JSON bodies must be parsed for JSON-RPC calls: only a policy that can decide per
+   * call (Cedar) needs it; with a peer allow-list every call on an allowed connection is allowed.
+   */
+  inspectCalls: () => boolean;
   verifier: PeerVerifier;
   logger: Logger;
 }
@@ -40,6 +48,12 @@ export class OutboundProxy {
   private readonly agents = new Map<string, PeerAgent>();
   private readonly tracker = new ConnectionTracker();
   private readonly targets = new WeakMap<IncomingMessage, Target>();
+  /**
+   * JSON-RPC calls parsed from request bodies, by REQUEST_REF_HEADER value: the serving agent
+   * (the verified server) is known only once the request is bound to a connection, so the calls
+   * are authorized then, in authorizeRequest. Entries go when the agent's response closes.
+   */
+  private readonly pendingCalls = new Map<string, { batch: boolean; calls: JsonRpcCall[] }>();
 
   constructor(private readonly options: OutboundOptions) {
     this.routes = new RouteTable(options.routes);
@@ -117,13 +131,33 @@ export class OutboundProxy {
 
   private async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<void> {
     const options = this.proxyOptions(target);
-    if (needsBufferedBody(req)) {
-      const body = await bufferOrRefuse(req, res);
-      if (!body) return;
-      frameBufferedBody(req, body);
-      options.buffer = Readable.from([body]);
+    const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
+    if (!body) return;
+    if (body.kind === 'buffered') {
+      frameBufferedBody(req, body.body);
+      options.buffer = Readable.from([body.body]);
+      if (body.rpc.kind === 'invalid') {
+        this.options.logger.info('outbound JSON-RPC request invalid', { reason: 'jsonrpc_invalid', route: target.route.host });
+        sendJson(res, 200, body.rpc.reply);
+        return;
+      }
+      if (body.rpc.kind === 'calls') {
+        const ref = newRequestRef();
+        req.headers[REQUEST_REF_HEADER] = ref;
+        this.pendingCalls.set(ref, body.rpc);
+        res.once('close', () => this.pendingCalls.delete(ref));
+      }
+    } else if (body.kind === 'streamed') {
+      options.buffer = body.stream;
     }
-    this.proxy.web(req, res, options, (err: Error) => sendError(res, ...this.failure(err, req)));
+    this.proxy.web(req, res, options, (err: Error) => {
+      if (err instanceof OutboundError && err.jsonRpcReply !== undefined) {
+        this.options.logger.info('outbound JSON-RPC call refused', { reason: err.decision?.reason ?? err.code, route: target.route.host, detail: err.message });
+        sendJson(res, 200, err.jsonRpcReply);
+        return;
+      }
+      sendError(res, ...this.failure(err, req));
+    });
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -135,7 +169,49 @@ export class OutboundProxy {
     }
     stripIdentityHeaders(req.headers);
     forwardableRequestHeaders(req.headers, true);
-    this.proxy.ws(req, socket, head, this.proxyOptions(target), (err: Error) => sendRawError(socket, ...this.failure(err, req)));
+    const far = farTarget(String(this.proxyOptions(target).target), req.url);
+    const http = httpContext(req);
+    // The server the upgrade was sent to, as verified when its connection was dialed.
+    let peer: VerifiedPeer | undefined;
+    relayWebSocket({
+      req,
+      socket,
+      head,
+      logger: this.options.logger.child({ route: target.route.host }),
+      // Through the route's PeerAgent: mTLS dial, SPIFFE verification, the connect check and the
+      // per-request `http` check happen exactly as for a plain request.
+      open: async (protocols) => {
+        const { ws, response } = await openWebSocket(far, protocols, { headers: farSideHeaders(req), agent: target.agent });
+        peer = target.agent.peerOf(response.socket);
+        if (!peer) {
+          ws.terminate();
+          throw new OutboundError('peer_untrusted', 'the upgraded connection has no verified peer');
+        }
+        return ws;
+      },
+      authorize: (message) => this.authorizeMessage(peer!, http, message),
+      refuse: (err) => sendRawError(socket, ...this.failure(err, req)),
+    });
+  }
+
+  /**
+   * `websocket.message`, before each message is forwarded: its sender acts on its receiver (our
+   * agent's messages on the peer, the peer's on our agent), evaluated with the policy in force.
+   */
+  private authorizeMessage(peer: VerifiedPeer, http: HttpContext, message: RelayedMessage): MessageVerdict {
+    const own = this.options.identity();
+    if (!own) return { allowed: false, reason: 'svid_unavailable', policies: [], wouldDeny: false };
+    if (Date.now() >= peer.validTo) return { allowed: false, reason: 'peer_untrusted', policies: [], wouldDeny: false };
+    const fromAgent = message.from === 'client';
+    return this.options.decide({
+      action: 'websocket.message',
+      direction: 'outbound',
+      principal: fromAgent ? own.svid.id : peer.id,
+      resource: agentResource(fromAgent ? peer.id : own.svid.id),
+      peer: peer.id,
+      http,
+      websocket: websocketContext(message),
+    });
   }
 
   private proxyOptions(target: Target): httpProxy.ServerOptions {
@@ -156,7 +232,28 @@ export class OutboundProxy {
       peer: peer.id,
       http: { method: req.method, path: q === -1 ? path : path.slice(0, q), host: typeof host === 'string' ? host : '' },
     });
-    return decision.allowed ? undefined : new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
+    if (!decision.allowed) return new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
+    return this.authorizeCalls(req, peer, own, decision);
+  }
+
+  /**
+   * The JSON-RPC calls of the request's body, if any: each authorized with our agent as caller
+   * and the verified server as the serving agent (egress). A refusal carries the JSON-RPC answer
+   * for the agent (batch semantics in jsonrpc.ts); nothing is sent to the peer.
+   */
+  private authorizeCalls(req: ClientRequest, peer: VerifiedPeer, own: IdentitySnapshot, httpDecision: Decision): OutboundError | undefined {
+    const ref = req.getHeader(REQUEST_REF_HEADER);
+    if (ref === undefined) return undefined;
+    const rpc = typeof ref === 'string' ? this.pendingCalls.get(ref) : undefined;
+    if (!rpc) {
+      // Only this proxy sets the header (the agent's copy is stripped): fail closed.
+      return new OutboundError('policy_denied', 'JSON-RPC calls of this request are unknown', undefined, { ...httpDecision, allowed: false, reason: 'internal_error', policies: [] });
+    }
+    const scope = { direction: 'outbound' as const, principal: own.svid.id, peer: peer.id, serving: peer.id, http: httpDecision.request.http! };
+    const verdict = authorizeCalls(rpc, scope, (request) => this.options.decide(request));
+    if (verdict.forward) return undefined;
+    const d = verdict.denied.request;
+    return new OutboundError('policy_denied', `JSON-RPC ${d.jsonrpc?.method ?? ''} to ${peer.id} denied`, undefined, verdict.denied, verdict.reply);
   }
 
   private failure(err: Error, req: IncomingMessage): [number, ErrorBody] {

@@ -20,6 +20,8 @@ export class OutboundError extends Error {
     message: string,
     readonly detail?: string,
     readonly decision?: Decision,
+    /** A JSON-RPC answer to give the agent instead of the HTTP error (refused JSON-RPC calls). */
+    readonly jsonRpcReply?: unknown,
   ) {
     super(message);
   }
@@ -49,6 +51,8 @@ const EXPIRY_MARGIN_MS = 1_000;
 
 export class PeerAgent extends HttpAgent {
   private readonly peers = new WeakMap<Duplex, PooledPeer>();
+  /** Connections a request took over (WebSocket upgrades): out of the pool, still re-authorized. */
+  private readonly upgraded = new Set<Duplex>();
   private context: { generation: number; context: SecureContext } | undefined;
 
   constructor(private readonly route: Route, private readonly deps: PeerAgentDeps, options: AgentOptions = {}) {
@@ -97,10 +101,18 @@ export class PeerAgent extends HttpAgent {
     }
   }
 
-  /** After a policy change: close pooled connections whose `connect` is no longer allowed. */
+  /** The verified server of a connection this agent made (e.g. the one a WebSocket upgraded). */
+  peerOf(socket: Duplex): VerifiedPeer | undefined {
+    return this.peers.get(socket)?.peer;
+  }
+
+  /**
+   * After a policy change: close connections whose `connect` is no longer allowed — pooled ones
+   * and the ones an upgrade took out of the pool.
+   */
   reauthorizeConnections(): void {
     const own = this.deps.identity();
-    for (const list of [...Object.values(this.sockets), ...Object.values(this.freeSockets)]) {
+    for (const list of [...Object.values(this.sockets), ...Object.values(this.freeSockets), [...this.upgraded]]) {
       for (const socket of list ?? []) {
         const pooled = this.peers.get(socket);
         if (!pooled || !own) continue;
@@ -141,7 +153,18 @@ export class PeerAgent extends HttpAgent {
     }
     // Destroying the request here destroys the socket too, so Node's flush writes nothing.
     const refusal = this.deps.onRequestBound(req, pooled.peer, own);
-    if (refusal) req.destroy(refusal);
+    if (refusal) {
+      req.destroy(refusal);
+      return;
+    }
+    // Only upgrade requests listen for 'upgrade': without a listener Node destroys a socket that
+    // an unexpected 101 would otherwise hand over to nobody.
+    if (req.getHeader('upgrade') !== undefined) {
+      req.once('upgrade', (_res: unknown, upgradedSocket: Duplex) => {
+        this.upgraded.add(upgradedSocket);
+        upgradedSocket.once('close', () => this.upgraded.delete(upgradedSocket));
+      });
+    }
   }
 
   private secureContext(snapshot: IdentitySnapshot): SecureContext {

@@ -87,14 +87,12 @@ t.before(async () => {
     bundles: new BundleSet([X509Bundle.fromPem(td, ca.certPem)]),
     generation: 1,
   };
-  // Both the `authorizer` and the `decide` form of the option, so the test does not depend on
-  // which of the two the enforcement points take.
   const options = {
     listen: { host: '127.0.0.1', port: 0 },
     routes: [{ host: 'agent-b', address: splitAddress(b.inbound), spiffeId: ID_B }],
     identity: () => snapshot,
-    authorizer: () => authz,
     decide: (request: AuthzRequest) => authz.authorize(request),
+    inspectCalls: () => true,
     verifier: new PeerVerifier(),
     logger: silentLogger,
   };
