@@ -3,8 +3,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { HttpContext } from '../authz/index.js';
+import type { CallMeta, HttpContext } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
+import { childTraceparent, newRequestId } from '../telemetry/index.js';
 import { stripHopByHop } from './headers.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
 
@@ -108,4 +109,16 @@ export async function bufferOrRefuse(req: IncomingMessage, res: ServerResponse, 
     else sendError(res, 400, errorBody(400, 'bad_request', { detail: 'request body could not be read' }), true);
     return undefined;
   }
+}
+
+/**
+ * Starts Sigil's part of a call: a request id for the audit trail, and W3C trace context
+ * carried through this hop — the incoming trace id is kept with a new parent span id, or a new
+ * trace starts when the caller sent none (or an invalid one). The forwarded request carries it.
+ */
+export function beginCall(req: IncomingMessage): CallMeta {
+  const incoming = req.headers['traceparent'];
+  const traceparent = childTraceparent(typeof incoming === 'string' ? incoming : undefined);
+  req.headers['traceparent'] = traceparent;
+  return { requestId: newRequestId(), traceparent };
 }

@@ -7,7 +7,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import httpProxy from 'http-proxy';
-import { agentResource, type Decide, type Decision, type HttpContext, type ReasonCode } from '../authz/index.js';
+import { agentResource, type CallMeta, type Decide, type Decision, type HttpContext, type ReasonCode } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import type { BundleSet } from '../spiffe/index.js';
@@ -15,8 +15,8 @@ import type { Logger } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, serverContextOptions, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, setIdentityHeaders, stripIdentityHeaders } from './headers.js';
-import { forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
-import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, memoAllowed, readRequestBody, respondFiltered, sendJson } from './jsonrpc-http.js';
+import { beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
+import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, inspectWebSocketText, memoAllowed, readRequestBody, respondFiltered, sendJson } from './jsonrpc-http.js';
 import type { AllowedTool, FilterContext, JsonRpcParse } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
 import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
@@ -157,7 +157,7 @@ export class InboundProxy {
    * rewritten), a refusal to answer, or 'drop' when the peer no longer holds a valid
    * certificate: like a peer that fails verification, it gets no HTTP response at all.
    */
-  private admit(req: IncomingMessage, upgrade: boolean): 'admitted' | 'drop' | { decision?: Decision } {
+  private admit(req: IncomingMessage, upgrade: boolean, meta: CallMeta): 'admitted' | 'drop' | { decision?: Decision } {
     const state = this.connections.get(req.socket);
     const own = this.options.identity();
     if (!state || !own) return {};
@@ -170,9 +170,8 @@ export class InboundProxy {
       resource: agentResource(own.svid.id),
       peer: state.peer.id,
       http: httpContext(req),
-    });
+    }, meta);
     if (!decision.allowed) return { decision };
-    if (decision.wouldDeny) this.options.logger.info('dry-run: would deny', { reason: decision.reason, peer: state.peer.id.toString() });
     // Hop-by-hop first, so nothing named in `Connection` is removed after we set identity.
     forwardableRequestHeaders(req.headers, upgrade);
     stripIdentityHeaders(req.headers);
@@ -181,7 +180,8 @@ export class InboundProxy {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    const admitted = this.admit(req, false);
+    const meta = beginCall(req);
+    const admitted = this.admit(req, false, meta);
     if (admitted === 'drop') return void req.socket.destroy();
     if (admitted !== 'admitted') {
       const d = this.logDenied(req, admitted.decision);
@@ -189,17 +189,17 @@ export class InboundProxy {
       sendError(res, 403, errorBody(403, d.reason, { policies: d.policies }), d.action !== 'http');
       return;
     }
-    void this.forward(req, res);
+    void this.forward(req, res, meta);
   }
 
-  private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async forward(req: IncomingMessage, res: ServerResponse, meta: CallMeta): Promise<void> {
     const options: httpProxy.ServerOptions = { target: this.options.upstream, agent: this.upstreamAgent };
     const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
     if (!body) return;
     if (body.kind === 'buffered') {
       frameBufferedBody(req, body.body);
       options.buffer = Readable.from([body.body]);
-      if (body.rpc.kind !== 'none' && !this.authorizeCalls(req, res, body.rpc, options)) return;
+      if (body.rpc.kind !== 'none' && !this.authorizeCalls(req, res, body.rpc, options, meta)) return;
     } else if (body.kind === 'streamed') {
       options.buffer = body.stream;
     }
@@ -215,7 +215,13 @@ export class InboundProxy {
    * Returns false when the request was answered here and nothing may be forwarded. A tools/list
    * that goes through has its answer filtered to the tools the caller may call.
    */
-  private authorizeCalls(req: IncomingMessage, res: ServerResponse, rpc: Exclude<JsonRpcParse, { kind: 'none' }>, options: httpProxy.ServerOptions): boolean {
+  private authorizeCalls(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rpc: Exclude<JsonRpcParse, { kind: 'none' }>,
+    options: httpProxy.ServerOptions,
+    meta: CallMeta,
+  ): boolean {
     const state = this.connections.get(req.socket);
     const own = this.options.identity();
     if (rpc.kind === 'invalid') {
@@ -228,7 +234,7 @@ export class InboundProxy {
       return false;
     }
     const scope = { direction: 'inbound' as const, principal: state.peer.id, peer: state.peer.id, serving: own.svid.id, http: httpContext(req) };
-    const verdict = authorizeCalls(rpc, scope, (request) => this.options.decide(request));
+    const verdict = authorizeCalls(rpc, scope, (request) => this.options.decide(request, meta));
     if (!verdict.forward) {
       const d = verdict.denied.request;
       this.options.logger.info('inbound JSON-RPC call denied', { reason: verdict.denied.reason, action: d.action, method: d.jsonrpc?.method, peer: state.peer.id.toString(), batch: rpc.batch });
@@ -240,7 +246,9 @@ export class InboundProxy {
       delete req.headers['accept-encoding'];
       options.selfHandleResponse = true;
       const allowed = memoAllowed(
-        (name) => this.options.decide({ ...scope, action: 'mcp.tools/call', resource: { type: 'Tool', name, agent: own.svid.id }, jsonrpc: { method: 'tools/call', tool: name } }).allowed,
+        (name) =>
+          this.options.decide({ ...scope, action: 'mcp.tools/call', resource: { type: 'Tool', name, agent: own.svid.id }, jsonrpc: { method: 'tools/call', tool: name } }, meta)
+            .allowed,
       );
       this.toolsListFilters.set(req, { allowed, ctx: filterContext(rpc) });
     }
@@ -249,7 +257,8 @@ export class InboundProxy {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     guardUpgradeSocket(socket);
-    const admitted = this.admit(req, true);
+    const meta = beginCall(req);
+    const admitted = this.admit(req, true, meta);
     if (admitted === 'drop') return void socket.destroy();
     if (admitted !== 'admitted') {
       const d = this.logDenied(req, admitted.decision);
@@ -266,7 +275,13 @@ export class InboundProxy {
       head,
       logger: this.options.logger.child({ peer: state.peer.id.toString() }),
       open: async (protocols) => (await openWebSocket(target, protocols, { headers: farSideHeaders(req) })).ws,
-      authorize: (message) => this.authorizeMessage(tlsSocket, state, http, message),
+      authorize: (message) => this.authorizeMessage(tlsSocket, state, http, message, meta),
+      inspect: (from, text) => {
+        const own = this.options.identity()!.svid.id;
+        const [sender, receiver] = from === 'client' ? [state.peer.id, own] : [own, state.peer.id];
+        const scope = { direction: 'inbound' as const, principal: sender, peer: state.peer.id, serving: receiver, http };
+        return inspectWebSocketText(text, scope, (request) => this.options.decide(request, meta));
+      },
       refuse: (err: NodeJS.ErrnoException) => {
         this.options.logger.warn('upstream websocket failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
         sendRawError(socket, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
@@ -279,7 +294,7 @@ export class InboundProxy {
    * peer's messages on our agent, our agent's on the peer), on a connection that must still be
    * trusted and allowed. Re-reading the policy every time is what makes a reload apply at once.
    */
-  private authorizeMessage(socket: TLSSocket, state: ConnectionState, http: HttpContext, message: RelayedMessage): MessageVerdict {
+  private authorizeMessage(socket: TLSSocket, state: ConnectionState, http: HttpContext, message: RelayedMessage, meta: CallMeta): MessageVerdict {
     const own = this.options.identity();
     if (!own) return { allowed: false, reason: 'svid_unavailable', policies: [], wouldDeny: false };
     if (!this.stillTrusted(socket, state, own.bundles)) return { allowed: false, reason: 'peer_untrusted', policies: [], wouldDeny: false };
@@ -293,7 +308,7 @@ export class InboundProxy {
       peer: state.peer.id,
       http,
       websocket: websocketContext(message),
-    });
+    }, meta);
   }
 
   /**

@@ -368,6 +368,20 @@ export function respondFiltered(proxyRes: IncomingMessage, res: ServerResponse, 
 }
 
 /** A fresh value for REQUEST_REF_HEADER. */
-export function newRequestRef(): string {
-  return randomUUID();
+
+/**
+ * JSON-RPC over a WebSocket: a text message holding JSON-RPC requests is authorized call by
+ * call (caller = the message's sender, serving agent = its receiver), like an HTTP body. A
+ * refusal is answered on the stream to the sender and nothing is forwarded; messages that are
+ * not JSON-RPC requests (responses, other protocols) pass to the `websocket.message` rule alone.
+ */
+export function inspectWebSocketText(text: string, scope: CallScope, decide: (request: AuthzRequest) => Decision): { forward: boolean; reply?: string } {
+  const first = text.trimStart()[0];
+  if (first !== '{' && first !== '[') return { forward: true };
+  const rpc = parseJsonRpc(text);
+  if (rpc.kind === 'none') return { forward: true };
+  if (rpc.kind === 'invalid') return { forward: false, reply: JSON.stringify(rpc.reply) };
+  const verdict = authorizeCalls(rpc, scope, decide);
+  if (verdict.forward) return { forward: true };
+  return { forward: false, ...(verdict.reply === undefined ? {} : { reply: JSON.stringify(verdict.reply) }) };
 }

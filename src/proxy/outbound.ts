@@ -6,16 +6,16 @@ import { createServer, type ClientRequest, type IncomingMessage, type Server, ty
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
-import { agentResource, type Decide, type Decision, type HttpContext } from '../authz/index.js';
+import { agentResource, type CallMeta, type Decide, type Decision, type HttpContext } from '../authz/index.js';
 import type { HostPort, RouteConfig } from '../config/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
 import type { PeerVerifier, VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, stripIdentityHeaders } from './headers.js';
-import { forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
+import { beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
 import { OutboundError, PeerAgent } from './peer-agent.js';
-import { authorizeCalls, newRequestRef, readRequestBody, REQUEST_REF_HEADER, sendJson } from './jsonrpc-http.js';
+import { authorizeCalls, inspectWebSocketText, readRequestBody, REQUEST_REF_HEADER, sendJson } from './jsonrpc-http.js';
 import type { JsonRpcCall } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
 import { RouteTable, type Route } from './routes.js';
@@ -53,7 +53,12 @@ export class OutboundProxy {
    * (the verified server) is known only once the request is bound to a connection, so the calls
    * are authorized then, in authorizeRequest. Entries go when the agent's response closes.
    */
-  private readonly pendingCalls = new Map<string, { batch: boolean; calls: JsonRpcCall[] }>();
+  /**
+   * Requests on their way to a peer, by the internal request id header this proxy sets on each:
+   * their audit/trace metadata and JSON-RPC calls, needed when the request is bound to a
+   * verified connection (PeerAgent) and authorized there.
+   */
+  private readonly pending = new Map<string, { meta: CallMeta; rpc?: { batch: boolean; calls: JsonRpcCall[] } }>();
 
   constructor(private readonly options: OutboundOptions) {
     this.routes = new RouteTable(options.routes);
@@ -126,10 +131,21 @@ export class OutboundProxy {
     }
     stripIdentityHeaders(req.headers);
     forwardableRequestHeaders(req.headers, false);
-    void this.forward(req, res, target);
+    const meta = this.track(req, res);
+    void this.forward(req, res, target, meta);
   }
 
-  private async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<void> {
+  /** Registers a request for authorization at bind time; forgotten when its exchange closes. */
+  private track(req: IncomingMessage, closes: { once(event: 'close', listener: () => void): unknown }): CallMeta {
+    const meta = beginCall(req);
+    const id = meta.requestId!;
+    req.headers[REQUEST_REF_HEADER] = id;
+    this.pending.set(id, { meta });
+    closes.once('close', () => this.pending.delete(id));
+    return meta;
+  }
+
+  private async forward(req: IncomingMessage, res: ServerResponse, target: Target, meta: CallMeta): Promise<void> {
     const options = this.proxyOptions(target);
     const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
     if (!body) return;
@@ -141,12 +157,7 @@ export class OutboundProxy {
         sendJson(res, 200, body.rpc.reply);
         return;
       }
-      if (body.rpc.kind === 'calls') {
-        const ref = newRequestRef();
-        req.headers[REQUEST_REF_HEADER] = ref;
-        this.pendingCalls.set(ref, body.rpc);
-        res.once('close', () => this.pendingCalls.delete(ref));
-      }
+      if (body.rpc.kind === 'calls') this.pending.set(meta.requestId!, { meta, rpc: body.rpc });
     } else if (body.kind === 'streamed') {
       options.buffer = body.stream;
     }
@@ -169,6 +180,7 @@ export class OutboundProxy {
     }
     stripIdentityHeaders(req.headers);
     forwardableRequestHeaders(req.headers, true);
+    const meta = this.track(req, socket);
     const far = farTarget(String(this.proxyOptions(target).target), req.url);
     const http = httpContext(req);
     // The server the upgrade was sent to, as verified when its connection was dialed.
@@ -189,7 +201,13 @@ export class OutboundProxy {
         }
         return ws;
       },
-      authorize: (message) => this.authorizeMessage(peer!, http, message),
+      authorize: (message) => this.authorizeMessage(peer!, http, message, meta),
+      inspect: (from, text) => {
+        const own = this.options.identity()!.svid.id;
+        const [sender, receiver] = from === 'client' ? [own, peer!.id] : [peer!.id, own];
+        const scope = { direction: 'outbound' as const, principal: sender, peer: peer!.id, serving: receiver, http };
+        return inspectWebSocketText(text, scope, (request) => this.options.decide(request, meta));
+      },
       refuse: (err) => sendRawError(socket, ...this.failure(err, req)),
     });
   }
@@ -198,7 +216,7 @@ export class OutboundProxy {
    * `websocket.message`, before each message is forwarded: its sender acts on its receiver (our
    * agent's messages on the peer, the peer's on our agent), evaluated with the policy in force.
    */
-  private authorizeMessage(peer: VerifiedPeer, http: HttpContext, message: RelayedMessage): MessageVerdict {
+  private authorizeMessage(peer: VerifiedPeer, http: HttpContext, message: RelayedMessage, meta: CallMeta): MessageVerdict {
     const own = this.options.identity();
     if (!own) return { allowed: false, reason: 'svid_unavailable', policies: [], wouldDeny: false };
     if (Date.now() >= peer.validTo) return { allowed: false, reason: 'peer_untrusted', policies: [], wouldDeny: false };
@@ -211,7 +229,7 @@ export class OutboundProxy {
       peer: peer.id,
       http,
       websocket: websocketContext(message),
-    });
+    }, meta);
   }
 
   private proxyOptions(target: Target): httpProxy.ServerOptions {
@@ -221,36 +239,31 @@ export class OutboundProxy {
 
   /** Per-request egress authorization against the verified server of the bound connection. */
   private authorizeRequest(req: ClientRequest, peer: VerifiedPeer, own: IdentitySnapshot): OutboundError | undefined {
+    const ref = req.getHeader(REQUEST_REF_HEADER);
+    const entry = typeof ref === 'string' ? this.pending.get(ref) : undefined;
     const host = req.getHeader('host');
     const path = req.path;
     const q = path.indexOf('?');
-    const decision = this.options.decide({
-      action: 'http',
-      direction: 'outbound',
-      principal: own.svid.id,
-      resource: agentResource(peer.id),
-      peer: peer.id,
-      http: { method: req.method, path: q === -1 ? path : path.slice(0, q), host: typeof host === 'string' ? host : '' },
-    });
+    const decision = this.options.decide(
+      {
+        action: 'http',
+        direction: 'outbound',
+        principal: own.svid.id,
+        resource: agentResource(peer.id),
+        peer: peer.id,
+        http: { method: req.method, path: q === -1 ? path : path.slice(0, q), host: typeof host === 'string' ? host : '' },
+      },
+      entry?.meta,
+    );
     if (!decision.allowed) return new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
-    return this.authorizeCalls(req, peer, own, decision);
-  }
-
-  /**
-   * The JSON-RPC calls of the request's body, if any: each authorized with our agent as caller
-   * and the verified server as the serving agent (egress). A refusal carries the JSON-RPC answer
-   * for the agent (batch semantics in jsonrpc.ts); nothing is sent to the peer.
-   */
-  private authorizeCalls(req: ClientRequest, peer: VerifiedPeer, own: IdentitySnapshot, httpDecision: Decision): OutboundError | undefined {
-    const ref = req.getHeader(REQUEST_REF_HEADER);
-    if (ref === undefined) return undefined;
-    const rpc = typeof ref === 'string' ? this.pendingCalls.get(ref) : undefined;
-    if (!rpc) {
-      // Only this proxy sets the header (the agent's copy is stripped): fail closed.
-      return new OutboundError('policy_denied', 'JSON-RPC calls of this request are unknown', undefined, { ...httpDecision, allowed: false, reason: 'internal_error', policies: [] });
-    }
-    const scope = { direction: 'outbound' as const, principal: own.svid.id, peer: peer.id, serving: peer.id, http: httpDecision.request.http! };
-    const verdict = authorizeCalls(rpc, scope, (request) => this.options.decide(request));
+    // Every request this proxy sends is registered; an unknown one cannot be checked: fail closed.
+    if (!entry) return new OutboundError('policy_denied', 'request unknown to the outbound proxy', undefined, { ...decision, allowed: false, reason: 'internal_error', policies: [] });
+    if (!entry.rpc) return undefined;
+    // JSON-RPC calls of the body: each authorized with our agent as caller and the verified
+    // server as the serving agent (egress). A refusal carries the JSON-RPC answer for the agent
+    // (batch semantics in jsonrpc.ts); nothing is sent to the peer.
+    const scope = { direction: 'outbound' as const, principal: own.svid.id, peer: peer.id, serving: peer.id, http: decision.request.http! };
+    const verdict = authorizeCalls(entry.rpc, scope, (request) => this.options.decide(request, entry.meta));
     if (verdict.forward) return undefined;
     const d = verdict.denied.request;
     return new OutboundError('policy_denied', `JSON-RPC ${d.jsonrpc?.method ?? ''} to ${peer.id} denied`, undefined, verdict.denied, verdict.reply);
