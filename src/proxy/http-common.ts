@@ -7,7 +7,7 @@ import type { CallMeta, HttpContext } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { childTraceparent, newRequestId } from '../telemetry/index.js';
 import { stripHopByHop } from './headers.js';
-import { errorBody, sendError, sendRawError } from './responses.js';
+import { errorBody, sendRawError } from './responses.js';
 
 /** Binds `server` and resolves with the bound address (port 0 = ephemeral). */
 export function listen(server: Server, at: HostPort): Promise<AddressInfo> {
@@ -62,27 +62,6 @@ export class BodyTooLargeError extends Error {
   }
 }
 
-/** Buffers a request body up to `limit` bytes; rejects with BodyTooLargeError beyond it. */
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size > limit) {
-        req.off('data', onData);
-        req.resume();
-        reject(new BodyTooLargeError(limit));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks)));
-    req.once('error', reject);
-  });
-}
-
 /**
  * http-proxy rewrites a DELETE or OPTIONS request without Content-Length to `Content-Length: 0`
  * and drops Transfer-Encoding, then streams the body anyway: the body would reach the next hop
@@ -99,17 +78,6 @@ export function frameBufferedBody(req: IncomingMessage, body: Buffer): void {
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
-
-/** readBody with the refusal answered: 413 JSON when too large, 400 when the body broke off. */
-export async function bufferOrRefuse(req: IncomingMessage, res: ServerResponse, limit = DEFAULT_MAX_BODY_BYTES): Promise<Buffer | undefined> {
-  try {
-    return await readBody(req, limit);
-  } catch (err) {
-    if (err instanceof BodyTooLargeError) sendError(res, 413, errorBody(413, 'body_too_large', { detail: err.message }), true);
-    else sendError(res, 400, errorBody(400, 'bad_request', { detail: 'request body could not be read' }), true);
-    return undefined;
-  }
-}
 
 /**
  * Starts Sigil's part of a call: a request id for the audit trail, and W3C trace context
