@@ -45,7 +45,7 @@ interface ConnectionState {
 
 export class InboundProxy {
   private server: HttpsServer | undefined;
-  private readonly proxy = httpProxy.createProxyServer({ xfwd: false, ws: true });
+  private readonly proxy = httpProxy.createProxyServer({ xfwd: false });
   private readonly upstreamAgent = new HttpAgent({ keepAlive: true, maxSockets: 512 });
   private readonly connections = new WeakMap<Socket, ConnectionState>();
   private readonly tracker = new ConnectionTracker();

@@ -43,7 +43,7 @@ interface Target {
 
 export class OutboundProxy {
   private server: Server | undefined;
-  private readonly proxy = httpProxy.createProxyServer({ xfwd: false, ws: true });
+  private readonly proxy = httpProxy.createProxyServer({ xfwd: false });
   private readonly routes: RouteTable;
   private readonly agents = new Map<string, PeerAgent>();
   private readonly tracker = new ConnectionTracker();
