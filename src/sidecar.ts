@@ -41,6 +41,7 @@ export class Sidecar {
       identity: () => this.identity.current(),
       decide: (request: AuthzRequest, meta?: CallMeta) => this.decide(request, meta),
       inspectCalls: () => this.policy.kind.startsWith('cedar'),
+      policyVersion: () => this.policy.current().version,
       verifier: this.verifier,
     };
     if (config.inbound) {
@@ -90,7 +91,7 @@ export class Sidecar {
   /** Every enforcement point's decision goes through here: evaluate now, then record. */
   private decide(request: AuthzRequest, meta?: CallMeta): Decision {
     const started = process.hrtime.bigint();
-    const decision = this.policy.current().authorize(request);
+    const decision = this.evaluate(request);
     this.metrics.authzEvaluation.observe(Number(process.hrtime.bigint() - started) / 1e9);
     this.metrics.authzDecisions.inc({
       action: request.action,
@@ -102,6 +103,17 @@ export class Sidecar {
       this.logger.info('dry-run: would deny', { action: request.action, reason: decision.reason, principal: request.principal.toString(), policies: decision.policies });
     }
     return decision;
+  }
+
+  /** No enforcement point may see an exception from evaluation: anything unexpected denies. */
+  private evaluate(request: AuthzRequest): Decision {
+    const authorizer = this.policy.current();
+    try {
+      return authorizer.authorize(request);
+    } catch (err) {
+      this.logger.error('authorization failed; denying', { action: request.action, error: err as Error });
+      return { allowed: false, reason: 'internal_error', policies: [], wouldDeny: false, policyVersion: authorizer.version, request };
+    }
   }
 
   private wirePolicyEvents(log: Logger): void {

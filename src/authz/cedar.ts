@@ -144,6 +144,16 @@ export class CedarAuthorizer implements Authorizer {
   }
 
   authorize(request: AuthzRequest): Decision {
+    try {
+      return this.evaluate(request);
+    } catch (err) {
+      // cedar-wasm throws on some inputs (e.g. strings with lone surrogates): fail closed.
+      this.onEvaluationErrors([{ policyId: '', message: (err as Error).message }], request);
+      return { allowed: false, reason: 'internal_error', policies: [], wouldDeny: false, policyVersion: this.version, request };
+    }
+  }
+
+  private evaluate(request: AuthzRequest): Decision {
     const answer = cedar.statefulIsAuthorized({
       principal: { type: 'Agent', id: request.principal.toString() },
       action: { type: 'Action', id: request.action },

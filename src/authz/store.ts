@@ -31,6 +31,8 @@ export class PolicyStore extends EventEmitter<PolicyStoreEvents> {
   private authorizer: Authorizer;
   private watch: FileWatch | undefined;
   private reloading: Promise<ReloadOutcome> | undefined;
+  /** A reload was asked for while one was reading the file: read again when it finishes. */
+  private again: Promise<ReloadOutcome> | undefined;
 
   constructor(private readonly config: PolicyConfig) {
     super();
@@ -57,11 +59,22 @@ export class PolicyStore extends EventEmitter<PolicyStoreEvents> {
     return this.authorizer.kind;
   }
 
-  /** Re-reads the policy file; concurrent calls share one reload. */
+  /**
+   * Re-reads the policy file. A call during a reload in progress is answered by a fresh read
+   * after it (the file may have changed since that one started); calls meanwhile share it.
+   */
   reload(): Promise<ReloadOutcome> {
-    if (!this.config.cedar) return Promise.resolve({ result: 'not_reloadable' });
-    this.reloading ??= this.doReload(this.config.cedar).finally(() => (this.reloading = undefined));
-    return this.reloading;
+    const path = this.config.cedar;
+    if (!path) return Promise.resolve({ result: 'not_reloadable' });
+    if (!this.reloading) {
+      this.reloading = this.doReload(path).finally(() => (this.reloading = undefined));
+      return this.reloading;
+    }
+    this.again ??= this.reloading.then(() => {
+      this.again = undefined;
+      return this.reload();
+    });
+    return this.again;
   }
 
   private async doReload(path: string): Promise<ReloadOutcome> {
@@ -90,7 +103,8 @@ export class PolicyStore extends EventEmitter<PolicyStoreEvents> {
     return this.wrap(new CedarAuthorizer(compiled, (errors, request) => this.emit('evaluationError', errors, request)));
   }
 
+  /** Dry-run applies to rules; with no rules at all everything stays denied (fail closed). */
   private wrap(authorizer: Authorizer): Authorizer {
-    return this.config.mode === 'dry-run' ? new DryRunAuthorizer(authorizer) : authorizer;
+    return this.config.mode === 'dry-run' && !(authorizer instanceof DenyAllAuthorizer) ? new DryRunAuthorizer(authorizer) : authorizer;
   }
 }

@@ -90,3 +90,27 @@ export function beginCall(req: IncomingMessage): CallMeta {
   req.headers['traceparent'] = traceparent;
   return { requestId: newRequestId(), traceparent };
 }
+
+// Percent-encoded unreserved characters (RFC 3986 §2.3) and the separators `/` and `\`.
+const ENCODED_UNRESERVED_OR_SEPARATOR = /%(?:[46][1-9a-f]|[57][0-9a]|3[0-9]|2[def]|5[cf]|7e)/i;
+
+/**
+ * Why a request target is refused, or undefined when it is a canonical origin-form path. The
+ * policy sees `context.http.path` and the upstream must serve exactly that path: anything a
+ * router or http-proxy would rewrite (`//`, `\`, dot segments, percent-encoded letters, dots or
+ * slashes, absolute-form) could make the two disagree, so it is refused instead of guessed at.
+ */
+export function nonCanonicalTarget(url: string | undefined): string | undefined {
+  if (url === undefined || !url.startsWith('/')) return 'request target must be a path (origin-form)';
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  if (path.includes('\\') || path.includes('#')) return 'path contains "\\" or "#"';
+  const segments = path.split('/');
+  for (let i = 1; i < segments.length; i++) {
+    const segment = segments[i]!;
+    if (segment === '.' || segment === '..') return 'path contains a dot segment';
+    if (segment === '' && i < segments.length - 1) return 'path contains an empty segment ("//")';
+  }
+  if (ENCODED_UNRESERVED_OR_SEPARATOR.test(path)) return 'path percent-encodes a letter, digit, "-", ".", "_", "~", "/" or "\\"; send it decoded';
+  return undefined;
+}

@@ -15,7 +15,7 @@ import type { Logger } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, serverContextOptions, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, setIdentityHeaders, stripIdentityHeaders } from './headers.js';
-import { beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
+import { beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError, nonCanonicalTarget } from './http-common.js';
 import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, inspectWebSocketText, memoAllowed, readRequestBody, respondFiltered, sendJson } from './jsonrpc-http.js';
 import type { AllowedTool, FilterContext, JsonRpcParse } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
@@ -32,6 +32,8 @@ export interface InboundOptions {
    * call (Cedar) needs it; with a peer allow-list every call on an allowed connection is allowed.
    */
   inspectCalls: () => boolean;
+  /** Version of the policy in force now. */
+  policyVersion: () => string;
   verifier: PeerVerifier;
   logger: Logger;
 }
@@ -66,6 +68,9 @@ export class InboundProxy {
       requestCert: true,
       rejectUnauthorized: true,
       ALPNProtocols: ALPN_PROTOCOLS,
+      // Bounded: a request decided now must not be parked for minutes before it is forwarded.
+      headersTimeout: 20_000,
+      requestTimeout: 60_000,
     });
     this.server = server;
     server.on('connection', (socket: Socket) => this.onTcpConnection(socket));
@@ -163,14 +168,7 @@ export class InboundProxy {
     if (!state || !own) return {};
     if (!this.stillTrusted(req.socket as TLSSocket, state, own.bundles)) return 'drop';
     if (!state.connect.allowed) return { decision: state.connect };
-    const decision = this.options.decide({
-      action: 'http',
-      direction: 'inbound',
-      principal: state.peer.id,
-      resource: agentResource(own.svid.id),
-      peer: state.peer.id,
-      http: httpContext(req),
-    }, meta);
+    const decision = this.httpDecision(req, state, own, meta);
     if (!decision.allowed) return { decision };
     // Hop-by-hop first, so nothing named in `Connection` is removed after we set identity.
     forwardableRequestHeaders(req.headers, upgrade);
@@ -179,8 +177,36 @@ export class InboundProxy {
     return 'admitted';
   }
 
+  private httpDecision(req: IncomingMessage, state: ConnectionState, own: IdentitySnapshot, meta: CallMeta): Decision {
+    return this.options.decide(
+      { action: 'http', direction: 'inbound', principal: state.peer.id, resource: agentResource(own.svid.id), peer: state.peer.id, http: httpContext(req) },
+      meta,
+    );
+  }
+
+  /**
+   * A request decided when its head arrived may reach the point of forwarding after a policy
+   * reload (its body took a while): it must then pass the policy now in force.
+   */
+  private stillAllowed(req: IncomingMessage, res: ServerResponse, meta: CallMeta, decidedUnder: string): boolean {
+    if (this.options.policyVersion() === decidedUnder) return true;
+    const state = this.connections.get(req.socket);
+    const own = this.options.identity();
+    const decision = state && own && state.connect.allowed ? this.httpDecision(req, state, own, meta) : undefined;
+    if (decision?.allowed) return true;
+    const d = this.logDenied(req, decision ?? state?.connect);
+    sendError(res, 403, errorBody(403, d.reason, { policies: d.policies }));
+    return false;
+  }
+
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const nonCanonical = nonCanonicalTarget(req.url);
+    if (nonCanonical) {
+      sendError(res, 400, errorBody(400, 'bad_request', { detail: nonCanonical }));
+      return;
+    }
     const meta = beginCall(req);
+    const decidedUnder = this.options.policyVersion();
     const admitted = this.admit(req, false, meta);
     if (admitted === 'drop') return void req.socket.destroy();
     if (admitted !== 'admitted') {
@@ -189,13 +215,17 @@ export class InboundProxy {
       sendError(res, 403, errorBody(403, d.reason, { policies: d.policies }), d.action !== 'http');
       return;
     }
-    void this.forward(req, res, meta);
+    this.forward(req, res, meta, decidedUnder).catch((err: Error) => {
+      this.options.logger.error('inbound request failed unexpectedly', { error: err });
+      sendError(res, 403, errorBody(403, 'internal_error'), true);
+    });
   }
 
-  private async forward(req: IncomingMessage, res: ServerResponse, meta: CallMeta): Promise<void> {
+  private async forward(req: IncomingMessage, res: ServerResponse, meta: CallMeta, decidedUnder: string): Promise<void> {
     const options: httpProxy.ServerOptions = { target: this.options.upstream, agent: this.upstreamAgent };
     const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
     if (!body) return;
+    if (!this.stillAllowed(req, res, meta, decidedUnder)) return;
     if (body.kind === 'buffered') {
       frameBufferedBody(req, body.body);
       options.buffer = Readable.from([body.body]);
@@ -257,6 +287,11 @@ export class InboundProxy {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     guardUpgradeSocket(socket);
+    const nonCanonical = nonCanonicalTarget(req.url);
+    if (nonCanonical) {
+      sendRawError(socket, 400, errorBody(400, 'bad_request', { detail: nonCanonical }));
+      return;
+    }
     const meta = beginCall(req);
     const admitted = this.admit(req, true, meta);
     if (admitted === 'drop') return void socket.destroy();

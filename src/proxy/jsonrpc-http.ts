@@ -156,6 +156,13 @@ export async function readRequestBody(
 ): Promise<RequestBody | undefined> {
   // Not inspecting (a policy that cannot tell calls apart) leaves the body fully streamed.
   if (!hasBody(req) || (opts.inspect === false && !opts.force)) return { kind: 'empty' };
+  // A compressed body cannot be inspected without inflating it, and servers do inflate: refuse.
+  const encoding = req.headers['content-encoding'];
+  if (opts.inspect !== false && encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+    sendError(res, 415, errorBody(415, 'bad_request', { detail: `Content-Encoding "${encoding}" is not accepted: bodies are inspected for JSON-RPC calls` }), true);
+    req.resume();
+    return undefined;
+  }
   const limit = opts.limit ?? DEFAULT_MAX_BODY_BYTES;
   try {
     const start = await peek(req, limit);
@@ -285,7 +292,21 @@ class SseToolsFilter extends Transform {
   }
 
   private emitEvents(events: ReturnType<SseSplitter['push']>): void {
-    for (const event of events) this.push(filterSseEvent(event, this.allowed, this.ctx) ?? event.raw);
+    for (const event of events) {
+      if (this.done) return;
+      let out: string;
+      try {
+        out = filterSseEvent(event, this.allowed, this.ctx) ?? event.raw;
+      } catch {
+        // e.g. a schema nested deeper than JSON.stringify can recurse: end with the error event.
+        this.done = true;
+        this.push(sseEventText(JSON.stringify(unfilterableReply(this.ctx))));
+        this.push(null);
+        this.onOverflow();
+        return;
+      }
+      this.push(out);
+    }
   }
 }
 
@@ -345,17 +366,23 @@ export function respondFiltered(proxyRes: IncomingMessage, res: ServerResponse, 
     const filter = new SseToolsFilter(allowed, ctx, limit, () => {
       proxyRes.unpipe(filter);
       if (!proxyRes.complete) proxyRes.destroy();
-      logger.warn('tools/list event stream could not be filtered; ended with an error', { reason: 'internal_error', detail: `event over ${limit} bytes` });
+      logger.warn('tools/list event stream could not be filtered; ended with an error', { reason: 'internal_error', detail: `event over ${limit} bytes or not filterable` });
     });
     proxyRes.once('aborted', () => res.destroy());
     proxyRes.once('error', () => res.destroy());
+    filter.once('error', () => res.destroy());
     proxyRes.pipe(filter).pipe(res);
     return;
   }
   readBounded(proxyRes, limit).then(
     (body) => {
       if (body === undefined) return failClosed(`answer over ${limit} bytes`);
-      const filtered = filterToolsListResult(body, contentType, allowed, ctx);
+      let filtered: ReturnType<typeof filterToolsListResult>;
+      try {
+        filtered = filterToolsListResult(body, contentType, allowed, ctx);
+      } catch (err) {
+        return failClosed((err as Error).message);
+      }
       const out = filtered?.body ?? body;
       delete headers['transfer-encoding'];
       if (filtered) headers['content-type'] = filtered.contentType;

@@ -135,6 +135,13 @@ function invalidElement(id: JsonRpcId, code: number, message: string, detail: st
   return { kind: 'invalid', error: errorResponse(id, code, message, { reason: 'jsonrpc_invalid', detail }), notification };
 }
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** String.prototype.isWellFormed (ES2024), spelled out for the ES2023 lib this project targets. */
+function isWellFormed(s: string): boolean {
+  return !LONE_SURROGATE.test(s);
+}
+
 function element(v: unknown): Element {
   if (!isObject(v)) return invalidElement(null, INVALID_REQUEST, 'Invalid Request', 'a batch element is not an object');
   const id = 'id' in v && isId(v['id']) ? v['id'] : null;
@@ -148,6 +155,8 @@ function element(v: unknown): Element {
   }
   const method = v['method'];
   if (typeof method !== 'string') return invalidElement(id, INVALID_REQUEST, 'Invalid Request', 'method must be a string');
+  // A lone surrogate (legal in JSON's \u escapes) is not a string anyone can name in a policy.
+  if (!isWellFormed(method)) return invalidElement(id, INVALID_REQUEST, 'Invalid Request', 'method is not well-formed Unicode');
   const notification = !('id' in v);
   if ('result' in v || 'error' in v) return invalidElement(id, INVALID_REQUEST, 'Invalid Request', 'a request must not carry result or error', notification);
   const params = v['params'];
@@ -161,6 +170,7 @@ function element(v: unknown): Element {
     if (bad !== undefined) return invalidElement(id, INVALID_PARAMS, 'Invalid params', `member "${bad}" is not spelled "name"`, notification);
     const name = params['name'];
     if (typeof name !== 'string') return invalidElement(id, INVALID_PARAMS, 'Invalid params', 'tools/call needs params.name (a string)', notification);
+    if (!isWellFormed(name)) return invalidElement(id, INVALID_PARAMS, 'Invalid params', 'params.name is not well-formed Unicode', notification);
     call.tool = name;
   }
   return { kind: 'call', call };

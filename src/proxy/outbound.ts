@@ -13,7 +13,7 @@ import type { Logger } from '../telemetry/index.js';
 import type { PeerVerifier, VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, stripIdentityHeaders } from './headers.js';
-import { beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError } from './http-common.js';
+import { beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError, nonCanonicalTarget } from './http-common.js';
 import { OutboundError, PeerAgent } from './peer-agent.js';
 import { authorizeCalls, inspectWebSocketText, readRequestBody, REQUEST_REF_HEADER, sendJson } from './jsonrpc-http.js';
 import type { JsonRpcCall } from './jsonrpc.js';
@@ -116,6 +116,8 @@ export class OutboundProxy {
       authority = parsed.host;
       req.url = parsed.pathname + parsed.search;
     }
+    const nonCanonical = nonCanonicalTarget(req.url);
+    if (nonCanonical) return errorBody(400, 'bad_request', { detail: nonCanonical });
     const route = this.routes.resolve(authority);
     if (!route) return errorBody(403, 'no_route', { detail: `no outbound route for host "${authority}"` });
     const target = { route, agent: this.agents.get(route.key)! };
@@ -132,7 +134,10 @@ export class OutboundProxy {
     stripIdentityHeaders(req.headers);
     forwardableRequestHeaders(req.headers, false);
     const meta = this.track(req, res);
-    void this.forward(req, res, target, meta);
+    this.forward(req, res, target, meta).catch((err: Error) => {
+      this.options.logger.error('outbound request failed unexpectedly', { error: err });
+      sendError(res, 403, errorBody(403, 'internal_error'), true);
+    });
   }
 
   /** Registers a request for authorization at bind time; forgotten when its exchange closes. */

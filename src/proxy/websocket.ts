@@ -47,6 +47,24 @@ export interface InspectVerdict {
   reply?: string;
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
+/** First significant byte (after JSON whitespace and a UTF-8 BOM) is `{` or `[`. */
+/** Logs never carry the query string: tokens often travel there. */
+function pathOnly(url: string | undefined): string {
+  const q = (url ?? '').indexOf('?');
+  return q === -1 ? (url ?? '') : url!.slice(0, q);
+}
+
+function looksLikeJson(data: Buffer): boolean {
+  for (let i = 0; i < data.length; i++) {
+    const b = data[i]!;
+    if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d || b === 0xef || b === 0xbb || b === 0xbf) continue;
+    return b === 0x7b || b === 0x5b;
+  }
+  return false;
+}
+
 export interface RelayOptions {
   /** The accepted upgrade request, its socket and the bytes that followed its head. */
   req: IncomingMessage;
@@ -302,7 +320,7 @@ class Relay implements WebSocketRelay {
       socket.off('close', onClientGone);
     }
     if (clientGone || !socket.readable || !socket.writable || this.pendingClose) {
-      logger.debug('websocket client left before the far side opened', { path: req.url });
+      logger.debug('websocket client left before the far side opened', { path: pathOnly(req.url) });
       far.terminate();
       socket.destroy();
       return this.finish();
@@ -325,17 +343,19 @@ class Relay implements WebSocketRelay {
     this.openSides = 2;
     this.pipe(client, server, 'client');
     this.pipe(server, client, 'server');
-    this.options.logger.debug('websocket relay open', { path: this.options.req.url, protocol: server.protocol || undefined });
+    this.options.logger.debug('websocket relay open', { path: pathOnly(this.options.req.url), protocol: server.protocol || undefined });
     server.resume();
   }
 
   private pipe(source: WebSocket, target: WebSocket, from: Side): void {
     source.on('message', (data: RawData, isBinary: boolean) => this.onMessage(source, target, from, data as Buffer, isBinary));
-    source.on('ping', (data: Buffer) => {
-      if (!this.closing && target.readyState === WebSocket.OPEN) target.ping(data);
+    // Control frames are relayed for liveness, but without their payload: 125 bytes a frame
+    // would otherwise be a channel around the per-message policy.
+    source.on('ping', () => {
+      if (!this.closing && target.readyState === WebSocket.OPEN) target.ping();
     });
-    source.on('pong', (data: Buffer) => {
-      if (!this.closing && target.readyState === WebSocket.OPEN) target.pong(data);
+    source.on('pong', () => {
+      if (!this.closing && target.readyState === WebSocket.OPEN) target.pong();
     });
     source.on('error', (err: NodeJS.ErrnoException) => {
       this.options.logger.debug('websocket error', { from, detail: err.code ?? err.message });
@@ -354,12 +374,19 @@ class Relay implements WebSocketRelay {
     }
     if (!verdict.allowed) {
       const kind = isBinary ? 'binary' : 'text';
-      this.options.logger.info('websocket message denied; closing the stream', { from, kind, size: data.length, reason: verdict.reason, policies: verdict.policies, path: this.options.req.url });
+      this.options.logger.info('websocket message denied; closing the stream', { from, kind, size: data.length, reason: verdict.reason, policies: verdict.policies, path: pathOnly(this.options.req.url) });
       this.shutdown(CLOSE_POLICY_VIOLATION, verdict.reason);
       return;
     }
-    if (!isBinary && this.options.inspect) {
-      const inspected = this.options.inspect(from, data.toString('utf8'));
+    if (this.options.inspect) {
+      let inspected: InspectVerdict;
+      try {
+        inspected = this.inspect(from, data, isBinary);
+      } catch (err) {
+        this.options.logger.error('websocket message inspection failed; closing the stream', { from, error: err as Error });
+        this.shutdown(CLOSE_POLICY_VIOLATION, 'internal_error');
+        return;
+      }
       if (inspected.reply !== undefined && source.readyState === WebSocket.OPEN) source.send(inspected.reply);
       if (!inspected.forward) return;
     }
@@ -369,6 +396,24 @@ class Relay implements WebSocketRelay {
     });
     // Backpressure: stop reading the sender while the receiver's side has too much unsent.
     if (target.bufferedAmount >= HIGH_WATER_BYTES) source.pause();
+  }
+
+  /**
+   * Text is inspected as it is (`ws` has already checked it is UTF-8). Binary frames are too
+   * when they look like JSON: servers commonly parse whatever the opcode, so a JSON-RPC call in
+   * a binary frame is the same call. JSON-looking binary that is not UTF-8 is refused.
+   */
+  private inspect(from: Side, data: Buffer, isBinary: boolean): InspectVerdict {
+    if (!isBinary) return this.options.inspect!(from, data.toString('utf8'));
+    if (!looksLikeJson(data)) return { forward: true };
+    let text: string;
+    try {
+      text = STRICT_UTF8.decode(data);
+    } catch {
+      this.options.logger.info('websocket binary JSON-like message is not UTF-8; refused', { from });
+      return { forward: false };
+    }
+    return this.options.inspect!(from, text);
   }
 
   /** One side closed: close the other the same way, unless the relay is already shutting down. */

@@ -338,11 +338,12 @@ t.test('through the pair: many messages keep their order (backpressure path)', a
   t.same(order, Array.from({ length: count }, (_, i) => i), `${count} × 64 KiB echoed in order`);
 });
 
-t.test('ping and pong are relayed end to end', async (t) => {
+t.test('ping and pong are relayed end to end, without their payload', async (t) => {
   const c = await viaPair(t, '/open/ping');
   const pong = new Promise<Buffer>((resolve) => c.ws.once('pong', resolve));
   c.ws.ping(Buffer.from('are-you-there'));
-  t.equal((await pong).toString(), 'are-you-there', 'the upstream’s pong came back with the ping payload');
+  // Payloads are dropped: they would be a 125-byte-per-frame channel around websocket.message.
+  t.equal((await pong).length, 0, 'the upstream’s pong came back, empty');
   t.equal((await c.roundTrip('still open')).data.toString(), 'still open', 'stream still usable');
 });
 
@@ -432,20 +433,27 @@ t.test('subprotocol negotiation passes through: the upstream’s choice reaches 
   t.equal(none.ws.protocol, '', 'no subprotocol offered, none selected');
 });
 
-t.test('the upgrade’s request target reaches the upstream verbatim (the path the policies saw)', async (t) => {
+t.test('the upgrade’s request target reaches the upstream verbatim (the path the policies saw); non-canonical targets are refused', async (t) => {
   // Raw, because a WebSocket client would normalize the path before sending it.
+  const upgrade = (path: string): string =>
+    `GET ${path} HTTP/1.1\r\nHost: agent-b\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+    `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
   const conn = await rawTcp(sidecarA.outbound);
   t.teardown(() => conn.destroy());
-  const path = '/open/dots/../raw%2Fpart?q=a%20b';
-  const r = await conn.request(
-    `GET ${path} HTTP/1.1\r\nHost: agent-b\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
-  );
+  const path = '/open/raw%20part?q=a%20b';
+  const r = await conn.request(upgrade(path));
   t.equal(r.kind === 'response' && r.status, 101, 'switched protocols');
   t.ok(
     upstream.connections.some((q) => q.path === path),
-    `the upstream saw ${path} (saw: ${upstream.connections.map((q) => q.path).filter((p) => p.includes('dots') || p.includes('raw')).join(', ')})`,
+    `the upstream saw ${path} (saw: ${upstream.connections.map((q) => q.path).filter((p) => p.includes('raw')).join(', ')})`,
   );
+  for (const bad of ['/open/dots/../raw', '/open/raw%2Fpart', '//open/raw']) {
+    const c = await rawTcp(sidecarA.outbound);
+    t.teardown(() => c.destroy());
+    const refused = await c.request(upgrade(bad));
+    t.equal(refused.kind === 'response' && refused.status, 400, `${bad}: refused with 400`);
+    t.notOk(upstream.connections.some((q) => q.path === bad), `${bad}: never reached the upstream`);
+  }
 });
 
 t.test('a message larger than the limit closes the stream with 1009 and is not forwarded', async (t) => {
