@@ -158,3 +158,24 @@ t.test('startup with an invalid policy file fails', async (t) => {
   await t.rejects(new PolicyStore({ mode: 'enforce', cedar: file }).start(), { code: 'policy_invalid' });
   await t.rejects(new PolicyStore({ mode: 'enforce', cedar: join(dir, 'missing.cedar') }).start(), /cannot read policy file/);
 });
+
+t.test('evaluation never throws: input cedar-wasm rejects is a deny with internal_error', async (t) => {
+  const errors: string[] = [];
+  const authz = new CedarAuthorizer(compileCedarPolicy(POLICY, 'x'), (e) => errors.push(...e.map((x) => x.message)));
+  const d = authz.authorize(req({ http: { method: 'GET', path: '/\ud800', host: 'b' } }));
+  t.notOk(d.allowed);
+  t.equal(d.reason, 'internal_error');
+  t.ok(errors.length > 0, 'reported as an evaluation error');
+  t.ok(authz.authorize(req({})).allowed, 'the next ordinary call is evaluated normally (positive control)');
+});
+
+t.test('dry-run with no rules still denies everything', async (t) => {
+  const store = new PolicyStore({ mode: 'dry-run' });
+  await store.start();
+  const d = store.current().authorize(req({}));
+  t.notOk(d.allowed);
+  t.equal(d.reason, 'no_policy');
+  const withRules = new PolicyStore({ mode: 'dry-run', allow: ['spiffe://example.org/agent/b'] });
+  await withRules.start();
+  t.ok(withRules.current().authorize(req({})).wouldDeny, 'dry-run over rules lets through and marks (positive control)');
+});
