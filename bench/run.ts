@@ -1,11 +1,13 @@
-// `npm run bench` → node dist/bench/run.js [handshake|proxy]...
+// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz]...
 // Runs the hot-path benchmarks in sequence, each with its baseline side by side.
+import { runAuthzBench } from './authz.js';
 import { runHandshakeBench } from './handshake.js';
 import { runProxyBench } from './proxy.js';
 
 const BENCHES: Record<string, () => Promise<void>> = {
   handshake: () => runHandshakeBench(),
   proxy: () => runProxyBench(),
+  authz: () => runAuthzBench(),
 };
 
 async function main(): Promise<number> {
