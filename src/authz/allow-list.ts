@@ -10,6 +10,8 @@ export class AllowListAuthorizer implements Authorizer {
   readonly kind = 'allow';
   readonly version: string;
   private readonly patterns: { pattern: SpiffeIdPattern; id: string }[];
+  /** Matching entry per peer ID (or null): peers repeat on every call; the list never changes. */
+  private readonly matches = new Map<string, string | null>();
 
   /** Throws for an invalid entry; the message names the entry index. */
   constructor(entries: readonly string[]) {
@@ -24,9 +26,15 @@ export class AllowListAuthorizer implements Authorizer {
   }
 
   authorize(request: AuthzRequest): Decision {
-    const match = this.patterns.find((p) => p.pattern.matches(request.peer));
-    return match
-      ? { allowed: true, reason: 'allowed', policies: [match.id], wouldDeny: false, policyVersion: this.version, request }
+    const peer = request.peer.toString();
+    let match = this.matches.get(peer);
+    if (match === undefined) {
+      match = this.patterns.find((p) => p.pattern.matches(request.peer))?.id ?? null;
+      if (this.matches.size >= 10_000) this.matches.clear();
+      this.matches.set(peer, match);
+    }
+    return match !== null
+      ? { allowed: true, reason: 'allowed', policies: [match], wouldDeny: false, policyVersion: this.version, request }
       : { allowed: false, reason: 'policy_denied', policies: [], wouldDeny: false, policyVersion: this.version, request };
   }
 }

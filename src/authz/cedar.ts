@@ -50,6 +50,12 @@ export interface CompiledPolicy {
   /** Content hash; the preparsed set is registered under it. */
   version: string;
   ids: string[];
+  /**
+   * Whether any policy reads an attribute named `time` (conservatively: anywhere). When none
+   * does, a decision is a pure function of principal, action, resource and the rest of the
+   * context, so it can be cached for this version.
+   */
+  readsTime: boolean;
 }
 
 /** Parses, names and validates a policy file; throws PolicyLoadError with positions. */
@@ -67,13 +73,16 @@ export function compileCedarPolicy(text: string, source: string): CompiledPolicy
 
   const policies: Record<string, string> = {};
   const offsets = new Map<string, number>();
+  let readsTime = false;
   const issues: PolicyIssue[] = [];
   let cursor = 0;
   parts.policies.forEach((part, index) => {
     const at = text.indexOf(part, cursor);
     const offset = at === -1 ? cursor : at;
     cursor = at === -1 ? cursor : at + part.length;
-    const id = annotatedId(part) ?? `policy${index}`;
+    const json = policyJson(part);
+    if (json === undefined || json.includes('"attr":"time"')) readsTime = true;
+    const id = annotatedIdOf(json) ?? `policy${index}`;
     if (policies[id] !== undefined) {
       issues.push({ policyId: id, ...position(text, offset), message: `duplicate policy id "${id}"` });
       return;
@@ -100,13 +109,18 @@ export function compileCedarPolicy(text: string, source: string): CompiledPolicy
   const version = createHash('sha256').update(text).digest('hex').slice(0, 12);
   const registered = cedar.preparsePolicySet(version, { staticPolicies: policies });
   if (registered.type !== 'success') throw new PolicyLoadError(source, registered.errors.map((e) => ({ message: detailed(e) })));
-  return { version, ids: Object.keys(policies) };
+  return { version, ids: Object.keys(policies), readsTime };
 }
 
-function annotatedId(policyText: string): string | undefined {
+/** The policy's JSON form as text, or undefined if it cannot be converted. */
+function policyJson(policyText: string): string | undefined {
   const json = cedar.policyToJson(policyText);
-  if (json.type !== 'success') return undefined;
-  const id = (json.json as { annotations?: Record<string, string | null> }).annotations?.['id'];
+  return json.type === 'success' ? JSON.stringify(json.json) : undefined;
+}
+
+function annotatedIdOf(json: string | undefined): string | undefined {
+  if (json === undefined) return undefined;
+  const id = (JSON.parse(json) as { annotations?: Record<string, string | null> }).annotations?.['id'];
   return typeof id === 'string' && id !== '' ? id : undefined;
 }
 
@@ -135,12 +149,22 @@ export class CedarAuthorizer implements Authorizer {
   readonly version: string;
   // Entity JSON for an agent is a pure function of its ID; agents repeat on every call.
   private readonly agentEntities = new Map<string, EntityJson[]>();
+  /**
+   * Decisions by the full request (principal, action, resource, context). One cache per
+   * authorizer, and an authorizer per policy version, so a policy change never sees an old
+   * entry. Only used when no policy reads the time (see CompiledPolicy.readsTime). The
+   * revocation release must add its epoch to the key.
+   */
+  private readonly decisions: Map<string, Pick<Decision, 'allowed' | 'reason' | 'policies'>> | undefined;
+  private readonly readsTime: boolean;
 
   constructor(
     compiled: CompiledPolicy,
     private readonly onEvaluationErrors: (errors: { policyId: string; message: string }[], request: AuthzRequest) => void = () => {},
   ) {
     this.version = compiled.version;
+    this.readsTime = compiled.readsTime;
+    this.decisions = compiled.readsTime ? undefined : new Map();
   }
 
   authorize(request: AuthzRequest): Decision {
@@ -154,11 +178,20 @@ export class CedarAuthorizer implements Authorizer {
   }
 
   private evaluate(request: AuthzRequest): Decision {
+    const principal = request.principal.toString();
+    const resource = resourceUid(request.resource);
+    const context = contextOf(request, this.readsTime);
+    const key =
+      this.decisions &&
+      `${principal}\n${request.action}\n${resource.type}\n${resource.id}\n${request.resource.type === 'Tool' ? request.resource.agent : ''}\n${JSON.stringify(context)}`;
+    const cached = key === undefined ? undefined : this.decisions!.get(key);
+    if (cached) return { ...cached, wouldDeny: false, policyVersion: this.version, request };
+
     const answer = cedar.statefulIsAuthorized({
-      principal: { type: 'Agent', id: request.principal.toString() },
+      principal: { type: 'Agent', id: principal },
       action: { type: 'Action', id: request.action },
-      resource: resourceUid(request.resource),
-      context: contextOf(request),
+      resource,
+      context,
       entities: this.entitiesFor(request),
       preparsedPolicySetId: this.version,
       preparsedSchemaName: SCHEMA_NAME,
@@ -169,32 +202,37 @@ export class CedarAuthorizer implements Authorizer {
       return { allowed: false, reason: 'internal_error', policies: [], wouldDeny: false, policyVersion: this.version, request };
     }
     const { decision, diagnostics } = answer.response;
+    const outcome = { allowed: decision === 'allow', reason: decision === 'allow' ? ('allowed' as const) : ('policy_denied' as const), policies: diagnostics.reason };
     if (diagnostics.errors.length > 0) {
-      // A policy that errors is skipped by Cedar; a skipped permit cannot allow, so this fails closed.
+      // A policy that errors is skipped by Cedar; a skipped permit cannot allow, so this fails
+      // closed. Not cached, so every occurrence is reported.
       this.onEvaluationErrors(diagnostics.errors.map((e) => ({ policyId: e.policyId, message: e.error.message })), request);
+    } else if (key !== undefined) {
+      if (this.decisions!.size >= DECISION_CACHE_LIMIT) this.decisions!.clear();
+      this.decisions!.set(key, outcome);
     }
-    return {
-      allowed: decision === 'allow',
-      reason: decision === 'allow' ? 'allowed' : 'policy_denied',
-      policies: diagnostics.reason,
-      wouldDeny: false,
-      policyVersion: this.version,
-      request,
-    };
+    return { ...outcome, wouldDeny: false, policyVersion: this.version, request };
   }
 
   private entitiesFor(request: AuthzRequest): EntityJson[] {
     const entities = [...this.agent(request.principal)];
     const resource = request.resource;
+    // The other agent, and its trust domain unless it is the principal's (no duplicate entities).
+    const addAgent = (id: SpiffeId): void => {
+      if (id.equals(request.principal)) return;
+      const [agent, trustDomain] = this.agent(id);
+      entities.push(agent!);
+      if (!id.trustDomain.equals(request.principal.trustDomain)) entities.push(trustDomain!);
+    };
     if (resource.type === 'Agent') {
-      if (!resource.id.equals(request.principal)) entities.push(...this.agent(resource.id));
+      addAgent(resource.id);
     } else if (resource.type === 'Tool') {
       entities.push({
         uid: { type: 'Tool', id: resource.name },
         attrs: { name: resource.name },
         parents: [{ type: 'Agent', id: resource.agent.toString() }],
       });
-      if (!resource.agent.equals(request.principal)) entities.push(...this.agent(resource.agent));
+      addAgent(resource.agent);
     } else {
       entities.push({ uid: { type: 'Topic', id: resource.subject }, attrs: { subject: resource.subject }, parents: [] });
     }
@@ -228,9 +266,15 @@ function resourceUid(resource: Resource): { type: string; id: string } {
   }
 }
 
-/** Only defined fields: cedar-wasm rejects `undefined` values. */
-function contextOf(request: AuthzRequest): cedar.Context {
-  const context: cedar.Context = { direction: request.direction, time: Math.floor(Date.now() / 1000) };
+const DECISION_CACHE_LIMIT = 10_000;
+
+/**
+ * Only defined fields: cedar-wasm rejects `undefined` values. The schema requires `time`; when
+ * no policy reads it, it is a constant 0 (nothing can observe it), which keeps the context —
+ * and so the decision — cacheable.
+ */
+function contextOf(request: AuthzRequest, withTime: boolean): cedar.Context {
+  const context: cedar.Context = { direction: request.direction, time: withTime ? Math.floor(Date.now() / 1000) : 0 };
   if (request.http) context['http'] = { ...request.http };
   if (request.jsonrpc) {
     context['jsonrpc'] = request.jsonrpc.tool === undefined ? { method: request.jsonrpc.method } : { method: request.jsonrpc.method, tool: request.jsonrpc.tool };

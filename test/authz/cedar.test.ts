@@ -179,3 +179,22 @@ t.test('dry-run with no rules still denies everything', async (t) => {
   await withRules.start();
   t.ok(withRules.current().authorize(req({})).wouldDeny, 'dry-run over rules lets through and marks (positive control)');
 });
+
+t.test('decision cache: exact per request, per version; real time when a policy reads it', async (t) => {
+  const authz = authorizer();
+  const first = req({ http: { method: 'GET', path: '/x', host: 'b' } });
+  const again = req({ http: { method: 'GET', path: '/x', host: 'b' } });
+  t.ok(authz.authorize(first).allowed);
+  const d = authz.authorize(again);
+  t.ok(d.allowed, 'same request, same answer');
+  t.equal(d.request, again, 'the decision carries the request asked, not the cached one');
+  t.notOk(authz.authorize(req({ http: { method: 'GET', path: '/admin', host: 'b' } })).allowed, 'a different path is evaluated, not served from the cache');
+  t.notOk(authz.authorize(req({ principal: EVIL, peer: EVIL, http: { method: 'GET', path: '/x', host: 'b' } })).allowed, 'a different principal too');
+
+  t.notOk(compileCedarPolicy(POLICY, 'p').readsTime, 'POLICY never reads time: cacheable');
+  const timed = compileCedarPolicy('permit (principal, action == Action::"http", resource) when { context.time > 1700000000 };', 't');
+  t.ok(timed.readsTime);
+  t.ok(new CedarAuthorizer(timed).authorize(req({})).allowed, 'context.time is the real clock when a policy reads it');
+  const past = compileCedarPolicy('permit (principal, action == Action::"http", resource) when { context.time < 1000 };', 't2');
+  t.notOk(new CedarAuthorizer(past).authorize(req({})).allowed, 'negative control: a time bound in the past denies');
+});
