@@ -1,14 +1,24 @@
 // The composition root: the only module that knows every component. It builds them from the
 // config, wires identity updates into the TLS listeners and owns start/stop order.
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { AdminServer } from './admin/index.js';
 import { PolicyStore, type AuthzRequest, type CallMeta, type Decision } from './authz/index.js';
 import type { SigilConfig } from './config/index.js';
-import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type SourceCallbacks, type SvidSource } from './identity/index.js';
-import { InboundProxy, OutboundProxy } from './proxy/index.js';
+import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from './identity/index.js';
+import { InboundProxy, OutboundProxy, type HandshakeObservation } from './proxy/index.js';
 import { SpiffeId, TrustDomain } from './spiffe/index.js';
-import { AuditLog, SigilMetrics, type Logger } from './telemetry/index.js';
+import { AuditLog, SigilMetrics, type Logger, type RequestObservation } from './telemetry/index.js';
 import { PeerVerifier } from './tls/index.js';
+
+/** The package version, read once (the build ships package.json beside dist/). */
+const SIGIL_VERSION: string = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();
 
 export class UnsupportedConfigError extends Error {
   readonly code = 'config_unsupported';
@@ -23,7 +33,12 @@ export interface BoundAddresses {
 export class Sidecar {
   private readonly identity: IdentityManager;
   private readonly policy: PolicyStore;
-  private readonly metrics = new SigilMetrics();
+  private readonly metrics: SigilMetrics;
+  /** When the SVID last changed after startup (for /status). */
+  private lastRotation: Date | undefined;
+  private readonly startedAt = new Date();
+  private readonly bundleFingerprints = new Map<string, string>();
+  private auditDroppedReported = 0;
   private readonly verifier = new PeerVerifier();
   private readonly inbound: InboundProxy | undefined;
   private readonly outbound: OutboundProxy | undefined;
@@ -34,6 +49,7 @@ export class Sidecar {
 
   constructor(private readonly config: SigilConfig, private readonly logger: Logger) {
     refuseUnimplemented(config);
+    this.metrics = new SigilMetrics(config.metrics);
     this.audit = config.audit && new AuditLog({ ...config.audit, logger: logger.child({ component: 'audit' }) });
     this.policy = new PolicyStore(config.policy);
     this.identity = new IdentityManager((cb) => buildSource(config, cb), config.trust.bundles, logger.child({ component: 'identity' }));
@@ -43,6 +59,13 @@ export class Sidecar {
       inspectCalls: () => this.policy.kind.startsWith('cedar'),
       policyVersion: () => this.policy.current().version,
       verifier: this.verifier,
+      observe: config.metrics.enabled ? (o: RequestObservation) => this.metrics.observeRequest(o) : () => {},
+      observeHandshake: config.metrics.enabled
+        ? (h: HandshakeObservation) => {
+            this.metrics.tlsHandshakes.inc({ reporter: h.reporter, result: h.result, reason: h.reason });
+            if (h.seconds !== undefined) this.metrics.tlsHandshakeDuration.observe({ reporter: h.reporter }, h.seconds);
+          }
+        : () => {},
     };
     if (config.inbound) {
       this.inbound = new InboundProxy({ ...deps, ...config.inbound, logger: logger.child({ component: 'inbound' }) });
@@ -54,13 +77,50 @@ export class Sidecar {
       ready: () => this.isReady(),
       status: () => this.status(),
       reloadPolicy: () => this.policy.reload(),
-      metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.exposition() }),
+      metrics: async (openMetrics) => {
+        this.refreshScrapeTimeMetrics();
+        return { contentType: this.metrics.contentType(openMetrics), body: await this.metrics.exposition(openMetrics) };
+      },
     });
     this.wirePolicyEvents(logger.child({ component: 'policy' }));
-    this.identity.on('update', (snapshot) => {
+    this.identity.on('update', (snapshot, cause) => {
       this.inbound?.updateIdentity(snapshot);
       this.outbound?.updateIdentity();
+      this.recordIdentity(snapshot, cause);
     });
+    this.identity.on('sourceError', () => this.metrics.svidRotations.inc({ result: 'failure' }));
+  }
+
+  private recordIdentity(snapshot: IdentitySnapshot, cause: string): void {
+    const m = this.metrics;
+    m.svidExpiry.reset();
+    m.svidExpiry.set({ spiffe_id: snapshot.svid.id.toString() }, snapshot.svid.notAfter.getTime() / 1000);
+    if (cause === 'svid') {
+      m.svidRotations.inc({ result: 'success' });
+      this.lastRotation = new Date();
+    }
+    m.bundleAuthorities.reset();
+    for (const td of snapshot.bundles.trustDomains()) {
+      const authorities = snapshot.bundles.get(td)?.authorities.length ?? 0;
+      m.bundleAuthorities.set({ trust_domain: td.name }, authorities);
+      const fingerprints = snapshot.bundles.get(td)?.authorities.map((a) => a.fingerprint256).join(',') ?? '';
+      if (this.bundleFingerprints.get(td.name) !== fingerprints) {
+        this.bundleFingerprints.set(td.name, fingerprints);
+        m.bundleUpdates.inc({ trust_domain: td.name });
+      }
+    }
+  }
+
+  /** Gauges read from live state at scrape time rather than kept up to date on the hot path. */
+  private refreshScrapeTimeMetrics(): void {
+    this.metrics.activeConnections.set({ reporter: 'inbound' }, this.inbound?.connectionCount ?? 0);
+    this.metrics.activeConnections.set({ reporter: 'outbound' }, this.outbound?.connectionCount ?? 0);
+    const dropped = this.audit?.dropped ?? 0;
+    const counted = this.auditDroppedReported;
+    if (dropped > counted) {
+      this.metrics.auditDropped.inc(dropped - counted);
+      this.auditDroppedReported = dropped;
+    }
   }
 
   /** Loads identity, binds every listener; resolves with the bound addresses. */
@@ -90,14 +150,17 @@ export class Sidecar {
 
   /** Every enforcement point's decision goes through here: evaluate now, then record. */
   private decide(request: AuthzRequest, meta?: CallMeta): Decision {
-    const started = process.hrtime.bigint();
+    const measured = this.config.metrics.enabled;
+    const started = measured ? process.hrtime.bigint() : 0n;
     const decision = this.evaluate(request);
-    this.metrics.authzEvaluation.observe(Number(process.hrtime.bigint() - started) / 1e9);
-    this.metrics.authzDecisions.inc({
-      action: request.action,
-      decision: decision.wouldDeny ? 'would_deny' : decision.allowed ? 'allow' : 'deny',
-      reason: decision.reason,
-    });
+    if (measured) {
+      this.metrics.authzEvaluation.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      this.metrics.authzDecisions.inc({
+        action: request.action,
+        decision: decision.wouldDeny ? 'would_deny' : decision.allowed ? 'allow' : 'deny',
+        reason: decision.reason,
+      });
+    }
     this.audit?.record(decision, meta); // formats and enqueues only; never throws
     if (decision.wouldDeny) {
       this.logger.info('dry-run: would deny', { action: request.action, reason: decision.reason, principal: request.principal.toString(), policies: decision.policies });
@@ -158,6 +221,10 @@ export class Sidecar {
         authorities: snapshot.bundles.get(td)?.authorities.length ?? 0,
       })),
       policy: { kind: this.policy.kind, mode: this.config.policy.mode, version: this.policy.current().version },
+      lastRotation: this.lastRotation?.toISOString(),
+      connections: { inbound: this.inbound?.connectionCount ?? 0, outbound: this.outbound?.connectionCount ?? 0 },
+      build: { version: SIGIL_VERSION, node: process.version },
+      startedAt: this.startedAt.toISOString(),
       listeners: this.addresses,
     };
   }

@@ -11,7 +11,7 @@ export interface AdminHooks {
   ready(): boolean;
   status(): unknown;
   reloadPolicy(): Promise<ReloadOutcome>;
-  metrics(): Promise<{ contentType: string; body: string }>;
+  metrics(openMetrics: boolean): Promise<{ contentType: string; body: string }>;
 }
 
 export class AdminServer {
@@ -53,7 +53,8 @@ export class AdminServer {
       case '/status':
         return json(res, 200, this.hooks.status());
       case '/metrics':
-        void this.hooks.metrics().then(
+        // OpenMetrics only when the scraper asks for it; Prometheus text otherwise.
+        void this.hooks.metrics(/application\/openmetrics-text/.test(req.headers.accept ?? '')).then(
           ({ contentType, body }) => {
             res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
             res.end(body);

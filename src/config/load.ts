@@ -36,6 +36,8 @@ export interface SigilConfig {
   admin: { listen: HostPort };
   /** `sampleAllows`: fraction of allows written, 0..1 (default 1); denies are always written. */
   audit?: { path: string; sampleAllows: number };
+  /** Principal-label cardinality guard (docs/metrics.md). */
+  metrics: { enabled: boolean; principalLabelLimit: number; principalPathSegments?: number };
   shutdown: { drainTimeoutMs: number };
 }
 
@@ -427,6 +429,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     identity,
     trust: { bundles },
     policy,
+    metrics: { enabled: data.metrics?.enabled ?? true, principalLabelLimit: data.metrics?.principalLabelLimit ?? 100 },
     admin: { listen: data.admin?.listen ?? { ...DEFAULTS.adminListen } },
     shutdown: { drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(DEFAULTS.drainTimeout) },
   };
@@ -448,5 +451,6 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     if (data.bus.nats) config.bus.nats = { servers: [...data.bus.nats.servers] };
   }
   if (data.audit) config.audit = { path: abs(data.audit.path), sampleAllows: data.audit.sampleAllows ?? DEFAULTS.auditSampleAllows };
+  if (data.metrics?.principalPathSegments !== undefined) config.metrics.principalPathSegments = data.metrics.principalPathSegments;
   return config;
 }

@@ -190,6 +190,15 @@ export const AuditSchema = z.strictObject({
   sampleAllows: fraction.optional(),
 });
 
+export const MetricsSchema = z.strictObject({
+  /** false: no per-call metrics are recorded (for overhead measurements); /metrics still answers. */
+  enabled: z.boolean().optional(),
+  /** Distinct values per principal label before the rest fold into "other". */
+  principalLabelLimit: z.number().int({ error: 'must be a whole number' }).min(1, { error: 'must be at least 1' }).optional(),
+  /** Keep only the first N path segments of SPIFFE IDs in principal labels. */
+  principalPathSegments: z.number().int({ error: 'must be a whole number' }).min(0, { error: 'must be 0 or more' }).optional(),
+});
+
 export const ShutdownSchema = z.strictObject({
   drainTimeout: duration.optional(),
 });
@@ -204,6 +213,7 @@ export const RootSchema = z.strictObject({
   bus: BusSchema.optional(),
   admin: AdminSchema.optional(),
   audit: AuditSchema.optional(),
+  metrics: MetricsSchema.optional(),
   shutdown: ShutdownSchema.optional(),
 });
 
@@ -225,5 +235,6 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   'bus.nats': Object.keys(NatsSchema.shape),
   admin: Object.keys(AdminSchema.shape),
   audit: Object.keys(AuditSchema.shape),
+  metrics: Object.keys(MetricsSchema.shape),
   shutdown: Object.keys(ShutdownSchema.shape),
 };

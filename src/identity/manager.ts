@@ -6,7 +6,10 @@ import { TrustBundleFiles } from './trust-files.js';
 import type { IdentitySnapshot, SvidSource, SvidUpdate, SourceCallbacks } from './types.js';
 
 export interface IdentityManagerEvents {
-  update: [IdentitySnapshot];
+  /** cause: initial | svid | trust_bundle */
+  update: [IdentitySnapshot, string];
+  /** The SVID source failed to renew or reload; the last good SVID stays. */
+  sourceError: [Error];
 }
 
 export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
@@ -31,7 +34,10 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
         this.sourceState = update;
         this.publish('svid');
       },
-      onError: (err) => logger.warn('SVID update failed; keeping the last good SVID', { source: this.source?.kind, error: err }),
+      onError: (err) => {
+        logger.warn('SVID update failed; keeping the last good SVID', { source: this.source?.kind, error: err });
+        this.emit('sourceError', err);
+      },
     });
   }
 
@@ -66,6 +72,6 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
       notAfter: svid.notAfter.toISOString(),
       trustDomains: bundles.trustDomains().map((t) => t.name),
     });
-    this.emit('update', this.snapshot);
+    this.emit('update', this.snapshot, cause);
   }
 }

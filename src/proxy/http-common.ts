@@ -3,7 +3,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { CallMeta, HttpContext } from '../authz/index.js';
+import type { CallMeta, Decision, HttpContext, ReasonCode } from '../authz/index.js';
+import type { SpiffeId } from '../spiffe/index.js';
+import type { DecisionLabel, Reporter, RequestObservation, RequestProtocol } from '../telemetry/index.js';
 import type { HostPort } from '../config/index.js';
 import { childTraceparent, newRequestId } from '../telemetry/index.js';
 import { stripHopByHop } from './headers.js';
@@ -113,4 +115,65 @@ export function nonCanonicalTarget(url: string | undefined): string | undefined 
   }
   if (ENCODED_UNRESERVED_OR_SEPARATOR.test(path)) return 'path percent-encodes a letter, digit, "-", ".", "_", "~", "/" or "\\"; send it decoded';
   return undefined;
+}
+
+/** What a call came to, filled in as it is decided; recorded once its response is complete. */
+export interface CallOutcome {
+  protocol: RequestProtocol;
+  /** The decision that let it through or refused it (the last one taken for it). */
+  decision?: Decision;
+  /** A refusal or failure Sigil produced itself (e.g. upstream_unavailable). */
+  reason?: ReasonCode;
+}
+
+export interface CallParties {
+  reporter: Reporter;
+  source?: SpiffeId;
+  destination?: SpiffeId;
+}
+
+const STATUS_REASONS: Record<number, ReasonCode> = {
+  400: 'bad_request',
+  403: 'policy_denied',
+  413: 'body_too_large',
+  415: 'bad_request',
+  431: 'headers_too_large',
+  502: 'upstream_unavailable',
+  503: 'svid_unavailable',
+};
+
+/**
+ * Turns a finished call into one `sigil_requests_total` / duration observation. An upstream's
+ * own 4xx/5xx is an allowed call with that response code; only Sigil's refusals carry a reason.
+ */
+export function callObservation(outcome: CallOutcome, parties: CallParties, responseCode: number, seconds: number): RequestObservation {
+  const d = outcome.decision;
+  const decision: DecisionLabel = d ? (d.wouldDeny ? 'would_deny' : d.allowed ? 'allow' : 'deny') : responseCode < 400 ? 'allow' : 'deny';
+  const reason =
+    outcome.reason ?? (d ? (d.allowed && !d.wouldDeny ? 'allowed' : d.reason) : responseCode < 400 ? 'allowed' : (STATUS_REASONS[responseCode] ?? 'internal_error'));
+  return {
+    ...parties,
+    protocol: outcome.protocol,
+    responseCode,
+    decision,
+    reason,
+    seconds,
+    chainDepth: d?.request.delegation?.depth ?? 0,
+  };
+}
+
+export interface HandshakeObservation {
+  reporter: Reporter;
+  result: 'success' | 'failure';
+  /** `ok`, a SPIFFE verification code, or a bounded TLS failure class. */
+  reason: string;
+  seconds?: number;
+}
+
+/** A bounded label for a TLS-level failure: OpenSSL's reason codes are a closed set. */
+export function tlsFailureReason(err: NodeJS.ErrnoException): string {
+  if (err.code && /^ERR_SSL_[A-Z0-9_]{1,80}$/.test(err.code)) return err.code.slice('ERR_SSL_'.length).toLowerCase();
+  if (err.code === 'ECONNRESET') return 'connection_reset';
+  if (err.code === 'ERR_SOCKET_CLOSED' || err.code === 'EPIPE') return 'connection_closed';
+  return 'tls_error';
 }

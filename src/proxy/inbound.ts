@@ -11,11 +11,11 @@ import { agentResource, type CallMeta, type Decide, type Decision, type HttpCont
 import type { HostPort } from '../config/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import type { BundleSet } from '../spiffe/index.js';
-import type { Logger } from '../telemetry/index.js';
+import type { Logger, RequestObservation } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, serverContextOptions, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, setIdentityHeaders, stripIdentityHeaders } from './headers.js';
-import { beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError, nonCanonicalTarget } from './http-common.js';
+import { tlsFailureReason, type HandshakeObservation, callObservation, type CallOutcome, beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError, nonCanonicalTarget } from './http-common.js';
 import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, inspectWebSocketText, memoAllowed, readRequestBody, respondFiltered, sendJson } from './jsonrpc-http.js';
 import type { AllowedTool, FilterContext, JsonRpcParse } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
@@ -34,6 +34,10 @@ export interface InboundOptions {
   inspectCalls: () => boolean;
   /** Version of the policy in force now. */
   policyVersion: () => string;
+  /** Records a finished call (metrics). */
+  observe: (observation: RequestObservation) => void;
+  /** Records a TLS handshake outcome (metrics). */
+  observeHandshake: (observation: HandshakeObservation) => void;
   verifier: PeerVerifier;
   logger: Logger;
 }
@@ -51,6 +55,9 @@ export class InboundProxy {
   private readonly upstreamAgent = new HttpAgent({ keepAlive: true, maxSockets: 512 });
   private readonly connections = new WeakMap<Socket, ConnectionState>();
   private readonly tracker = new ConnectionTracker();
+  private readonly outcomes = new WeakMap<IncomingMessage, CallOutcome>();
+  /** Accept time per remote endpoint, for handshake duration (the TLS socket is a new object). */
+  private readonly accepted = new Map<string, bigint>();
   /** Requests whose answer is a tools/list to filter (sent with `selfHandleResponse`). */
   private readonly toolsListFilters = new WeakMap<IncomingMessage, { allowed: AllowedTool; ctx: FilterContext }>();
 
@@ -78,7 +85,10 @@ export class InboundProxy {
     // never has a byte of HTTP read, let alone answered.
     server.prependListener('secureConnection', (socket: TLSSocket) => this.onSecureConnection(socket));
     server.on('tlsClientError', (err, socket) => {
-      this.options.logger.debug('inbound TLS handshake failed', { reason: tlsReason(err), remote: socket.remoteAddress });
+      this.accepted.delete(`${socket.remoteAddress}:${socket.remotePort}`);
+      const reason = tlsFailureReason(err);
+      this.options.observeHandshake({ reporter: 'inbound', result: 'failure', reason });
+      this.options.logger.debug('inbound TLS handshake failed', { reason, remote: socket.remoteAddress });
     });
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => onClientError(err, socket));
     server.on('request', (req, res) => this.onRequest(req, res));
@@ -117,6 +127,11 @@ export class InboundProxy {
     }
   }
 
+  /** Open verified connections (for sigil_active_connections). */
+  get connectionCount(): number {
+    return this.tracker.size;
+  }
+
   async stop(drainTimeoutMs: number): Promise<void> {
     const server = this.server;
     if (!server) return;
@@ -127,6 +142,7 @@ export class InboundProxy {
   }
 
   private onTcpConnection(socket: Socket): void {
+    if (this.accepted.size < 10_000) this.accepted.set(`${socket.remoteAddress}:${socket.remotePort}`, process.hrtime.bigint());
     // An expired SVID is never presented: refuse new handshakes until a fresh one arrives.
     const snapshot = this.options.identity();
     if (!snapshot || !isUsable(snapshot.svid)) {
@@ -142,10 +158,21 @@ export class InboundProxy {
       peer = this.options.verifier.verifySocket(socket, snapshot.bundles);
     } catch (err) {
       const detail = err instanceof PeerVerificationError ? err.detail : 'internal_error';
+      this.accepted.delete(`${socket.remoteAddress}:${socket.remotePort}`);
+      this.options.observeHandshake({ reporter: 'inbound', result: 'failure', reason: detail });
       this.options.logger.info('inbound peer refused', { reason: 'peer_untrusted', detail, remote: socket.remoteAddress });
       socket.destroy();
       return;
     }
+    const key = `${socket.remoteAddress}:${socket.remotePort}`;
+    const acceptedAt = this.accepted.get(key);
+    this.accepted.delete(key);
+    this.options.observeHandshake({
+      reporter: 'inbound',
+      result: 'success',
+      reason: 'ok',
+      ...(acceptedAt === undefined ? {} : { seconds: Number(process.hrtime.bigint() - acceptedAt) / 1e9 }),
+    });
     const connect = this.options.decide({
       action: 'connect',
       direction: 'inbound',
@@ -167,8 +194,14 @@ export class InboundProxy {
     const own = this.options.identity();
     if (!state || !own) return {};
     if (!this.stillTrusted(req.socket as TLSSocket, state, own.bundles)) return 'drop';
-    if (!state.connect.allowed) return { decision: state.connect };
+    if (!state.connect.allowed) {
+      const outcome = this.outcomes.get(req);
+      if (outcome) outcome.decision = state.connect;
+      return { decision: state.connect };
+    }
     const decision = this.httpDecision(req, state, own, meta);
+    const outcome = this.outcomes.get(req);
+    if (outcome) outcome.decision = decision;
     if (!decision.allowed) return { decision };
     // Hop-by-hop first, so nothing named in `Connection` is removed after we set identity.
     forwardableRequestHeaders(req.headers, upgrade);
@@ -193,6 +226,8 @@ export class InboundProxy {
     const state = this.connections.get(req.socket);
     const own = this.options.identity();
     const decision = state && own && state.connect.allowed ? this.httpDecision(req, state, own, meta) : undefined;
+    const outcome = this.outcomes.get(req);
+    if (outcome) outcome.decision = decision ?? state?.connect;
     if (decision?.allowed) return true;
     const d = this.logDenied(req, decision ?? state?.connect);
     sendError(res, 403, errorBody(403, d.reason, { policies: d.policies }));
@@ -200,6 +235,7 @@ export class InboundProxy {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    this.recordWhenDone(req, res);
     const nonCanonical = nonCanonicalTarget(req.url);
     if (nonCanonical) {
       sendError(res, 400, errorBody(400, 'bad_request', { detail: nonCanonical }));
@@ -221,6 +257,18 @@ export class InboundProxy {
     });
   }
 
+  /** One `sigil_requests_total` observation per request, once its response is complete. */
+  private recordWhenDone(req: IncomingMessage, res: ServerResponse): void {
+    const started = process.hrtime.bigint();
+    const outcome: CallOutcome = { protocol: 'http' };
+    this.outcomes.set(req, outcome);
+    res.once('close', () => {
+      const peer = this.connections.get(req.socket)?.peer.id;
+      const parties = { reporter: 'inbound' as const, source: peer, destination: this.options.identity()?.svid.id };
+      this.options.observe(callObservation(outcome, parties, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
+    });
+  }
+
   private async forward(req: IncomingMessage, res: ServerResponse, meta: CallMeta, decidedUnder: string): Promise<void> {
     const options: httpProxy.ServerOptions = { target: this.options.upstream, agent: this.upstreamAgent };
     const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
@@ -234,6 +282,8 @@ export class InboundProxy {
       options.buffer = body.stream;
     }
     this.proxy.web(req, res, options, (err: NodeJS.ErrnoException) => {
+      const outcome = this.outcomes.get(req);
+      if (outcome) outcome.reason = 'upstream_unavailable';
       this.options.logger.warn('upstream request failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
       sendError(res, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
     });
@@ -265,6 +315,11 @@ export class InboundProxy {
     }
     const scope = { direction: 'inbound' as const, principal: state.peer.id, peer: state.peer.id, serving: own.svid.id, http: httpContext(req) };
     const verdict = authorizeCalls(rpc, scope, (request) => this.options.decide(request, meta));
+    const outcome = this.outcomes.get(req);
+    if (outcome) {
+      outcome.protocol = 'jsonrpc';
+      if (!verdict.forward) outcome.decision = verdict.denied;
+    }
     if (!verdict.forward) {
       const d = verdict.denied.request;
       this.options.logger.info('inbound JSON-RPC call denied', { reason: verdict.denied.reason, action: d.action, method: d.jsonrpc?.method, peer: state.peer.id.toString(), batch: rpc.batch });
@@ -287,10 +342,18 @@ export class InboundProxy {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     guardUpgradeSocket(socket);
+    const started = process.hrtime.bigint();
+    const outcome: CallOutcome = { protocol: 'websocket' };
+    this.outcomes.set(req, outcome);
+    // A stream is one call: recorded when it is refused, or when it ends (101, its lifetime).
+    const record = (status: number): void => {
+      const parties = { reporter: 'inbound' as const, source: this.connections.get(req.socket)?.peer.id, destination: this.options.identity()?.svid.id };
+      this.options.observe(callObservation(outcome, parties, status, Number(process.hrtime.bigint() - started) / 1e9));
+    };
     const nonCanonical = nonCanonicalTarget(req.url);
     if (nonCanonical) {
       sendRawError(socket, 400, errorBody(400, 'bad_request', { detail: nonCanonical }));
-      return;
+      return record(400);
     }
     const meta = beginCall(req);
     const admitted = this.admit(req, true, meta);
@@ -298,12 +361,13 @@ export class InboundProxy {
     if (admitted !== 'admitted') {
       const d = this.logDenied(req, admitted.decision);
       sendRawError(socket, 403, errorBody(403, d.reason, { policies: d.policies }));
-      return;
+      return record(403);
     }
     const tlsSocket = req.socket as TLSSocket;
     const state = this.connections.get(tlsSocket)!;
     const http = httpContext(req);
     const target = farTarget(this.options.upstream, req.url);
+    let refused = false;
     relayWebSocket({
       req,
       socket,
@@ -318,10 +382,12 @@ export class InboundProxy {
         return inspectWebSocketText(text, scope, (request) => this.options.decide(request, meta));
       },
       refuse: (err: NodeJS.ErrnoException) => {
+        refused = true;
+        outcome.reason = 'upstream_unavailable';
         this.options.logger.warn('upstream websocket failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
         sendRawError(socket, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
       },
-    });
+    }).done.then(() => record(refused ? 502 : 101));
   }
 
   /**
@@ -379,6 +445,3 @@ export class InboundProxy {
   }
 }
 
-function tlsReason(err: NodeJS.ErrnoException): string {
-  return err.code ?? err.message;
-}

@@ -9,11 +9,12 @@ import httpProxy from 'http-proxy';
 import { agentResource, type CallMeta, type Decide, type Decision, type HttpContext } from '../authz/index.js';
 import type { HostPort, RouteConfig } from '../config/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
-import type { Logger } from '../telemetry/index.js';
+import type { SpiffeId } from '../spiffe/index.js';
+import type { Logger, RequestObservation } from '../telemetry/index.js';
 import type { PeerVerifier, VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
 import { forwardableRequestHeaders, stripIdentityHeaders } from './headers.js';
-import { beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError, nonCanonicalTarget } from './http-common.js';
+import { type HandshakeObservation, callObservation, type CallOutcome, beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError, nonCanonicalTarget } from './http-common.js';
 import { OutboundError, PeerAgent } from './peer-agent.js';
 import { authorizeCalls, inspectWebSocketText, readRequestBody, REQUEST_REF_HEADER, sendJson } from './jsonrpc-http.js';
 import type { JsonRpcCall } from './jsonrpc.js';
@@ -32,6 +33,10 @@ export interface OutboundOptions {
    * call (Cedar) needs it; with a peer allow-list every call on an allowed connection is allowed.
    */
   inspectCalls: () => boolean;
+  /** Records a finished call (metrics). */
+  observe: (observation: RequestObservation) => void;
+  /** Records a TLS handshake outcome (metrics). */
+  observeHandshake: (observation: HandshakeObservation) => void;
   verifier: PeerVerifier;
   logger: Logger;
 }
@@ -39,6 +44,14 @@ export interface OutboundOptions {
 interface Target {
   route: Route;
   agent: PeerAgent;
+}
+
+interface PendingCall {
+  meta: CallMeta;
+  rpc?: { batch: boolean; calls: JsonRpcCall[] };
+  outcome: CallOutcome;
+  /** The verified server, once the request is bound to a connection. */
+  peer?: SpiffeId;
 }
 
 export class OutboundProxy {
@@ -58,7 +71,7 @@ export class OutboundProxy {
    * their audit/trace metadata and JSON-RPC calls, needed when the request is bound to a
    * verified connection (PeerAgent) and authorized there.
    */
-  private readonly pending = new Map<string, { meta: CallMeta; rpc?: { batch: boolean; calls: JsonRpcCall[] } }>();
+  private readonly pending = new Map<string, PendingCall>();
 
   constructor(private readonly options: OutboundOptions) {
     this.routes = new RouteTable(options.routes);
@@ -78,6 +91,13 @@ export class OutboundProxy {
     server.on('request', (req, res) => this.onRequest(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     return listen(server, this.options.listen);
+  }
+
+  /** Connections open to peers across all routes (for sigil_active_connections). */
+  get connectionCount(): number {
+    let n = 0;
+    for (const agent of this.agents.values()) n += agent.connectionCount;
+    return n;
   }
 
   /** After a policy change, cut pooled connections to peers we may no longer connect to. */
@@ -126,28 +146,38 @@ export class OutboundProxy {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    stripIdentityHeaders(req.headers);
+    const { meta, outcome } = this.track(req, res, 'http', () => res.statusCode);
     const target = this.route(req);
     if ('error' in target) {
+      outcome.reason = target.reason;
       sendError(res, target.reason === 'no_route' ? 403 : 400, target);
       return;
     }
-    stripIdentityHeaders(req.headers);
     forwardableRequestHeaders(req.headers, false);
-    const meta = this.track(req, res);
     this.forward(req, res, target, meta).catch((err: Error) => {
       this.options.logger.error('outbound request failed unexpectedly', { error: err });
       sendError(res, 403, errorBody(403, 'internal_error'), true);
     });
   }
 
-  /** Registers a request for authorization at bind time; forgotten when its exchange closes. */
-  private track(req: IncomingMessage, closes: { once(event: 'close', listener: () => void): unknown }): CallMeta {
+  /**
+   * Registers a request for authorization at bind time; when its exchange closes it is
+   * forgotten and recorded (one `sigil_requests_total` observation; a stream is one call).
+   */
+  private track(req: IncomingMessage, closes: { once(event: 'close', listener: () => void): unknown }, protocol: CallOutcome['protocol'], status: () => number): PendingCall {
+    const started = process.hrtime.bigint();
     const meta = beginCall(req);
     const id = meta.requestId!;
     req.headers[REQUEST_REF_HEADER] = id;
-    this.pending.set(id, { meta });
-    closes.once('close', () => this.pending.delete(id));
-    return meta;
+    const entry: PendingCall = { meta, outcome: { protocol } };
+    this.pending.set(id, entry);
+    closes.once('close', () => {
+      this.pending.delete(id);
+      const parties = { reporter: 'outbound' as const, source: this.options.identity()?.svid.id, destination: entry.peer };
+      this.options.observe(callObservation(entry.outcome, parties, status(), Number(process.hrtime.bigint() - started) / 1e9));
+    });
+    return entry;
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, target: Target, meta: CallMeta): Promise<void> {
@@ -162,7 +192,13 @@ export class OutboundProxy {
         sendJson(res, 200, body.rpc.reply);
         return;
       }
-      if (body.rpc.kind === 'calls') this.pending.set(meta.requestId!, { meta, rpc: body.rpc });
+      if (body.rpc.kind === 'calls') {
+        const entry = this.pending.get(meta.requestId!);
+        if (entry) {
+          entry.rpc = body.rpc;
+          entry.outcome.protocol = 'jsonrpc';
+        }
+      }
     } else if (body.kind === 'streamed') {
       options.buffer = body.stream;
     }
@@ -172,7 +208,10 @@ export class OutboundProxy {
         sendJson(res, 200, err.jsonRpcReply);
         return;
       }
-      sendError(res, ...this.failure(err, req));
+      const [status, body] = this.failure(err, req);
+      const entry = this.pending.get(meta.requestId!);
+      if (entry && !(err instanceof OutboundError && err.decision)) entry.outcome.reason = body.reason;
+      sendError(res, status, body);
     });
   }
 
@@ -185,7 +224,8 @@ export class OutboundProxy {
     }
     stripIdentityHeaders(req.headers);
     forwardableRequestHeaders(req.headers, true);
-    const meta = this.track(req, socket);
+    let upgradeStatus = 101;
+    const { meta, outcome } = this.track(req, socket, 'websocket', () => upgradeStatus);
     const far = farTarget(String(this.proxyOptions(target).target), req.url);
     const http = httpContext(req);
     // The server the upgrade was sent to, as verified when its connection was dialed.
@@ -213,7 +253,13 @@ export class OutboundProxy {
         const scope = { direction: 'outbound' as const, principal: sender, peer: peer!.id, serving: receiver, http };
         return inspectWebSocketText(text, scope, (request) => this.options.decide(request, meta));
       },
-      refuse: (err) => sendRawError(socket, ...this.failure(err, req)),
+      refuse: (err) => {
+        const [status, body] = this.failure(err, req);
+        upgradeStatus = status;
+        if (err instanceof OutboundError && err.decision) outcome.decision = err.decision;
+        else outcome.reason = body.reason;
+        sendRawError(socket, status, body);
+      },
     });
   }
 
@@ -246,6 +292,7 @@ export class OutboundProxy {
   private authorizeRequest(req: ClientRequest, peer: VerifiedPeer, own: IdentitySnapshot): OutboundError | undefined {
     const ref = req.getHeader(REQUEST_REF_HEADER);
     const entry = typeof ref === 'string' ? this.pending.get(ref) : undefined;
+    if (entry) entry.peer = peer.id;
     const host = req.getHeader('host');
     const path = req.path;
     const q = path.indexOf('?');
@@ -260,6 +307,7 @@ export class OutboundProxy {
       },
       entry?.meta,
     );
+    if (entry) entry.outcome.decision = decision;
     if (!decision.allowed) return new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
     // Every request this proxy sends is registered; an unknown one cannot be checked: fail closed.
     if (!entry) return new OutboundError('policy_denied', 'request unknown to the outbound proxy', undefined, { ...decision, allowed: false, reason: 'internal_error', policies: [] });
@@ -270,6 +318,7 @@ export class OutboundProxy {
     const scope = { direction: 'outbound' as const, principal: own.svid.id, peer: peer.id, serving: peer.id, http: decision.request.http! };
     const verdict = authorizeCalls(entry.rpc, scope, (request) => this.options.decide(request, entry.meta));
     if (verdict.forward) return undefined;
+    entry.outcome.decision = verdict.denied;
     const d = verdict.denied.request;
     return new OutboundError('policy_denied', `JSON-RPC ${d.jsonrpc?.method ?? ''} to ${peer.id} denied`, undefined, verdict.denied, verdict.reply);
   }

@@ -10,6 +10,7 @@ import { connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:
 import { agentResource, type Decide, type Decision } from '../authz/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import { ALPN_PROTOCOLS, clientSecureContext, MIN_TLS_VERSION, PeerVerificationError, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
+import { tlsFailureReason, type HandshakeObservation } from './http-common.js';
 import type { Route } from './routes.js';
 
 export type OutboundFailure = 'svid_unavailable' | 'peer_unreachable' | 'peer_untrusted' | 'peer_id_mismatch' | 'policy_denied';
@@ -34,6 +35,8 @@ export interface PeerAgentDeps {
    * written; returning an error refuses the request.
    */
   onRequestBound: (req: ClientRequest, peer: VerifiedPeer, own: IdentitySnapshot) => OutboundError | undefined;
+  /** Records a TLS handshake outcome (metrics). */
+  observeHandshake: (observation: HandshakeObservation) => void;
   /** Evaluates a request with the policy in force and records the decision. */
   decide: Decide;
   verifier: PeerVerifier;
@@ -104,6 +107,13 @@ export class PeerAgent extends HttpAgent {
   /** The verified server of a connection this agent made (e.g. the one a WebSocket upgraded). */
   peerOf(socket: Duplex): VerifiedPeer | undefined {
     return this.peers.get(socket)?.peer;
+  }
+
+  /** Connections open to this route's peer, pooled or in use by HTTP. */
+  get connectionCount(): number {
+    let n = 0;
+    for (const list of [...Object.values(this.sockets), ...Object.values(this.freeSockets)]) n += list?.length ?? 0;
+    return n;
   }
 
   /**
@@ -180,6 +190,8 @@ export class PeerAgent extends HttpAgent {
       return Promise.reject(new OutboundError('svid_unavailable', 'this sidecar has no valid SVID to present'));
     }
     const { host, port } = this.route.address;
+    const started = process.hrtime.bigint();
+    const failed = (reason: string): void => this.deps.observeHandshake({ reporter: 'outbound', result: 'failure', reason });
     return new Promise((resolve, reject) => {
       const socket = tlsConnect({
         host,
@@ -192,14 +204,22 @@ export class PeerAgent extends HttpAgent {
         checkServerIdentity: () => undefined,
       });
       socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => socket.destroy(new Error('TLS handshake timed out')));
+      let secured = false;
       socket.once('error', (err: NodeJS.ErrnoException) => {
+        if (!secured) failed(err.code === 'ECONNREFUSED' || err.code === 'ETIMEDOUT' ? 'peer_unreachable' : tlsFailureReason(err));
         reject(new OutboundError('peer_unreachable', `cannot reach ${host}:${port}`, err.code ?? err.message));
       });
       socket.once('secureConnect', () => {
+        secured = true;
         socket.setTimeout(0);
         try {
           resolve(this.admit(socket, snapshot));
+          this.deps.observeHandshake({ reporter: 'outbound', result: 'success', reason: 'ok', seconds: Number(process.hrtime.bigint() - started) / 1e9 });
         } catch (err) {
+          const e = err as OutboundError;
+          // A connect denial is a policy outcome on a good handshake; anything else failed it.
+          if (e.code === 'policy_denied') this.deps.observeHandshake({ reporter: 'outbound', result: 'success', reason: 'ok' });
+          else failed(e.code === 'peer_untrusted' ? (e.detail ?? 'peer_untrusted') : e.code);
           socket.destroy();
           reject(err);
         }

@@ -1,6 +1,7 @@
 export { createLogger, silentLogger } from './logger.js';
 export type { Logger, LogLevel, LoggerOptions } from './logger.js';
 export { SigilMetrics } from './metrics.js';
+export type { MetricsOptions, Reporter, RequestProtocol, DecisionLabel, RequestObservation } from './metrics.js';
 export { AuditLog, AUDIT_DEFAULTS, auditLine, openAuditFile } from './audit.js';
 export type { AuditLine, AuditLogOptions, AuditResource, AuditStats, AuditStreamFactory } from './audit.js';
 export { childTraceparent, formatTraceparent, newRequestId, newTraceparent, parseTraceparent } from './trace.js';

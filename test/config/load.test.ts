@@ -479,6 +479,7 @@ t.test('minimal config gets defaults', async (t) => {
     trust: { bundles: {} },
     inbound: { listen: { host: '0.0.0.0', port: 8443 }, upstream: 'http://127.0.0.1:3000' },
     policy: { mode: 'enforce' },
+    metrics: { enabled: true, principalLabelLimit: 100 },
     admin: { listen: { host: '127.0.0.1', port: 15000 } },
     shutdown: { drainTimeoutMs: 10_000 },
   };
@@ -582,6 +583,7 @@ shutdown: { drainTimeout: 2500ms }
     },
     policy: { mode: 'dry-run', allow: ['spiffe://example.org/agent/*', 'spiffe://partner.example/**'] },
     bus: { local: { host: '127.0.0.1', port: 15002 }, nats: { servers: ['tls://127.0.0.1:4222'] } },
+    metrics: { enabled: true, principalLabelLimit: 100 },
     admin: { listen: { host: '::1', port: 0 } },
     audit: { path: path.join(dir, 'audit', 'audit.jsonl'), sampleAllows: 0.25 },
     shutdown: { drainTimeoutMs: 2500 },
@@ -615,6 +617,7 @@ shutdown: { drainTimeout: 2500ms }
       routes: [{ host: 'tools.mcp', address: { host: '10.0.0.7', port: 443 }, spiffeId: 'spiffe://prod.example.com/mcp/tools' }],
     },
     policy: { mode: 'enforce', cedar: path.join(dir, 'conf', 'policy.cedar') },
+    metrics: { enabled: true, principalLabelLimit: 100 },
     admin: { listen: { host: '127.0.0.1', port: 15000 } },
     shutdown: { drainTimeoutMs: 10_000 },
   };

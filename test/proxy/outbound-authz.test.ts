@@ -93,6 +93,8 @@ t.before(async () => {
     identity: () => snapshot,
     decide: (request: AuthzRequest) => authz.authorize(request),
     inspectCalls: () => true,
+    observe: () => {},
+    observeHandshake: () => {},
     verifier: new PeerVerifier(),
     logger: silentLogger,
   };
