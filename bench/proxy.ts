@@ -2,6 +2,7 @@
 //   direct     client → upstream                                        (no proxy at all)
 //   raw pair   client → raw-proxy-out ══mTLS══▶ raw-proxy-in → upstream (minimal Node baseline)
 //   sigil pair client → sigil outbound ══mTLS══▶ sigil inbound → upstream
+//   sigil pair, metrics off: the same, with `metrics: { enabled: false }` on both sidecars
 //   nginx pair (only if nginx is installed)
 // Every server is a child process; this process is only the load generator. Targets are
 // measured in alternating rounds so drift hits all of them alike.
@@ -36,6 +37,8 @@ interface Target {
   latencies: number[];
   /** req/s of each measured round, to show the spread. */
   roundRps: number[];
+  /** Proxy CPU µs/req of each measured round (for the metrics on/off spread). */
+  roundCpu: number[];
   /** The proxy processes of this path (not the shared upstream); their CPU time is summed. */
   pids: number[];
   cpuMicros: number;
@@ -80,10 +83,12 @@ async function load(t: Target, seconds: number, concurrency: number, record: boo
   const cpu0 = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0);
   await Promise.all(Array.from({ length: concurrency }, worker));
   if (record) {
-    t.cpuMicros += t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0) - cpu0;
+    const cpu = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0) - cpu0;
+    t.cpuMicros += cpu;
     const ms = performance.now() - start;
     t.elapsedMs += ms;
     t.roundRps.push(((t.requests - before) * 1000) / ms);
+    t.roundCpu.push(cpu / (t.requests - before));
   }
 }
 
@@ -115,35 +120,45 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     const rawOut = await spawnServer(serverScript('raw-proxy-out'), ['--svid', pki.svidA, '--target', rawIn.info.address as string, '--expect', ID_B.toString()]);
     stops.push(rawOut.stop);
 
-    // Sigil pair.
-    const sigilB = await spawnSigil(
-      await writeConfig(pki.dir, 'sigil-b.json', {
-        trustDomain: TD.name,
-        identity: { dev: { caDir: './ca', spiffeId: ID_B.toString(), ttl: '1h' } },
-        inbound: { listen: '127.0.0.1:0', upstream: `http://${upstreamAddr}` },
-        policy: { allow: [ID_A.toString()] },
-        admin: { listen: '127.0.0.1:0' },
-      }),
-    );
-    stops.push(sigilB.stop);
-    const sigilA = await spawnSigil(
-      await writeConfig(pki.dir, 'sigil-a.json', {
-        trustDomain: TD.name,
-        identity: { dev: { caDir: './ca', spiffeId: ID_A.toString(), ttl: '1h' } },
-        outbound: { listen: '127.0.0.1:0', routes: [{ host: 'agent-b', address: sigilB.ready.inbound as string, spiffeId: ID_B.toString() }] },
-        policy: { allow: [ID_B.toString()] },
-        admin: { listen: '127.0.0.1:0' },
-      }),
-    );
-    stops.push(sigilA.stop);
+    // Sigil pairs: metrics on (the default) and metrics off, otherwise identical.
+    const sigilPair = async (metricsEnabled: boolean): Promise<{ outbound: string; pids: number[]; admins: string[] }> => {
+      const suffix = metricsEnabled ? '' : '-nometrics';
+      const metrics = metricsEnabled ? {} : { metrics: { enabled: false } };
+      const b = await spawnSigil(
+        await writeConfig(pki.dir, `sigil-b${suffix}.json`, {
+          trustDomain: TD.name,
+          identity: { dev: { caDir: './ca', spiffeId: ID_B.toString(), ttl: '1h' } },
+          inbound: { listen: '127.0.0.1:0', upstream: `http://${upstreamAddr}` },
+          policy: { allow: [ID_A.toString()] },
+          admin: { listen: '127.0.0.1:0' },
+          ...metrics,
+        }),
+      );
+      stops.push(b.stop);
+      const a = await spawnSigil(
+        await writeConfig(pki.dir, `sigil-a${suffix}.json`, {
+          trustDomain: TD.name,
+          identity: { dev: { caDir: './ca', spiffeId: ID_A.toString(), ttl: '1h' } },
+          outbound: { listen: '127.0.0.1:0', routes: [{ host: 'agent-b', address: b.ready.inbound as string, spiffeId: ID_B.toString() }] },
+          policy: { allow: [ID_B.toString()] },
+          admin: { listen: '127.0.0.1:0' },
+          ...metrics,
+        }),
+      );
+      stops.push(a.stop);
+      return { outbound: a.ready.outbound as string, pids: [a.pid, b.pid], admins: [a.ready.admin, b.ready.admin].filter((x): x is string => typeof x === 'string') };
+    };
+    const sigilOn = await sigilPair(true);
+    const sigilOff = await sigilPair(false);
 
     const mk = (name: string, address: string, hostHeader: string, pids: number[]): Target => {
       const { host, port } = splitHostPort(address);
-      return { name, host, port, hostHeader, agent: new Agent({ keepAlive: true, maxSockets: o.concurrency }), requests: 0, errors: 0, elapsedMs: 0, latencies: [], roundRps: [], pids, cpuMicros: 0 };
+      return { name, host, port, hostHeader, agent: new Agent({ keepAlive: true, maxSockets: o.concurrency }), requests: 0, errors: 0, elapsedMs: 0, latencies: [], roundRps: [], roundCpu: [], pids, cpuMicros: 0 };
     };
     targets.push(mk('direct (no proxy)', upstreamAddr, 'upstream', []));
     targets.push(mk('raw node pair (baseline)', rawOut.info.address as string, 'agent-b', [rawOut.pid, rawIn.pid]));
-    targets.push(mk('sigil pair', sigilA.ready.outbound as string, 'agent-b', [sigilA.pid, sigilB.pid]));
+    targets.push(mk('sigil pair', sigilOn.outbound, 'agent-b', sigilOn.pids));
+    targets.push(mk('sigil pair, metrics off', sigilOff.outbound, 'agent-b', sigilOff.pids));
 
     const nginx = hasNginx();
     if (nginx) {
@@ -172,6 +187,28 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     if (!nginx) process.stdout.write('nginx not installed, skipped\n');
     const sigil = targets[2]!;
     process.stdout.write(`ratio sigil/raw: proxy CPU per request ${fmt(sigil.cpuMicros / sigil.requests / (raw.cpuMicros / raw.requests), 2)}x, throughput ${fmt(rps(sigil) / rps(raw), 2)}x, p50 ${fmt(summarize(sigil.latencies).median / summarize(raw.latencies).median, 2)}x, p99 ${fmt(summarize(sigil.latencies).p99 / summarize(raw.latencies).p99, 2)}x\n`);
+    const off = targets[3]!;
+    const cpuOn = sigil.cpuMicros / sigil.requests;
+    const cpuOff = off.cpuMicros / off.requests;
+    const sOn = summarize(sigil.latencies);
+    const sOff = summarize(off.latencies);
+    const roundRatios = sigil.roundCpu.map((c, i) => c / off.roundCpu[i]!);
+    process.stdout.write(
+      `ratio sigil metrics on/off: proxy CPU per request ${fmt(cpuOn / cpuOff, 3)}x (${cpuOn >= cpuOff ? '+' : ''}${fmt(cpuOn - cpuOff, 1)} µs/req over both sidecars; ` +
+        `per round ${fmt(Math.min(...roundRatios), 3)}–${fmt(Math.max(...roundRatios), 3)}x), throughput ${fmt(rps(sigil) / rps(off), 3)}x, p50 ${fmt(sOn.median / sOff.median, 3)}x, p99 ${fmt(sOn.p99 / sOff.p99, 3)}x\n`,
+    );
+    // Check that the switch did what it says: the metrics-on pair counted requests, the other did not.
+    const counted = async (admins: string[]): Promise<number> => {
+      let sum = 0;
+      for (const admin of admins) {
+        const text = await (await fetch(`http://${admin}/metrics`)).text();
+        for (const line of text.split('\n')) if (line.startsWith('sigil_requests_total')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+      }
+      return sum;
+    };
+    const [countedOn, countedOff] = [await counted(sigilOn.admins), await counted(sigilOff.admins)];
+    process.stdout.write(`sigil_requests_total over both sidecars (incl. warm-up): metrics on ${countedOn}, metrics off ${countedOff}\n`);
+    if (countedOn === 0 || countedOff !== 0) throw new Error(`metrics switch not in effect (on: ${countedOn}, off: ${countedOff})`);
     const failed = targets.filter((t) => t.errors > 0);
     for (const t of failed) process.stderr.write(`${t.name}: ${t.errors} errors, first: ${t.firstError}\n`);
     if (failed.length > 0) throw new Error('some proxied requests failed');

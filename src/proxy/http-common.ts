@@ -148,7 +148,10 @@ const STATUS_REASONS: Record<number, ReasonCode> = {
  */
 export function callObservation(outcome: CallOutcome, parties: CallParties, responseCode: number, seconds: number): RequestObservation {
   const d = outcome.decision;
-  const decision: DecisionLabel = d ? (d.wouldDeny ? 'would_deny' : d.allowed ? 'allow' : 'deny') : responseCode < 400 ? 'allow' : 'deny';
+  // A refusal Sigil produced itself (e.g. body_too_large) is a deny whatever the policy said;
+  // a failure to reach the next hop is not.
+  const refused = outcome.reason !== undefined && outcome.reason !== 'upstream_unavailable' && outcome.reason !== 'peer_unreachable';
+  const decision: DecisionLabel = refused ? 'deny' : d ? (d.wouldDeny ? 'would_deny' : d.allowed ? 'allow' : 'deny') : responseCode < 400 ? 'allow' : 'deny';
   const reason =
     outcome.reason ?? (d ? (d.allowed && !d.wouldDeny ? 'allowed' : d.reason) : responseCode < 400 ? 'allowed' : (STATUS_REASONS[responseCode] ?? 'internal_error'));
   return {

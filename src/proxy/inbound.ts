@@ -86,7 +86,11 @@ export class InboundProxy {
     server.prependListener('secureConnection', (socket: TLSSocket) => this.onSecureConnection(socket));
     server.on('tlsClientError', (err, socket) => {
       this.accepted.delete(`${socket.remoteAddress}:${socket.remotePort}`);
-      const reason = tlsFailureReason(err);
+      // OpenSSL's verdict on the client certificate (self-signed, unknown CA, expired) is on the
+      // socket; the error itself is often just the reset that followed the alert.
+      const verdict = (socket as TLSSocket & { authorizationError?: Error | string }).authorizationError;
+      const code = typeof verdict === 'string' ? verdict : (verdict as NodeJS.ErrnoException | undefined)?.code;
+      const reason = code && /^[A-Z0-9_]{1,80}$/.test(code) ? code.toLowerCase() : tlsFailureReason(err);
       this.options.observeHandshake({ reporter: 'inbound', result: 'failure', reason });
       this.options.logger.debug('inbound TLS handshake failed', { reason, remote: socket.remoteAddress });
     });
@@ -272,7 +276,11 @@ export class InboundProxy {
   private async forward(req: IncomingMessage, res: ServerResponse, meta: CallMeta, decidedUnder: string): Promise<void> {
     const options: httpProxy.ServerOptions = { target: this.options.upstream, agent: this.upstreamAgent };
     const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
-    if (!body) return;
+    if (!body) {
+      const outcome = this.outcomes.get(req);
+      if (outcome) outcome.reason = res.statusCode === 413 ? 'body_too_large' : 'bad_request';
+      return;
+    }
     if (!this.stillAllowed(req, res, meta, decidedUnder)) return;
     if (body.kind === 'buffered') {
       frameBufferedBody(req, body.body);
@@ -305,6 +313,11 @@ export class InboundProxy {
     const state = this.connections.get(req.socket);
     const own = this.options.identity();
     if (rpc.kind === 'invalid') {
+      const outcome = this.outcomes.get(req);
+      if (outcome) {
+        outcome.protocol = 'jsonrpc';
+        outcome.reason = 'jsonrpc_invalid';
+      }
       this.options.logger.info('inbound JSON-RPC request invalid', { reason: 'jsonrpc_invalid', peer: state?.peer.id.toString() });
       sendJson(res, 200, rpc.reply);
       return false;

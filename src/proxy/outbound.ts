@@ -183,11 +183,20 @@ export class OutboundProxy {
   private async forward(req: IncomingMessage, res: ServerResponse, target: Target, meta: CallMeta): Promise<void> {
     const options = this.proxyOptions(target);
     const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
-    if (!body) return;
+    if (!body) {
+      const entry = this.pending.get(meta.requestId!);
+      if (entry) entry.outcome.reason = res.statusCode === 413 ? 'body_too_large' : 'bad_request';
+      return;
+    }
     if (body.kind === 'buffered') {
       frameBufferedBody(req, body.body);
       options.buffer = Readable.from([body.body]);
       if (body.rpc.kind === 'invalid') {
+        const entry = this.pending.get(meta.requestId!);
+        if (entry) {
+          entry.outcome.protocol = 'jsonrpc';
+          entry.outcome.reason = 'jsonrpc_invalid';
+        }
         this.options.logger.info('outbound JSON-RPC request invalid', { reason: 'jsonrpc_invalid', route: target.route.host });
         sendJson(res, 200, body.rpc.reply);
         return;
@@ -210,7 +219,8 @@ export class OutboundProxy {
       }
       const [status, body] = this.failure(err, req);
       const entry = this.pending.get(meta.requestId!);
-      if (entry && !(err instanceof OutboundError && err.decision)) entry.outcome.reason = body.reason;
+      if (entry && err instanceof OutboundError && err.decision) entry.outcome.decision = err.decision;
+      else if (entry) entry.outcome.reason = body.reason;
       sendError(res, status, body);
     });
   }
