@@ -12,6 +12,7 @@ import t from 'tap';
 import WebSocket, { WebSocketServer, type ClientOptions } from 'ws';
 import type { Issued } from '../fixtures/certs.js';
 import { rawTcp } from '../helpers/raw.js';
+import { WsClient as Client, type WsMessage as Message } from '../helpers/observe.js';
 import { closedPort, runSigil, setupTrustDomain, sidecarConfig, tempDir, writeConfig, type RunningSigil, type Teardown } from '../helpers/env.js';
 
 const TD = 'example.org';
@@ -133,65 +134,7 @@ async function startWsUpstream(t: Teardown): Promise<WsUpstream> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A test client: queued messages, and the close code/reason it got.
-
-interface Message {
-  data: Buffer;
-  isBinary: boolean;
-}
-
-class Client {
-  readonly closed: Promise<{ code: number; reason: string }>;
-  private readonly queue: Message[] = [];
-  private waiter: (() => void) | undefined;
-  private closeInfo: { code: number; reason: string } | undefined;
-
-  constructor(readonly ws: WebSocket) {
-    ws.on('error', () => {});
-    ws.on('message', (data: Buffer, isBinary) => {
-      this.queue.push({ data, isBinary });
-      this.waiter?.();
-    });
-    this.closed = new Promise((resolve) =>
-      ws.once('close', (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString() };
-        this.waiter?.();
-        resolve(this.closeInfo);
-      }),
-    );
-  }
-
-  /** The next message; rejects if the stream closes (or nothing arrives in time) first. */
-  async next(timeoutMs = 5_000): Promise<Message> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const m = this.queue.shift();
-      if (m) return m;
-      if (this.closeInfo) throw new Error(`stream closed (${this.closeInfo.code} ${this.closeInfo.reason}) instead of a message`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error('no message in time');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiter = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.waiter = undefined;
-    }
-  }
-
-  /** Sends `data` and returns the echo. */
-  async roundTrip(data: string | Buffer, binary = typeof data !== 'string'): Promise<Message> {
-    this.ws.send(data, { binary });
-    return this.next();
-  }
-
-  /** The close this stream got, within `timeoutMs`. */
-  async closeWithin(timeoutMs = 5_000): Promise<{ code: number; reason: string } | 'still open'> {
-    return Promise.race([this.closed, new Promise<'still open'>((r) => setTimeout(() => r('still open'), timeoutMs))]);
-  }
-}
+// A test client (queued messages, the close code/reason it got): test/helpers/observe.ts.
 
 function open(url: string, protocols: string[] = [], options: ClientOptions = {}): Promise<Client> {
   return new Promise((resolve, reject) => {
