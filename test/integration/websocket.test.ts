@@ -12,7 +12,7 @@ import t from 'tap';
 import WebSocket, { WebSocketServer, type ClientOptions } from 'ws';
 import type { Issued } from '../fixtures/certs.js';
 import { rawTcp } from '../helpers/raw.js';
-import { WsClient as Client, type WsMessage as Message } from '../helpers/observe.js';
+import { WsClient as Client } from '../helpers/observe.js';
 import { closedPort, runSigil, setupTrustDomain, sidecarConfig, tempDir, writeConfig, type RunningSigil, type Teardown } from '../helpers/env.js';
 
 const TD = 'example.org';
