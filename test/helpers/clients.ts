@@ -4,10 +4,10 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { request as httpRequest, type Agent as HttpAgent, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
-import { connect as netConnect, type AddressInfo, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { createServer as createTlsServer, type ConnectionOptions, type TLSSocket, type TlsOptions } from 'node:tls';
 import type { Teardown } from './env.js';
-import { splitAddress } from './env.js';
+import { listenOnLoopback, splitAddress } from './env.js';
 
 export type HttpResult =
   | {
@@ -222,16 +222,7 @@ export async function startRawTlsServer(
   });
   server.on('connection', () => state.connections++);
   server.on('tlsClientError', () => {});
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
-  t.teardown(close);
+  const { port, close } = await listenOnLoopback(t, server, sockets);
   return {
     address: `127.0.0.1:${port}`,
     port,

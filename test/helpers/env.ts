@@ -1,6 +1,7 @@
 // Shared setup for the integration tests: temp dirs, trust domains on disk, sidecar config
 // files and `sigil run` processes whose lifetime is bound to the test that started them.
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { extname, join } from 'node:path';
 import YAML from 'yaml';
@@ -136,4 +137,28 @@ export async function waitUntil<T>(fn: () => T | Promise<T>, timeoutMs: number, 
     value = await fn();
   }
   return value;
+}
+
+/**
+ * Binds a test server on 127.0.0.1 (port 0) and returns its port with an idempotent `close`
+ * that first destroys the tracked sockets (and runs `beforeClose`); teardown calls it too.
+ */
+export async function listenOnLoopback(
+  t: Teardown,
+  server: NetServer,
+  sockets: Set<Socket>,
+  beforeClose: () => void = () => {},
+): Promise<{ port: number; close: () => Promise<void> }> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    beforeClose();
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  t.teardown(close);
+  return { port, close };
 }

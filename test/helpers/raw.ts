@@ -3,10 +3,10 @@
 // recording upstream that keeps every request it parses — method, URL, headers and full body —
 // so a smuggled second request shows up as its own entry.
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import { createServer as createNetServer, connect as netConnect, type AddressInfo, type Socket } from 'node:net';
+import { createServer as createNetServer, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Teardown } from './env.js';
-import { splitAddress } from './env.js';
+import { listenOnLoopback, splitAddress } from './env.js';
 
 export interface RawResponse {
   status: number;
@@ -277,16 +277,7 @@ export async function startTcpRelay(t: Teardown, target: string): Promise<TcpRel
       closed: new Promise((resolve) => upstream.once('close', () => resolve())),
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const relayPort = (server.address() as AddressInfo).port;
-  let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
-  t.teardown(close);
+  const { port: relayPort, close } = await listenOnLoopback(t, server, sockets);
   return { address: `127.0.0.1:${relayPort}`, connections, close };
 }
 
@@ -330,15 +321,6 @@ export async function startRecordingUpstream(t: Teardown): Promise<RecordingUpst
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
-  t.teardown(close);
+  const { port, close } = await listenOnLoopback(t, server, sockets);
   return { url: `http://127.0.0.1:${port}`, port, requests, close };
 }

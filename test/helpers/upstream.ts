@@ -2,9 +2,9 @@
 // port 0. It records every request (headers as received) and answers with them as JSON, so a
 // test can check exactly what the sidecar forwarded. `/slow?ms=N` answers after N ms.
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
-import type { Teardown } from './env.js';
+import { listenOnLoopback, type Teardown } from './env.js';
 
 export interface SeenRequest {
   method: string;
@@ -76,18 +76,10 @@ export async function startEchoUpstream(t: Teardown): Promise<EchoUpstream> {
     const peer = req.headers['x-sigil-peer-id'];
     ws.on('message', (data) => ws.send(JSON.stringify({ echo: data.toString(), peer, xfcc: req.headers['x-forwarded-client-cert'] })));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
+  const { port, close } = await listenOnLoopback(t, server, sockets, () => {
     for (const c of wss.clients) c.terminate();
     wss.close();
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
-  t.teardown(close);
+  });
   return {
     port,
     url: `http://127.0.0.1:${port}`,

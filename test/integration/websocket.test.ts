@@ -12,7 +12,7 @@ import t from 'tap';
 import WebSocket, { WebSocketServer, type ClientOptions } from 'ws';
 import type { Issued } from '../fixtures/certs.js';
 import { rawTcp } from '../helpers/raw.js';
-import { WsClient as Client } from '../helpers/observe.js';
+import { WsClient as Client, wsRefusal } from '../helpers/observe.js';
 import { closedPort, runSigil, setupTrustDomain, sidecarConfig, tempDir, writeConfig, type RunningSigil, type Teardown } from '../helpers/env.js';
 
 const TD = 'example.org';
@@ -141,23 +141,6 @@ function open(url: string, protocols: string[] = [], options: ClientOptions = {}
     const ws = new WebSocket(url, protocols, options);
     ws.once('open', () => resolve(new Client(ws)));
     ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
-    ws.once('error', reject);
-  });
-}
-
-/** The HTTP answer to an upgrade that must not succeed. */
-function refusal(url: string, options: ClientOptions = {}): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, options);
-    ws.once('open', () => {
-      ws.terminate();
-      reject(new Error('upgrade unexpectedly succeeded'));
-    });
-    ws.once('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
     ws.once('error', reject);
   });
 }
@@ -413,12 +396,12 @@ t.test('a message larger than the limit closes the stream with 1009 and is not f
 });
 
 t.test('upgrade answers: the upstream’s refusal is relayed; an unreachable upstream is 502 upstream_unavailable', async (t) => {
-  const r = await refusal(`ws://${sidecarA.outbound}/refuse`, { headers: { host: 'agent-b' } });
+  const r = await wsRefusal(`ws://${sidecarA.outbound}/refuse`, { headers: { host: 'agent-b' } });
   t.equal(r.status, 403, 'the upstream’s 403 reached the agent');
   t.same(JSON.parse(r.body), { refusedBy: 'upstream' }, 'with its body');
   t.equal(r.headers['x-upstream'], 'yes', 'and its headers');
 
-  const dead = await refusal(`wss://${sidecarNoUpstream.inbound}/open/x`, { cert: leafA.pem, key: leafA.keyPem, rejectUnauthorized: false });
+  const dead = await wsRefusal(`wss://${sidecarNoUpstream.inbound}/open/x`, { cert: leafA.pem, key: leafA.keyPem, rejectUnauthorized: false });
   t.equal(dead.status, 502);
   t.match(JSON.parse(dead.body), { error: 'bad_gateway', reason: 'upstream_unavailable' });
 });
