@@ -16,6 +16,9 @@ export interface ProxyOptions {
   seconds: number;
   warmupSeconds: number;
   rounds: number;
+  /** Fixed open-loop rate (req/s) of the rate phase, and its measured seconds per target. */
+  rate: number;
+  rateSeconds: number;
 }
 
 const DEFAULTS: ProxyOptions = {
@@ -23,6 +26,8 @@ const DEFAULTS: ProxyOptions = {
   seconds: Number(process.env.BENCH_PROXY_SECONDS ?? 8),
   warmupSeconds: Number(process.env.BENCH_PROXY_WARMUP ?? 2),
   rounds: 4,
+  rate: Number(process.env.BENCH_PROXY_RATE ?? 1000),
+  rateSeconds: Number(process.env.BENCH_PROXY_RATE_SECONDS ?? 12),
 };
 
 interface Target {
@@ -89,6 +94,54 @@ async function load(t: Target, seconds: number, concurrency: number, record: boo
     t.elapsedMs += ms;
     t.roundRps.push(((t.requests - before) * 1000) / ms);
     t.roundCpu.push(cpu / (t.requests - before));
+  }
+}
+
+interface RateResult {
+  requests: number;
+  errors: number;
+  latencies: number[];
+  cpuMicros: number;
+  roundCpu: number[];
+}
+
+/**
+ * Open loop at a fixed rate: requests are sent on schedule whether or not earlier ones have
+ * answered, and latency is measured from the scheduled send time (no coordinated omission).
+ * At a fixed rate every path does the same work per second, so CPU per request compares
+ * like with like; under closed-loop saturation a slower path also batches less per event-loop
+ * turn, which inflates its CPU per request beyond the cost of the extra work itself.
+ */
+async function loadAtRate(t: Target, rate: number, seconds: number, out: RateResult | undefined): Promise<void> {
+  const total = Math.round(rate * seconds);
+  const cpu0 = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0);
+  const pending: Array<Promise<void>> = [];
+  const start = performance.now();
+  let sent = 0;
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
+    for (; sent < due; sent++) {
+      const scheduled = start + (sent * 1000) / rate;
+      pending.push(
+        oneRequest(t).then((r) => {
+          if (!out) return;
+          if (r.ok) {
+            out.requests++;
+            out.latencies.push(performance.now() - scheduled);
+          } else {
+            out.errors++;
+            t.firstError ??= r.error;
+          }
+        }),
+      );
+    }
+    await sleep(1);
+  }
+  await Promise.all(pending);
+  if (out) {
+    const cpu = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0) - cpu0;
+    out.cpuMicros += cpu;
+    out.roundCpu.push(cpu / total);
   }
 }
 
@@ -176,6 +229,20 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
       }
     }
 
+    // Fixed-rate phase: the same offered load on every proxy path (not direct, not nginx: its
+    // CPU is not measured), in alternating rounds. This is where CPU per request and the
+    // metrics on/off overhead are read.
+    const rateTargets = targets.slice(1, 4);
+    const rateResults = new Map<Target, RateResult>(rateTargets.map((t) => [t, { requests: 0, errors: 0, latencies: [], cpuMicros: 0, roundCpu: [] }]));
+    for (const t of rateTargets) await loadAtRate(t, o.rate, 1, undefined);
+    for (let r = 0; r < o.rounds; r++) {
+      const order = r % 2 === 0 ? rateTargets : [...rateTargets].reverse();
+      for (const t of order) {
+        await loadAtRate(t, o.rate, o.rateSeconds / o.rounds, rateResults.get(t));
+        await sleep(200);
+      }
+    }
+
     const rps = (t: Target): number => t.requests / (t.elapsedMs / 1000);
     const raw = targets[1]!;
     const rows = targets.map((t) => {
@@ -187,15 +254,29 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     if (!nginx) process.stdout.write('nginx not installed, skipped\n');
     const sigil = targets[2]!;
     process.stdout.write(`ratio sigil/raw: proxy CPU per request ${fmt(sigil.cpuMicros / sigil.requests / (raw.cpuMicros / raw.requests), 2)}x, throughput ${fmt(rps(sigil) / rps(raw), 2)}x, p50 ${fmt(summarize(sigil.latencies).median / summarize(raw.latencies).median, 2)}x, p99 ${fmt(summarize(sigil.latencies).p99 / summarize(raw.latencies).p99, 2)}x\n`);
-    const off = targets[3]!;
-    const cpuOn = sigil.cpuMicros / sigil.requests;
+    process.stdout.write(`\n### fixed rate: ${o.rate} req/s open loop, ${o.rateSeconds}s per path in ${o.rounds} alternating rounds\n`);
+    const rawRate = rateResults.get(raw)!;
+    const rateRows = rateTargets.map((t) => {
+      const rr = rateResults.get(t)!;
+      const s = summarize(rr.latencies);
+      const cpu = rr.cpuMicros / rr.requests;
+      return [t.name, String(rr.requests), fmt(s.median, 2), fmt(s.p99, 2), fmt(cpu), fmt(cpu / (rawRate.cpuMicros / rawRate.requests), 2) + 'x', fmt((cpu * o.rate) / 1e6, 3), String(rr.errors)];
+    });
+    printTable(['path', 'requests', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', 'CPU vs raw', 'vCPU at this rate (both proxies)', 'errors'], rateRows);
+    const on = rateResults.get(sigil)!;
+    const off = rateResults.get(targets[3]!)!;
+    const cpuOn = on.cpuMicros / on.requests;
     const cpuOff = off.cpuMicros / off.requests;
-    const sOn = summarize(sigil.latencies);
+    const sOn = summarize(on.latencies);
     const sOff = summarize(off.latencies);
-    const roundRatios = sigil.roundCpu.map((c, i) => c / off.roundCpu[i]!);
+    const roundRatios = on.roundCpu.map((c, i) => c / off.roundCpu[i]!);
     process.stdout.write(
-      `ratio sigil metrics on/off: proxy CPU per request ${fmt(cpuOn / cpuOff, 3)}x (${cpuOn >= cpuOff ? '+' : ''}${fmt(cpuOn - cpuOff, 1)} µs/req over both sidecars; ` +
-        `per round ${fmt(Math.min(...roundRatios), 3)}–${fmt(Math.max(...roundRatios), 3)}x), throughput ${fmt(rps(sigil) / rps(off), 3)}x, p50 ${fmt(sOn.median / sOff.median, 3)}x, p99 ${fmt(sOn.p99 / sOff.p99, 3)}x\n`,
+      `ratio sigil metrics on/off at ${o.rate} req/s: proxy CPU per request ${fmt(cpuOn / cpuOff, 3)}x (${cpuOn >= cpuOff ? '+' : ''}${fmt(cpuOn - cpuOff, 1)} µs/req over both sidecars; ` +
+        `per round ${fmt(Math.min(...roundRatios), 3)}–${fmt(Math.max(...roundRatios), 3)}x), p50 ${fmt(sOn.median / sOff.median, 3)}x, p99 ${fmt(sOn.p99 / sOff.p99, 3)}x\n`,
+    );
+    const offSat = targets[3]!;
+    process.stdout.write(
+      `ratio sigil metrics on/off at saturation (closed loop, see README for why this overstates): proxy CPU per request ${fmt(sigil.cpuMicros / sigil.requests / (offSat.cpuMicros / offSat.requests), 3)}x, throughput ${fmt(rps(sigil) / rps(offSat), 3)}x\n`,
     );
     // Check that the switch did what it says: the metrics-on pair counted requests, the other did not.
     const counted = async (admins: string[]): Promise<number> => {
@@ -209,7 +290,7 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     const [countedOn, countedOff] = [await counted(sigilOn.admins), await counted(sigilOff.admins)];
     process.stdout.write(`sigil_requests_total over both sidecars (incl. warm-up): metrics on ${countedOn}, metrics off ${countedOff}\n`);
     if (countedOn === 0 || countedOff !== 0) throw new Error(`metrics switch not in effect (on: ${countedOn}, off: ${countedOff})`);
-    const failed = targets.filter((t) => t.errors > 0);
+    const failed = targets.filter((t) => t.errors > 0 || (rateResults.get(t)?.errors ?? 0) > 0);
     for (const t of failed) process.stderr.write(`${t.name}: ${t.errors} errors, first: ${t.firstError}\n`);
     if (failed.length > 0) throw new Error('some proxied requests failed');
   } finally {
