@@ -20,6 +20,19 @@ export const REASON_CODES = [
   'jsonrpc_invalid',
   'batch_rejected',
   'internal_error',
+  // Signed messages (src/bus): why an envelope was refused, or a publish could not be made.
+  'envelope_malformed',
+  'envelope_too_large',
+  'alg_not_allowed',
+  'signature_invalid',
+  'signer_untrusted',
+  'issuer_mismatch',
+  'envelope_expired',
+  'replay',
+  'audience_mismatch',
+  'svid_revoked',
+  'bus_unavailable',
+  'bus_buffer_full',
 ] as const;
 
 export type ReasonCode = (typeof REASON_CODES)[number];
