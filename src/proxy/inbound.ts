@@ -56,8 +56,12 @@ export class InboundProxy {
   private readonly connections = new WeakMap<Socket, ConnectionState>();
   private readonly tracker = new ConnectionTracker();
   private readonly outcomes = new WeakMap<IncomingMessage, CallOutcome>();
-  /** Accept time per remote endpoint, for handshake duration (the TLS socket is a new object). */
-  private readonly accepted = new Map<string, bigint>();
+  /**
+   * Accept time per raw TCP socket, for handshake duration. Keyed weakly by the socket object
+   * (not by remote address, which is gone once a connection resets before its handshake), so
+   * nothing accumulates for connections that never finish.
+   */
+  private readonly accepted = new WeakMap<Socket, bigint>();
   /** Requests whose answer is a tools/list to filter (sent with `selfHandleResponse`). */
   private readonly toolsListFilters = new WeakMap<IncomingMessage, { allowed: AllowedTool; ctx: FilterContext }>();
 
@@ -85,7 +89,6 @@ export class InboundProxy {
     // never has a byte of HTTP read, let alone answered.
     server.prependListener('secureConnection', (socket: TLSSocket) => this.onSecureConnection(socket));
     server.on('tlsClientError', (err, socket) => {
-      this.accepted.delete(`${socket.remoteAddress}:${socket.remotePort}`);
       // OpenSSL's verdict on the client certificate (self-signed, unknown CA, expired) is on the
       // socket; the error itself is often just the reset that followed the alert.
       const verdict = (socket as TLSSocket & { authorizationError?: Error | string }).authorizationError;
@@ -146,7 +149,7 @@ export class InboundProxy {
   }
 
   private onTcpConnection(socket: Socket): void {
-    if (this.accepted.size < 10_000) this.accepted.set(`${socket.remoteAddress}:${socket.remotePort}`, process.hrtime.bigint());
+    this.accepted.set(socket, process.hrtime.bigint());
     // An expired SVID is never presented: refuse new handshakes until a fresh one arrives.
     const snapshot = this.options.identity();
     if (!snapshot || !isUsable(snapshot.svid)) {
@@ -162,15 +165,15 @@ export class InboundProxy {
       peer = this.options.verifier.verifySocket(socket, snapshot.bundles);
     } catch (err) {
       const detail = err instanceof PeerVerificationError ? err.detail : 'internal_error';
-      this.accepted.delete(`${socket.remoteAddress}:${socket.remotePort}`);
       this.options.observeHandshake({ reporter: 'inbound', result: 'failure', reason: detail });
       this.options.logger.info('inbound peer refused', { reason: 'peer_untrusted', detail, remote: socket.remoteAddress });
       socket.destroy();
       return;
     }
-    const key = `${socket.remoteAddress}:${socket.remotePort}`;
-    const acceptedAt = this.accepted.get(key);
-    this.accepted.delete(key);
+    // The server's TLS socket wraps the raw socket the 'connection' event saw (Node keeps it as
+    // `_parent`); without it the duration is simply not observed.
+    const raw = (socket as TLSSocket & { _parent?: Socket })._parent;
+    const acceptedAt = raw ? this.accepted.get(raw) : undefined;
     this.options.observeHandshake({
       reporter: 'inbound',
       result: 'success',
@@ -248,7 +251,11 @@ export class InboundProxy {
     const meta = beginCall(req);
     const decidedUnder = this.options.policyVersion();
     const admitted = this.admit(req, false, meta);
-    if (admitted === 'drop') return void req.socket.destroy();
+    if (admitted === 'drop') {
+      const outcome = this.outcomes.get(req);
+      if (outcome) outcome.reason = 'peer_untrusted';
+      return void req.socket.destroy();
+    }
     if (admitted !== 'admitted') {
       const d = this.logDenied(req, admitted.decision);
       // A connection refused at connect time is closed after the answer; a per-request deny keeps it.
@@ -269,7 +276,10 @@ export class InboundProxy {
     res.once('close', () => {
       const peer = this.connections.get(req.socket)?.peer.id;
       const parties = { reporter: 'inbound' as const, source: peer, destination: this.options.identity()?.svid.id };
-      this.options.observe(callObservation(outcome, parties, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
+      // No response at all (dropped, or the client went away first): response_code "0",
+      // never the 200 that Node's statusCode defaults to.
+      const code = res.headersSent ? res.statusCode : 0;
+      this.options.observe(callObservation(outcome, parties, code, Number(process.hrtime.bigint() - started) / 1e9));
     });
   }
 
@@ -332,6 +342,7 @@ export class InboundProxy {
     if (outcome) {
       outcome.protocol = 'jsonrpc';
       if (!verdict.forward) outcome.decision = verdict.denied;
+      else if (verdict.wouldDeny) outcome.decision = verdict.wouldDeny;
     }
     if (!verdict.forward) {
       const d = verdict.denied.request;
@@ -370,7 +381,11 @@ export class InboundProxy {
     }
     const meta = beginCall(req);
     const admitted = this.admit(req, true, meta);
-    if (admitted === 'drop') return void socket.destroy();
+    if (admitted === 'drop') {
+      outcome.reason = 'peer_untrusted';
+      socket.destroy();
+      return record(0);
+    }
     if (admitted !== 'admitted') {
       const d = this.logDenied(req, admitted.decision);
       sendRawError(socket, 403, errorBody(403, d.reason, { policies: d.policies }));

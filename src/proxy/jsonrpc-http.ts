@@ -222,9 +222,19 @@ export function callRequest(call: JsonRpcCall, scope: CallScope): AuthzRequest {
   };
 }
 
-/** Authorizes every call of a body with `decide` (see jsonrpc.ts for the batch semantics). */
-export function authorizeCalls(rpc: { batch: boolean; calls: JsonRpcCall[] }, scope: CallScope, decide: (request: AuthzRequest) => Decision): CallsVerdict {
-  return judgeCalls(rpc, (call) => decide(callRequest(call, scope)));
+/**
+ * Authorizes every call of a body with `decide` (see jsonrpc.ts for the batch semantics).
+ * `wouldDeny` is the first dry-run "would deny" among the calls, so a forwarded body is still
+ * attributed as would_deny in the request metrics.
+ */
+export function authorizeCalls(rpc: { batch: boolean; calls: JsonRpcCall[] }, scope: CallScope, decide: (request: AuthzRequest) => Decision): CallsVerdict & { wouldDeny?: Decision } {
+  let wouldDeny: Decision | undefined;
+  const verdict = judgeCalls(rpc, (call) => {
+    const d = decide(callRequest(call, scope));
+    if (d.wouldDeny && !wouldDeny) wouldDeny = d;
+    return d;
+  });
+  return wouldDeny ? { ...verdict, wouldDeny } : verdict;
 }
 
 /**

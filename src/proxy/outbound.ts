@@ -147,7 +147,7 @@ export class OutboundProxy {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     stripIdentityHeaders(req.headers);
-    const { meta, outcome } = this.track(req, res, 'http', () => res.statusCode);
+    const { meta, outcome } = this.track(req, res, 'http', () => (res.headersSent ? res.statusCode : 0));
     const target = this.route(req);
     if ('error' in target) {
       outcome.reason = target.reason;
@@ -227,15 +227,19 @@ export class OutboundProxy {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     guardUpgradeSocket(socket);
-    const target = this.route(req);
-    if ('error' in target) {
-      sendRawError(socket, target.reason === 'no_route' ? 403 : 400, target);
-      return;
-    }
     stripIdentityHeaders(req.headers);
     forwardableRequestHeaders(req.headers, true);
     let upgradeStatus = 101;
+    // Tracked before routing (and after the header clean-up, which would drop the request
+    // reference track() sets), so a refused upgrade (no route, bad target) is recorded too.
     const { meta, outcome } = this.track(req, socket, 'websocket', () => upgradeStatus);
+    const target = this.route(req);
+    if ('error' in target) {
+      upgradeStatus = target.reason === 'no_route' ? 403 : 400;
+      outcome.reason = target.reason;
+      sendRawError(socket, upgradeStatus, target);
+      return;
+    }
     const far = farTarget(String(this.proxyOptions(target).target), req.url);
     const http = httpContext(req);
     // The server the upgrade was sent to, as verified when its connection was dialed.
@@ -327,7 +331,10 @@ export class OutboundProxy {
     // (batch semantics in jsonrpc.ts); nothing is sent to the peer.
     const scope = { direction: 'outbound' as const, principal: own.svid.id, peer: peer.id, serving: peer.id, http: decision.request.http! };
     const verdict = authorizeCalls(entry.rpc, scope, (request) => this.options.decide(request, entry.meta));
-    if (verdict.forward) return undefined;
+    if (verdict.forward) {
+      if (verdict.wouldDeny) entry.outcome.decision = verdict.wouldDeny;
+      return undefined;
+    }
     entry.outcome.decision = verdict.denied;
     const d = verdict.denied.request;
     return new OutboundError('policy_denied', `JSON-RPC ${d.jsonrpc?.method ?? ''} to ${peer.id} denied`, undefined, verdict.denied, verdict.reply);

@@ -109,9 +109,9 @@ export class PeerAgent extends HttpAgent {
     return this.peers.get(socket)?.peer;
   }
 
-  /** Connections open to this route's peer, pooled or in use by HTTP. */
+  /** Connections open to this route's peer: pooled, in use by HTTP, or carrying a WebSocket. */
   get connectionCount(): number {
-    let n = 0;
+    let n = this.upgraded.size;
     for (const list of [...Object.values(this.sockets), ...Object.values(this.freeSockets)]) n += list?.length ?? 0;
     return n;
   }

@@ -140,7 +140,7 @@ export class SigilMetrics {
 
   readonly policyVersion = new Gauge({
     name: 'sigil_policy_version_info',
-    help: 'The policy in force (value 1): its kind (cedar|allow|none) and content-hash version.',
+    help: 'The policy in force (value 1): its kind (cedar|allow|none, +dry-run in dry-run mode) and content-hash version.',
     labelNames: ['kind', 'version'] as const,
     registers: [this.registry, this.openMetricsRegistry],
   });

@@ -53,7 +53,9 @@ t.test('OpenMetrics on request, and Prometheus text unchanged afterwards', async
   t.match(open, /# TYPE sigil_requests counter/);
   t.match(open, /# EOF\n$/);
   t.match(m.contentType(true), /application\/openmetrics-text/);
-  const [a, b] = await Promise.all([m.exposition(false), m.exposition(true)]);
+  // OpenMetrics first: its rendering renames counters in place, so a Prometheus rendering
+  // started while it is in flight is the case the serialization in exposition() exists for.
+  const [b, a] = await Promise.all([m.exposition(true), m.exposition(false)]);
   t.match(a, /# TYPE sigil_requests_total counter/, 'Prometheus text keeps _total even when rendered alongside OpenMetrics');
   t.match(b, /# TYPE sigil_requests counter/);
   t.match(await m.exposition(false), /# TYPE sigil_metric_label_overflow_total counter/);
