@@ -30,6 +30,7 @@ export const REASON_CODES = [
   'envelope_expired',
   'replay',
   'audience_mismatch',
+  'subject_mismatch',
   'svid_revoked',
   'bus_unavailable',
   'bus_buffer_full',

@@ -32,13 +32,19 @@ export interface SigilConfig {
   inbound?: { listen: HostPort; upstream: string };
   outbound?: { listen: HostPort; routes: RouteConfig[] };
   policy: { mode: 'enforce' | 'dry-run'; allow?: string[]; cedar?: string };
-  bus?: { local: HostPort; nats?: { servers: string[] } };
+  bus?: BusConfig;
   admin: { listen: HostPort };
   /** `sampleAllows`: fraction of allows written, 0..1 (default 1); denies are always written. */
   audit?: { path: string; sampleAllows: number };
   /** Principal-label cardinality guard (docs/metrics.md). */
   metrics: { enabled: boolean; principalLabelLimit: number; principalPathSegments?: number };
   shutdown: { drainTimeoutMs: number };
+}
+
+export interface BusConfig {
+  local: HostPort;
+  nats?: { servers: string[]; ca?: string; bufferMessages: number };
+  envelope: { ttlMs: number; maxTtlMs: number; leewayMs: number; maxBytes: number; replayWindowEntries: number };
 }
 
 export interface ParseOptions {
@@ -53,6 +59,12 @@ export const DEFAULTS = {
   adminListen: { host: '127.0.0.1', port: 15000 },
   drainTimeout: '10s',
   auditSampleAllows: 1,
+  envelopeTtl: '60s',
+  envelopeMaxTtl: '5m',
+  envelopeLeeway: '5s',
+  envelopeMaxBytes: 1024 * 1024,
+  replayWindowEntries: 200_000,
+  natsBufferMessages: 1000,
 } as const;
 
 type Format = 'yaml' | 'json';
@@ -107,7 +119,7 @@ export function parseConfig(text: string, format: Format, configPath: string, op
   const result = RootSchema.safeParse(raw, { reportInput: true });
   const issues: ConfigIssue[] = result.success ? [] : result.error.issues.flatMap(toConfigIssues);
   issues.push(...crossFieldIssues(raw, env));
-  if (result.success) issues.push(...listenerIssues(result.data));
+  if (result.success) issues.push(...listenerIssues(result.data), ...busIssues(result.data));
   if (issues.length > 0 || !result.success) throw new ConfigError(abs, dedupe(issues));
   return build(result.data, abs, env);
 }
@@ -367,6 +379,17 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
   return issues;
 }
 
+function busIssues(data: RawConfig): ConfigIssue[] {
+  const e = data.bus?.envelope;
+  if (!e) return [];
+  const issues: ConfigIssue[] = [];
+  const ttl = e.ttl ?? parseDuration(DEFAULTS.envelopeTtl);
+  const maxTtl = e.maxTtl ?? parseDuration(DEFAULTS.envelopeMaxTtl);
+  if (e.ttl !== undefined && ttl < 1000) issues.push({ path: 'bus.envelope.ttl', message: 'must be at least 1s' });
+  if (ttl > maxTtl) issues.push({ path: 'bus.envelope.ttl', message: `must not exceed bus.envelope.maxTtl (${maxTtl / 1000}s): receivers would refuse the envelopes` });
+  return issues;
+}
+
 function listenerIssues(data: RawConfig): ConfigIssue[] {
   const listeners: { path: string; addr: HostPort }[] = [];
   if (data.inbound) listeners.push({ path: 'inbound.listen', addr: data.inbound.listen ?? DEFAULTS.inboundListen });
@@ -447,8 +470,22 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     };
   }
   if (data.bus) {
-    config.bus = { local: data.bus.local };
-    if (data.bus.nats) config.bus.nats = { servers: [...data.bus.nats.servers] };
+    const e = data.bus.envelope;
+    config.bus = {
+      local: data.bus.local,
+      envelope: {
+        ttlMs: e?.ttl ?? parseDuration(DEFAULTS.envelopeTtl),
+        maxTtlMs: e?.maxTtl ?? parseDuration(DEFAULTS.envelopeMaxTtl),
+        leewayMs: e?.leeway ?? parseDuration(DEFAULTS.envelopeLeeway),
+        maxBytes: e?.maxBytes ?? DEFAULTS.envelopeMaxBytes,
+        replayWindowEntries: e?.replayWindowEntries ?? DEFAULTS.replayWindowEntries,
+      },
+    };
+    const n = data.bus.nats;
+    if (n) {
+      config.bus.nats = { servers: [...n.servers], bufferMessages: n.bufferMessages ?? DEFAULTS.natsBufferMessages };
+      if (n.tls?.ca !== undefined) config.bus.nats.ca = abs(n.tls.ca);
+    }
   }
   if (data.audit) config.audit = { path: abs(data.audit.path), sampleAllows: data.audit.sampleAllows ?? DEFAULTS.auditSampleAllows };
   if (data.metrics?.principalPathSegments !== undefined) config.metrics.principalPathSegments = data.metrics.principalPathSegments;

@@ -166,13 +166,41 @@ export const PolicySchema = z.strictObject({
   cedar: filePath.optional(),
 });
 
+const natsServer = z.string().refine((s) => /^(tls|nats):\/\/[^/\s]+$/.test(s) || /^[^/\s:]+:\d+$/.test(s), {
+  error: 'must be tls://host:port, nats://host:port or host:port',
+});
+
+const positiveInt = z.number().int({ error: 'must be a whole number' }).min(1, { error: 'must be at least 1' });
+
+export const NatsTlsSchema = z.strictObject({
+  /** PEM file of the CA(s) that sign the NATS server's certificate; default: the trust bundles. */
+  ca: filePath.optional(),
+});
+
 export const NatsSchema = z.strictObject({
-  servers: z.array(nonEmpty).min(1),
+  servers: z.array(natsServer).min(1, { error: 'must list at least one server' }),
+  tls: NatsTlsSchema.optional(),
+  /** Publishes held while the broker is unreachable before they are refused (bus_buffer_full). */
+  bufferMessages: z.number().int({ error: 'must be a whole number' }).min(0, { error: 'must be 0 or more' }).optional(),
+});
+
+export const EnvelopeSchema = z.strictObject({
+  /** Lifetime of envelopes this sidecar signs. */
+  ttl: duration.optional(),
+  /** Largest lifetime (exp - iat) accepted from others. */
+  maxTtl: duration.optional(),
+  /** Clock skew tolerated on iat/exp. */
+  leeway: duration.optional(),
+  /** Largest envelope accepted or produced, in bytes. */
+  maxBytes: positiveInt.optional(),
+  /** Distinct (iss, jti) pairs remembered for replay detection. */
+  replayWindowEntries: positiveInt.optional(),
 });
 
 export const BusSchema = z.strictObject({
   local: listen,
   nats: NatsSchema.optional(),
+  envelope: EnvelopeSchema.optional(),
 });
 
 export const AdminSchema = z.strictObject({
@@ -233,6 +261,8 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   policy: Object.keys(PolicySchema.shape),
   bus: Object.keys(BusSchema.shape),
   'bus.nats': Object.keys(NatsSchema.shape),
+  'bus.nats.tls': Object.keys(NatsTlsSchema.shape),
+  'bus.envelope': Object.keys(EnvelopeSchema.shape),
   admin: Object.keys(AdminSchema.shape),
   audit: Object.keys(AuditSchema.shape),
   metrics: Object.keys(MetricsSchema.shape),

@@ -35,6 +35,38 @@ export interface AuditLine {
   http?: { method: string; path: string; host: string };
   jsonrpc?: { method: string; tool?: string };
   delegation?: { sub: string; actors: string[]; depth: number; scope: string[]; jti?: string };
+  /** A bus message refused before policy: why, in a bounded detail string. */
+  bus?: { detail: string };
+}
+
+/** A bus message refused before any policy decision (signature, chain, claims, replay). */
+export interface BusRejectionAudit {
+  subject: string;
+  reason: string;
+  detail: string;
+  /** The verified signer, or undefined when the signer could not be verified. */
+  signer?: string;
+  /** This sidecar's own SPIFFE ID (the would-be recipient). */
+  self: string;
+  policyVersion: string;
+}
+
+/** The audit line for a refused bus message; the source is "unverified" when no signer was proven. */
+export function busRejectionLine(r: BusRejectionAudit, time: Date | string = new Date()): AuditLine {
+  return {
+    time: typeof time === 'string' ? time : time.toISOString(),
+    reporter: 'inbound',
+    source: r.signer ?? 'unverified',
+    destination: r.self,
+    action: 'bus.deliver',
+    resource: { type: 'Topic', subject: r.subject },
+    decision: 'deny',
+    wouldDeny: false,
+    reason: r.reason,
+    policies: [],
+    policyVersion: r.policyVersion,
+    bus: { detail: r.detail.slice(0, 200) },
+  };
 }
 
 /**
@@ -224,13 +256,22 @@ export class AuditLog {
         return;
       }
     }
+    this.enqueue(() => auditLine(decision, meta, this.isoNow()));
+  }
+
+  /** Records a bus message refused before policy (always written, like every deny). */
+  recordBusRejection(r: BusRejectionAudit): void {
+    this.enqueue(() => busRejectionLine(r, this.isoNow()));
+  }
+
+  private enqueue(build: () => AuditLine): void {
     if (this.closed || this.queue.length >= this.maxQueue) {
       this.counts.dropped++;
       return;
     }
     let line: string;
     try {
-      line = JSON.stringify(auditLine(decision, meta, this.isoNow()));
+      line = JSON.stringify(build());
     } catch {
       this.counts.dropped++;
       return;

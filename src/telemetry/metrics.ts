@@ -151,6 +151,20 @@ export class SigilMetrics {
     registers: [this.registry, this.openMetricsRegistry],
   });
 
+  // --- Signed bus (src/bus) ---------------------------------------------------------------
+
+  /**
+   * direction: outbound (this agent published) | inbound (arrived for this agent);
+   * result: success (sent / delivered) | rejected (refused: policy, bad envelope) | failed
+   * (the broker could not take it); reason: a reason code.
+   */
+  readonly busMessages = new Counter({
+    name: 'sigil_bus_messages_total',
+    help: 'Bus messages, by direction, result and reason code.',
+    labelNames: ['direction', 'result', 'reason'] as const,
+    registers: [this.registry, this.openMetricsRegistry],
+  });
+
   readonly labelOverflow = new Counter({
     name: 'sigil_metric_label_overflow_total',
     help: 'Observations whose principal label was folded into "other" by the cardinality cap.',
