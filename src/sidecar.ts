@@ -3,8 +3,10 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { AdminServer } from './admin/index.js';
+import { BusService } from './bus/service.js';
+import { LocalBusApi } from './bus/local-api.js';
 import { PolicyStore, type AuthzRequest, type CallMeta, type Decision } from './authz/index.js';
-import type { SigilConfig } from './config/index.js';
+import { ConfigError, type SigilConfig } from './config/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from './identity/index.js';
 import { InboundProxy, OutboundProxy, type HandshakeObservation } from './proxy/index.js';
 import { SpiffeId, TrustDomain } from './spiffe/index.js';
@@ -27,6 +29,7 @@ export class UnsupportedConfigError extends Error {
 export interface BoundAddresses {
   inbound?: string;
   outbound?: string;
+  bus?: string;
   admin: string;
 }
 
@@ -42,6 +45,8 @@ export class Sidecar {
   private readonly verifier = new PeerVerifier();
   private readonly inbound: InboundProxy | undefined;
   private readonly outbound: OutboundProxy | undefined;
+  private readonly bus: BusService | undefined;
+  private readonly busApi: LocalBusApi | undefined;
   private readonly admin: AdminServer;
   private readonly audit: AuditLog | undefined;
   private addresses: BoundAddresses | undefined;
@@ -73,6 +78,26 @@ export class Sidecar {
     if (config.outbound) {
       this.outbound = new OutboundProxy({ ...deps, ...config.outbound, logger: logger.child({ component: 'outbound' }) });
     }
+    if (config.bus) {
+      const busLog = logger.child({ component: 'bus' });
+      this.bus = new BusService({
+        config: config.bus,
+        identity: () => this.identity.current(),
+        decide: (request, meta) => this.decide(request, meta),
+        observe: (o) => this.metrics.busMessages.inc({ direction: o.direction, result: o.result, reason: o.reason }),
+        auditRejection: (r) =>
+          this.audit?.recordBusRejection({
+            subject: r.subject,
+            reason: r.reason,
+            detail: r.detail,
+            ...(r.signer ? { signer: r.signer.toString() } : {}),
+            self: this.identity.current()?.svid.id.toString() ?? 'unknown',
+            policyVersion: this.policy.current().version,
+          }),
+        logger: busLog,
+      });
+      this.busApi = new LocalBusApi(this.bus, { listen: config.bus.local, maxBytes: config.bus.envelope.maxBytes, logger: busLog });
+    }
     this.admin = new AdminServer(config.admin.listen, {
       ready: () => this.isReady(),
       status: () => this.status(),
@@ -86,6 +111,7 @@ export class Sidecar {
     this.identity.on('update', (snapshot, cause) => {
       this.inbound?.updateIdentity(snapshot);
       this.outbound?.updateIdentity();
+      this.bus?.updateIdentity(snapshot);
       this.recordIdentity(snapshot, cause);
     });
     this.identity.on('sourceError', () => this.metrics.svidRotations.inc({ result: 'failure' }));
@@ -131,7 +157,18 @@ export class Sidecar {
     const admin = await this.admin.start();
     const inbound = this.inbound ? await this.inbound.start(snapshot) : undefined;
     const outbound = this.outbound ? await this.outbound.start() : undefined;
-    this.addresses = { admin: formatAddress(admin), inbound: inbound && formatAddress(inbound), outbound: outbound && formatAddress(outbound) };
+    let bus: AddressInfo | undefined;
+    if (this.bus && this.busApi) {
+      const caFile = this.config.bus?.nats?.ca;
+      this.bus.start(snapshot, caFile === undefined ? undefined : readCaFile(caFile));
+      bus = await this.busApi.start();
+    }
+    this.addresses = {
+      admin: formatAddress(admin),
+      inbound: inbound && formatAddress(inbound),
+      outbound: outbound && formatAddress(outbound),
+      bus: bus && formatAddress(bus),
+    };
     this.serving = true;
     return this.addresses;
   }
@@ -141,7 +178,8 @@ export class Sidecar {
     this.serving = false;
     // Safe on a partly started sidecar: each component's stop is a no-op if it never started.
     const drain = this.config.shutdown.drainTimeoutMs;
-    await Promise.all([this.inbound?.stop(drain), this.outbound?.stop(drain)]);
+    await Promise.all([this.inbound?.stop(drain), this.outbound?.stop(drain), this.busApi?.stop()]);
+    await this.bus?.stop();
     await this.admin.stop();
     this.identity.stop();
     this.policy.stop();
@@ -223,6 +261,7 @@ export class Sidecar {
       policy: { kind: this.policy.kind, mode: this.config.policy.mode, version: this.policy.current().version },
       lastRotation: this.lastRotation?.toISOString(),
       connections: { inbound: this.inbound?.connectionCount ?? 0, outbound: this.outbound?.connectionCount ?? 0 },
+      bus: this.bus?.status,
       build: { version: SIGIL_VERSION, node: process.version },
       startedAt: this.startedAt.toISOString(),
       listeners: this.addresses,
@@ -233,7 +272,6 @@ export class Sidecar {
 function refuseUnimplemented(config: SigilConfig): void {
   const unsupported: string[] = [];
   if (config.identity.kind === 'workloadApi') unsupported.push('identity.workloadApi');
-  if (config.bus) unsupported.push('bus');
   if (unsupported.length > 0) {
     throw new UnsupportedConfigError(`${unsupported.join(', ')}: not yet implemented in this release (see docs/config.md)`);
   }
@@ -248,6 +286,15 @@ function buildSource(config: SigilConfig, callbacks: SourceCallbacks): SvidSourc
       return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
     default:
       throw new UnsupportedConfigError(`identity.${identity.kind}: not yet implemented`);
+  }
+}
+
+/** The NATS server CA file (bus.nats.tls.ca), read once at startup. */
+function readCaFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(path, [{ path: 'bus.nats.tls.ca', message: `cannot be read: ${(err as Error).message}` }]);
   }
 }
 

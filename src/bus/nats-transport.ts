@@ -1,0 +1,244 @@
+// The NATS side of the bus: one TLS connection to nats-server, authenticated with the current
+// SVID as client certificate. It moves opaque envelope strings; signing, verification and
+// authorization happen in BusService before and after it.
+//
+// Rotation: a new SVID opens a second connection with it, subscribes everything there, and only
+// then drains the old one, so no message is lost in between. While both are subscribed a
+// message can arrive twice; exact duplicates (same signature) are dropped during that window
+// instead of being reported as replays.
+//
+// Outages: nats.js reconnects by itself (jittered, forever). Publishes made while no
+// connection is up are held in a bounded queue and sent on reconnect; past the bound they are
+// refused with `bus_buffer_full` — never silently dropped.
+import { connect, type ConnectionOptions, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { IdentitySnapshot } from '../identity/index.js';
+import type { Logger } from '../telemetry/index.js';
+
+export class BusTransportError extends Error {
+  constructor(
+    readonly code: 'bus_unavailable' | 'bus_buffer_full',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface NatsTransportOptions {
+  servers: string[];
+  /** PEM of the CA(s) for the server certificate; default: every authority in the bundles. */
+  caPem?: string;
+  bufferMessages: number;
+  /** Client name shown by the server's monitoring (the sidecar's SPIFFE ID). */
+  name: string;
+  logger: Logger;
+}
+
+export type MessageHandler = (subject: string, payload: string) => void;
+
+interface PatternState {
+  handlers: Set<MessageHandler>;
+  /** The NATS subscription on each live connection (two during a handover). */
+  subs: Map<NatsConnection, Subscription>;
+}
+
+const HANDOVER_DEDUPE_MS = 5_000;
+/** Beyond this many messages in one handover, later duplicates are left to the replay window. */
+const HANDOVER_DEDUPE_LIMIT = 100_000;
+
+export class NatsTransport {
+  private current: NatsConnection | undefined;
+  private connecting: Promise<NatsConnection> | undefined;
+  private readonly patterns = new Map<string, PatternState>();
+  private readonly queue: Array<{ subject: string; payload: string }> = [];
+  private svidSerial: string | undefined;
+  private connected = false;
+  private stopped = false;
+  /** Signatures seen while two connections are subscribed (see the header comment). */
+  private handoverSeen: Set<string> | undefined;
+  private handoverTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: NatsTransportOptions) {}
+
+  /** Starts connecting; resolves at once (publishes are queued until connected). */
+  start(snapshot: IdentitySnapshot): void {
+    this.svidSerial = snapshot.svid.serial;
+    this.connecting = this.open(snapshot);
+    this.connecting.then(
+      (nc) => this.adopt(nc),
+      (err: Error) => {
+        if (!this.stopped) this.options.logger.error('NATS connection failed', { error: err });
+      },
+    );
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  publish(subject: string, payload: string): void {
+    if (this.stopped) throw new BusTransportError('bus_unavailable', 'the bus is shutting down');
+    const nc = this.current;
+    if (nc && this.connected && !nc.isClosed()) {
+      nc.publish(subject, payload);
+      return;
+    }
+    if (this.options.bufferMessages === 0) throw new BusTransportError('bus_unavailable', 'not connected to NATS');
+    if (this.queue.length >= this.options.bufferMessages) {
+      throw new BusTransportError('bus_buffer_full', `not connected to NATS and ${this.queue.length} messages are already waiting`);
+    }
+    this.queue.push({ subject, payload });
+  }
+
+  /** Adds a handler for a (valid) subscription subject; returns its removal. */
+  subscribe(pattern: string, handler: MessageHandler): () => void {
+    let state = this.patterns.get(pattern);
+    if (!state) {
+      state = { handlers: new Set(), subs: new Map() };
+      this.patterns.set(pattern, state);
+      if (this.current) this.subscribeOn(this.current, pattern, state);
+    }
+    state.handlers.add(handler);
+    return () => {
+      const s = this.patterns.get(pattern);
+      if (!s) return;
+      s.handlers.delete(handler);
+      if (s.handlers.size === 0) {
+        for (const sub of s.subs.values()) sub.unsubscribe();
+        this.patterns.delete(pattern);
+      }
+    };
+  }
+
+  /** Waits until everything handed to NATS so far has reached the server (or `timeoutMs`). */
+  async flush(timeoutMs = 2_000): Promise<boolean> {
+    const nc = this.current;
+    if (!nc || !this.connected) return false;
+    const timeout = new Promise<false>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref());
+    return Promise.race([nc.flush().then(() => true, () => false), timeout]);
+  }
+
+  /** A new SVID: move to a connection that presents it, without a gap. */
+  updateIdentity(snapshot: IdentitySnapshot): void {
+    if (this.stopped || snapshot.svid.serial === this.svidSerial) return;
+    this.svidSerial = snapshot.svid.serial;
+    const next = this.open(snapshot);
+    this.connecting = next;
+    next.then(
+      async (nc) => {
+        if (this.stopped || this.connecting !== next) return void nc.close();
+        const old = this.current;
+        this.beginHandover();
+        await this.adopt(nc);
+        if (old && old !== nc) {
+          this.options.logger.info('NATS connection moved to the rotated SVID', { serial: snapshot.svid.serial });
+          await old.drain().catch(() => undefined);
+        }
+      },
+      (err: Error) => this.options.logger.warn('NATS reconnect with the rotated SVID failed; keeping the current connection', { error: err }),
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.handoverTimer) clearTimeout(this.handoverTimer);
+    const nc = this.current;
+    this.current = undefined;
+    this.connected = false;
+    if (this.queue.length > 0) this.options.logger.warn('NATS publishes still queued at shutdown were not sent', { count: this.queue.length });
+    this.queue.length = 0;
+    if (nc && !nc.isClosed()) await nc.drain().catch(() => nc.close());
+    // A connection still being established is closed once it is up (see adopt()).
+  }
+
+  private open(snapshot: IdentitySnapshot): Promise<NatsConnection> {
+    const caPem = this.options.caPem ?? snapshot.bundles.allAuthorities().map((c) => c.toString()).join('\n');
+    const options: ConnectionOptions = {
+      servers: this.options.servers,
+      name: this.options.name,
+      tls: { cert: snapshot.svid.certChainPem, key: snapshot.svid.privateKeyPem, ca: caPem },
+      reconnect: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      reconnectJitter: 250,
+      reconnectJitterTLS: 500,
+      waitOnFirstConnect: true,
+      ignoreClusterUpdates: true,
+      pingInterval: 10_000,
+      maxPingOut: 3,
+    };
+    return connect(options);
+  }
+
+  private async adopt(nc: NatsConnection): Promise<void> {
+    if (this.stopped) {
+      await nc.close();
+      return;
+    }
+    for (const [pattern, state] of this.patterns) this.subscribeOn(nc, pattern, state);
+    // The server has registered the subscriptions once a flush round-trips.
+    await nc.flush().catch(() => undefined);
+    this.current = nc;
+    this.connected = true;
+    this.options.logger.info('connected to NATS', { server: nc.getServer() });
+    this.watch(nc);
+    this.sendQueued();
+  }
+
+  private subscribeOn(nc: NatsConnection, pattern: string, state: PatternState): void {
+    const sub = nc.subscribe(pattern, {
+      callback: (err, msg) => {
+        if (err) return;
+        const payload = msg.string();
+        if (this.handoverSeen) {
+          const signature = payload.slice(payload.lastIndexOf('.') + 1);
+          const key = `${pattern}\u0000${signature}`;
+          if (this.handoverSeen.has(key)) return;
+          if (this.handoverSeen.size < HANDOVER_DEDUPE_LIMIT) this.handoverSeen.add(key);
+        }
+        for (const handler of state.handlers) handler(msg.subject, payload);
+      },
+    });
+    state.subs.set(nc, sub);
+    void nc.closed().then(() => state.subs.delete(nc));
+  }
+
+  private watch(nc: NatsConnection): void {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (nc !== this.current) return;
+        if (s.type === 'disconnect') {
+          this.connected = false;
+          this.options.logger.warn('NATS connection lost; reconnecting', { server: s.server });
+        } else if (s.type === 'reconnect') {
+          this.connected = true;
+          this.options.logger.info('NATS reconnected', { server: s.server });
+          this.sendQueued();
+        }
+      }
+    })().catch(() => undefined);
+    void nc.closed().then(() => {
+      if (nc === this.current) this.connected = false;
+    });
+  }
+
+  private sendQueued(): void {
+    const nc = this.current;
+    while (nc && this.connected && this.queue.length > 0) {
+      const m = this.queue.shift()!;
+      nc.publish(m.subject, m.payload);
+    }
+  }
+
+  private beginHandover(): void {
+    this.handoverSeen = new Set();
+    if (this.handoverTimer) clearTimeout(this.handoverTimer);
+    this.handoverTimer = setTimeout(() => {
+      this.handoverSeen = undefined;
+    }, HANDOVER_DEDUPE_MS);
+    this.handoverTimer.unref();
+  }
+}

@@ -1,0 +1,256 @@
+// The signed bus as the sidecar runs it: the local agent publishes plain data, the sidecar
+// authorizes (`bus.publish`), signs it with the current SVID and hands the envelope to NATS;
+// an envelope arriving from NATS is verified (signature, x5c chain against the signer's own
+// trust domain, claims, replay), authorized (`bus.deliver`) and only then handed to the local
+// subscribers, with the verified sender. Every outcome is counted and refusals are audited.
+import type { AuthzRequest, CallMeta, Decision, ReasonCode } from '../authz/index.js';
+import type { BusConfig } from '../config/index.js';
+import type { IdentitySnapshot } from '../identity/index.js';
+import type { SpiffeId } from '../spiffe/index.js';
+import type { Logger } from '../telemetry/index.js';
+import { createEnvelopeSigner, EnvelopeError, EnvelopeVerifier, ReplayWindow, type EnvelopeSigner, type VerifiedEnvelope } from './envelope/index.js';
+import { BusTransportError, NatsTransport } from './nats-transport.js';
+import { publishSubjectProblem, subscriptionProblem } from './subjects.js';
+
+/** What the local agent asks to publish. */
+export interface PublishRequest {
+  subject: string;
+  data?: unknown;
+  bytes?: Uint8Array;
+  audience?: string[];
+}
+
+export interface Published {
+  subject: string;
+  jti: string;
+  exp: number;
+}
+
+/** A message as handed to the local agent: verified sender and data, never the envelope. */
+export interface DeliveredMessage {
+  subject: string;
+  from: string;
+  jti: string;
+  iat: number;
+  exp: number;
+  audience?: string[];
+  data?: unknown;
+  bytes?: Buffer;
+}
+
+/** A publish the sidecar refused; `status` is the HTTP status the local API answers with. */
+export class BusRefusal extends Error {
+  constructor(
+    readonly reason: ReasonCode,
+    readonly status: number,
+    message: string,
+    readonly decision?: Decision,
+  ) {
+    super(message);
+  }
+}
+
+export interface BusObservation {
+  direction: 'outbound' | 'inbound';
+  result: 'success' | 'rejected' | 'failed';
+  reason: ReasonCode;
+}
+
+/** A delivery refused before policy (bad envelope); the audit line's inputs. */
+export interface BusRejection {
+  subject: string;
+  reason: ReasonCode;
+  detail: string;
+  /** The verified signer, when verification got that far. */
+  signer?: SpiffeId;
+}
+
+export interface BusServiceOptions {
+  config: BusConfig;
+  identity: () => IdentitySnapshot | undefined;
+  decide: (request: AuthzRequest, meta?: CallMeta) => Decision;
+  observe: (o: BusObservation) => void;
+  auditRejection: (r: BusRejection) => void;
+  /** Bumped by revocation changes; verified signer chains are not reused across a change. */
+  trustEpoch?: () => number;
+  logger: Logger;
+}
+
+/** Distinct subscription subjects at once (each keeps its own replay window). */
+export const MAX_PATTERNS = 256;
+
+export class BusService {
+  private readonly verifier: EnvelopeVerifier;
+  private signer: EnvelopeSigner | undefined;
+  private signerSerial: string | undefined;
+  private transport: NatsTransport | undefined;
+  /**
+   * One replay window per subscription subject: NATS hands a message to every matching
+   * subscription, so the same envelope legitimately arrives once per pattern it matches.
+   */
+  private readonly windows = new Map<string, { window: ReplayWindow; users: number }>();
+
+  constructor(private readonly options: BusServiceOptions) {
+    const e = options.config.envelope;
+    this.verifier = new EnvelopeVerifier({ maxBytes: e.maxBytes, leewaySeconds: e.leewayMs / 1000, maxTtlSeconds: e.maxTtlMs / 1000 });
+  }
+
+  start(snapshot: IdentitySnapshot, caPem: string | undefined): void {
+    this.useSigner(snapshot);
+    const nats = this.options.config.nats;
+    if (!nats) return;
+    this.transport = new NatsTransport({
+      servers: nats.servers,
+      ...(caPem === undefined ? {} : { caPem }),
+      bufferMessages: nats.bufferMessages,
+      name: `sigil ${snapshot.svid.id.toString()}`,
+      logger: this.options.logger.child({ component: 'nats' }),
+    });
+    this.transport.start(snapshot);
+  }
+
+  get status(): { nats: 'connected' | 'disconnected' | 'disabled'; queued: number; subscriptions: number } {
+    if (!this.transport) return { nats: 'disabled', queued: 0, subscriptions: this.windows.size };
+    return { nats: this.transport.isConnected ? 'connected' : 'disconnected', queued: this.transport.queued, subscriptions: this.windows.size };
+  }
+
+  updateIdentity(snapshot: IdentitySnapshot): void {
+    this.useSigner(snapshot);
+    this.transport?.updateIdentity(snapshot);
+  }
+
+  /** Authorizes, signs and sends; throws BusRefusal. */
+  publish(request: PublishRequest, meta?: CallMeta): Published {
+    const problem = publishSubjectProblem(request.subject);
+    if (problem) return this.refuse('bad_request', 400, `subject: ${problem}`);
+    const own = this.options.identity();
+    if (!own || !this.signer) return this.refuse('svid_unavailable', 503, 'no SVID to sign with');
+    const decision = this.options.decide(
+      { action: 'bus.publish', direction: 'outbound', principal: own.svid.id, resource: { type: 'Topic', subject: request.subject }, peer: own.svid.id },
+      meta,
+    );
+    if (!decision.allowed) return this.refuse(decision.reason, 403, `publishing to ${request.subject} is not allowed`, decision);
+    if (!this.transport) return this.refuse('bus_unavailable', 503, 'no message bus is configured (bus.nats)');
+    let signed;
+    try {
+      signed = this.signer.sign({
+        subject: request.subject,
+        ...(request.bytes === undefined ? { data: request.data ?? null } : { bytes: request.bytes }),
+        ...(request.audience === undefined ? {} : { audience: request.audience }),
+        ttlSeconds: this.options.config.envelope.ttlMs / 1000,
+      });
+    } catch (err) {
+      const reason = err instanceof EnvelopeError ? err.code : 'internal_error';
+      return this.refuse(reason === 'envelope_too_large' ? 'envelope_too_large' : 'bad_request', reason === 'envelope_too_large' ? 413 : 400, (err as Error).message);
+    }
+    if (signed.jws.length > this.options.config.envelope.maxBytes) {
+      return this.refuse('envelope_too_large', 413, `the signed message is ${signed.jws.length} bytes, over bus.envelope.maxBytes`);
+    }
+    try {
+      this.transport.publish(request.subject, signed.jws);
+    } catch (err) {
+      if (err instanceof BusTransportError) {
+        this.options.observe({ direction: 'outbound', result: 'failed', reason: err.code });
+        throw new BusRefusal(err.code, 503, err.message);
+      }
+      throw err;
+    }
+    this.options.observe({ direction: 'outbound', result: 'success', reason: 'allowed' });
+    return { subject: request.subject, jti: signed.jti, exp: signed.exp };
+  }
+
+  /** Hands every verified, authorized message on `pattern` to `deliver`; returns the removal. */
+  subscribe(pattern: string, deliver: (m: DeliveredMessage) => void): () => void {
+    const problem = subscriptionProblem(pattern);
+    if (problem) throw new BusRefusal('bad_request', 400, `subject: ${problem}`);
+    if (!this.transport) throw new BusRefusal('bus_unavailable', 503, 'no message bus is configured (bus.nats)');
+    let entry = this.windows.get(pattern);
+    if (!entry) {
+      if (this.windows.size >= MAX_PATTERNS) throw new BusRefusal('bad_request', 400, `at most ${MAX_PATTERNS} distinct subscription subjects`);
+      entry = { window: new ReplayWindow({ maxEntries: this.options.config.envelope.replayWindowEntries }), users: 0 };
+      this.windows.set(pattern, entry);
+    }
+    entry.users++;
+    const window = entry.window;
+    const remove = this.transport.subscribe(pattern, (subject, payload) => {
+      const message = this.receive(subject, payload, window);
+      if (message) deliver(message);
+    });
+    let removed = false;
+    return () => {
+      if (removed) return;
+      removed = true;
+      remove();
+      const e = this.windows.get(pattern);
+      if (e && --e.users === 0) this.windows.delete(pattern);
+    };
+  }
+
+  /** Waits until what was published so far reached the broker. */
+  flush(timeoutMs?: number): Promise<boolean> {
+    return this.transport?.flush(timeoutMs) ?? Promise.resolve(false);
+  }
+
+  async stop(): Promise<void> {
+    await this.transport?.stop();
+  }
+
+  /** Verify, then authorize; undefined when the message must not be delivered. */
+  private receive(subject: string, payload: string, replay: ReplayWindow): DeliveredMessage | undefined {
+    const own = this.options.identity();
+    if (!own) return this.reject(subject, 'svid_unavailable', 'no own identity yet');
+    let verified: VerifiedEnvelope;
+    try {
+      verified = this.verifier.verify(payload, {
+        bundles: own.bundles,
+        self: own.svid.id,
+        replay,
+        ...(this.options.trustEpoch ? { trustEpoch: this.options.trustEpoch() } : {}),
+      });
+    } catch (err) {
+      if (err instanceof EnvelopeError) return this.reject(subject, err.code, err.detail);
+      this.options.logger.error('envelope verification failed unexpectedly', { error: err as Error });
+      return this.reject(subject, 'internal_error', 'verification error');
+    }
+    // The subject is routing data the signer did not necessarily choose: the signed one must match.
+    if (verified.subject !== subject) return this.reject(subject, 'subject_mismatch', `signed for ${verified.subject}`, verified.signer.id);
+    // Delegated messages need the delegation verifier, which this release does not have: fail closed.
+    if (verified.delegation !== undefined) return this.reject(subject, 'envelope_malformed', 'delegation (dlg) is not supported yet', verified.signer.id);
+    const decision = this.options.decide({
+      action: 'bus.deliver',
+      direction: 'inbound',
+      principal: verified.signer.id,
+      resource: { type: 'Topic', subject },
+      peer: verified.signer.id,
+    });
+    if (!decision.allowed) {
+      this.options.observe({ direction: 'inbound', result: 'rejected', reason: decision.reason });
+      this.options.logger.info('bus message not delivered: policy', { subject, from: verified.signer.id.toString(), reason: decision.reason });
+      return undefined;
+    }
+    this.options.observe({ direction: 'inbound', result: 'success', reason: 'allowed' });
+    const message: DeliveredMessage = { subject, from: verified.signer.id.toString(), jti: verified.jti, iat: verified.iat, exp: verified.exp };
+    if (verified.audience !== undefined) message.audience = verified.audience;
+    if (verified.bytes !== undefined) message.bytes = verified.bytes;
+    else message.data = verified.data;
+    return message;
+  }
+
+  private reject(subject: string, reason: ReasonCode, detail: string, signer?: SpiffeId): undefined {
+    this.options.observe({ direction: 'inbound', result: 'rejected', reason });
+    this.options.auditRejection({ subject, reason, detail, ...(signer ? { signer } : {}) });
+    this.options.logger.info('bus message rejected', { subject, reason, detail, ...(signer ? { from: signer.toString() } : {}) });
+    return undefined;
+  }
+
+  private refuse(reason: ReasonCode, status: number, message: string, decision?: Decision): never {
+    this.options.observe({ direction: 'outbound', result: 'rejected', reason });
+    throw new BusRefusal(reason, status, message, decision);
+  }
+
+  private useSigner(snapshot: IdentitySnapshot): void {
+    if (snapshot.svid.serial === this.signerSerial) return;
+    this.signer = createEnvelopeSigner(snapshot.svid, { defaultTtlSeconds: this.options.config.envelope.ttlMs / 1000 });
+    this.signerSerial = snapshot.svid.serial;
+  }
+}
