@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { AdminServer } from './admin/index.js';
 import { BusService } from './bus/service.js';
 import { LocalBusApi } from './bus/local-api.js';
+import { FrameSigning } from './bus/frames.js';
 import { PolicyStore, type AuthzRequest, type CallMeta, type Decision } from './authz/index.js';
 import { ConfigError, type SigilConfig } from './config/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from './identity/index.js';
@@ -58,7 +59,16 @@ export class Sidecar {
     this.audit = config.audit && new AuditLog({ ...config.audit, logger: logger.child({ component: 'audit' }) });
     this.policy = new PolicyStore(config.policy);
     this.identity = new IdentityManager((cb) => buildSource(config, cb), config.trust.bundles, logger.child({ component: 'identity' }));
+    const envelope = config.bus?.envelope;
+    const frames = new FrameSigning({
+      identity: () => this.identity.current(),
+      ttlSeconds: (envelope?.ttlMs ?? 60_000) / 1000,
+      maxTtlSeconds: (envelope?.maxTtlMs ?? 300_000) / 1000,
+      leewaySeconds: (envelope?.leewayMs ?? 5_000) / 1000,
+      maxBytes: envelope?.maxBytes ?? 1024 * 1024,
+    });
     const deps = {
+      frames,
       identity: () => this.identity.current(),
       decide: (request: AuthzRequest, meta?: CallMeta) => this.decide(request, meta),
       inspectCalls: () => this.policy.kind.startsWith('cedar'),

@@ -16,6 +16,8 @@ export interface RouteConfig {
   address: HostPort;
   /** Exact SPIFFE ID or pattern; only checked to start with `spiffe://` here. */
   spiffeId: string;
+  /** WebSocket frames on this route are signed envelopes both ways. */
+  signFrames?: boolean;
 }
 
 export type IdentityConfig =
@@ -29,7 +31,7 @@ export interface SigilConfig {
   trustDomain: string;
   identity: IdentityConfig;
   trust: { bundles: Record<string, string> };
-  inbound?: { listen: HostPort; upstream: string };
+  inbound?: { listen: HostPort; upstream: string; requireSignedFrames: boolean };
   outbound?: { listen: HostPort; routes: RouteConfig[] };
   policy: { mode: 'enforce' | 'dry-run'; allow?: string[]; cedar?: string };
   bus?: BusConfig;
@@ -457,7 +459,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     shutdown: { drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(DEFAULTS.drainTimeout) },
   };
   if (data.inbound) {
-    config.inbound = { listen: data.inbound.listen ?? { ...DEFAULTS.inboundListen }, upstream: data.inbound.upstream };
+    config.inbound = { listen: data.inbound.listen ?? { ...DEFAULTS.inboundListen }, upstream: data.inbound.upstream, requireSignedFrames: data.inbound.requireSignedFrames ?? false };
   }
   if (data.outbound) {
     config.outbound = {
@@ -465,6 +467,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
       routes: (data.outbound.routes ?? []).map((r) => {
         const route: RouteConfig = { host: r.host.host, address: r.address, spiffeId: r.spiffeId };
         if (r.host.port !== undefined) route.port = r.host.port;
+        if (r.signFrames) route.signFrames = true;
         return route;
       }),
     };

@@ -147,12 +147,16 @@ export const TrustSchema = z.strictObject({
 export const InboundSchema = z.strictObject({
   listen: listen.optional(),
   upstream: httpUrl,
+  /** Refuse WebSocket streams whose dialing sidecar does not sign every frame. */
+  requireSignedFrames: z.boolean().optional(),
 });
 
 export const RouteSchema = z.strictObject({
   host: routeHost,
   address: dialAddress,
   spiffeId: spiffeIdOrPattern,
+  /** Sign every WebSocket frame sent on this route, and require the peer's frames signed. */
+  signFrames: z.boolean().optional(),
 });
 
 export const OutboundSchema = z.strictObject({

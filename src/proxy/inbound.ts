@@ -19,6 +19,7 @@ import { tlsFailureReason, type HandshakeObservation, callObservation, type Call
 import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, inspectWebSocketText, memoAllowed, readRequestBody, respondFiltered, sendJson } from './jsonrpc-http.js';
 import type { AllowedTool, FilterContext, JsonRpcParse } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
+import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
 import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
 
 export interface InboundOptions {
@@ -39,6 +40,10 @@ export interface InboundOptions {
   /** Records a TLS handshake outcome (metrics). */
   observeHandshake: (observation: HandshakeObservation) => void;
   verifier: PeerVerifier;
+  /** Refuse WebSocket streams whose dialing sidecar does not sign every frame. */
+  requireSignedFrames?: boolean;
+  /** Signs and verifies frames of signed streams. */
+  frames?: FrameSigning;
   logger: Logger;
 }
 
@@ -366,6 +371,8 @@ export class InboundProxy {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     guardUpgradeSocket(socket);
+    // Read before the identity headers are stripped: the dialing sidecar asks for signed frames.
+    const signed = req.headers[SIGNED_FRAMES_HEADER] === SIGNED_FRAMES_VERSION && this.options.frames !== undefined;
     const started = process.hrtime.bigint();
     const outcome: CallOutcome = { protocol: 'websocket' };
     this.outcomes.set(req, outcome);
@@ -393,11 +400,19 @@ export class InboundProxy {
     }
     const tlsSocket = req.socket as TLSSocket;
     const state = this.connections.get(tlsSocket)!;
+    if (!signed && this.options.requireSignedFrames) {
+      outcome.reason = 'bad_request';
+      this.options.logger.info('websocket refused: signed frames required', { peer: state.peer.id.toString() });
+      sendRawError(socket, 400, errorBody(400, 'bad_request', { detail: `this sidecar requires signed frames (${SIGNED_FRAMES_HEADER}: ${SIGNED_FRAMES_VERSION})` }));
+      return record(400);
+    }
     const http = httpContext(req);
     const target = farTarget(this.options.upstream, req.url);
     let refused = false;
+    const frames = signed ? this.options.frames : undefined;
     relayWebSocket({
       req,
+      ...(frames ? { codec: () => frames.codec('client', state.peer.id, http.path), answerHeaders: [`${SIGNED_FRAMES_HEADER}: ${SIGNED_FRAMES_VERSION}`] } : {}),
       socket,
       head,
       logger: this.options.logger.child({ peer: state.peer.id.toString() }),

@@ -20,6 +20,7 @@ import { authorizeCalls, inspectWebSocketText, readRequestBody, REQUEST_REF_HEAD
 import type { JsonRpcCall } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
 import { RouteTable, type Route } from './routes.js';
+import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
 import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
 
 export interface OutboundOptions {
@@ -38,6 +39,8 @@ export interface OutboundOptions {
   /** Records a TLS handshake outcome (metrics). */
   observeHandshake: (observation: HandshakeObservation) => void;
   verifier: PeerVerifier;
+  /** Signs and verifies frames on routes with `signFrames`. */
+  frames?: FrameSigning;
   logger: Logger;
 }
 
@@ -242,12 +245,15 @@ export class OutboundProxy {
     }
     const far = farTarget(String(this.proxyOptions(target).target), req.url);
     const http = httpContext(req);
+    const frames = target.route.signFrames ? this.options.frames : undefined;
+    if (frames) req.headers[SIGNED_FRAMES_HEADER] = SIGNED_FRAMES_VERSION;
     // The server the upgrade was sent to, as verified when its connection was dialed.
     let peer: VerifiedPeer | undefined;
     relayWebSocket({
       req,
       socket,
       head,
+      ...(frames ? { codec: () => frames.codec('server', peer!.id, http.path) } : {}),
       logger: this.options.logger.child({ route: target.route.host }),
       // Through the route's PeerAgent: mTLS dial, SPIFFE verification, the connect check and the
       // per-request `http` check happen exactly as for a plain request.
@@ -257,6 +263,11 @@ export class OutboundProxy {
         if (!peer) {
           ws.terminate();
           throw new OutboundError('peer_untrusted', 'the upgraded connection has no verified peer');
+        }
+        // A route that signs frames only talks to a far side that confirmed it verifies them.
+        if (frames && response.headers[SIGNED_FRAMES_HEADER] !== SIGNED_FRAMES_VERSION) {
+          ws.terminate();
+          throw new OutboundError('peer_untrusted', `${peer.id.toString()} did not confirm signed frames`);
         }
         return ws;
       },

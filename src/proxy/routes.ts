@@ -9,6 +9,8 @@ export interface Route {
   port?: number;
   address: { host: string; port: number };
   expected: SpiffeIdPattern;
+  /** WebSocket streams on this route carry signed frames (src/bus/frames.ts). */
+  signFrames: boolean;
   /** Stable key for the connection pool. */
   key: string;
 }
@@ -24,7 +26,7 @@ export class RouteTable {
       } catch (err) {
         throw new Error(`outbound.routes[${i}].spiffeId: ${(err as Error).message}`);
       }
-      return { host: r.host.toLowerCase(), port: r.port, address: r.address, expected, key: `route${i}` };
+      return { host: r.host.toLowerCase(), port: r.port, address: r.address, expected, signFrames: r.signFrames === true, key: `route${i}` };
     });
   }
 

@@ -8,6 +8,7 @@ import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'no
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type ClientOptions, type RawData } from 'ws';
 import type { Decision, WebSocketContext } from '../authz/index.js';
+import type { FrameCodec } from '../bus/frames.js';
 import type { Logger } from '../telemetry/index.js';
 import { stripHopByHop } from './headers.js';
 import { errorBody, sendRawError } from './responses.js';
@@ -82,6 +83,14 @@ export interface RelayOptions {
   inspect?(from: Side, text: string): InspectVerdict;
   /** Answers the pending upgrade when the far side could not be opened. */
   refuse(err: Error): void;
+  /**
+   * Signed streams (src/bus/frames.ts): asked once both sides are open; a codec makes frames
+   * from its peer side be verified and unwrapped before anything else looks at them, and frames
+   * towards it be wrapped after authorization.
+   */
+  codec?(): FrameCodec | undefined;
+  /** Header lines ("name: value") added to the 101 sent to the client. */
+  answerHeaders?: string[];
   /** Gets the stream's denials (info) and lifecycle (debug); give it the stream's identity as fields. */
   logger: Logger;
 }
@@ -254,6 +263,12 @@ const acceptor = new WebSocketServer({
   autoPong: false,
   handleProtocols: (_offered, req) => selectedProtocol.get(req) || false,
 });
+/** Extra header lines for the 101 a relay answers with (e.g. the signed-frames confirmation). */
+const answerHeaders = new WeakMap<IncomingMessage, string[]>();
+acceptor.on('headers', (headers: string[], req: IncomingMessage) => {
+  const extra = answerHeaders.get(req);
+  if (extra) headers.push(...extra);
+});
 
 /** Writes the far side's non-101 answer to the raw client socket and closes it. */
 function relayAnswer(socket: Duplex, answer: FarSideAnswer): void {
@@ -294,6 +309,7 @@ class Relay implements WebSocketRelay {
   private killTimer: NodeJS.Timeout | undefined;
   /** Sides not yet closed. */
   private openSides = 0;
+  private codec: FrameCodec | undefined;
 
   constructor(private readonly options: RelayOptions) {
     this.done = new Promise((resolve) => (this.finish = resolve));
@@ -326,6 +342,7 @@ class Relay implements WebSocketRelay {
       return this.finish();
     }
     if (far.protocol) selectedProtocol.set(req, far.protocol);
+    if (this.options.answerHeaders) answerHeaders.set(req, this.options.answerHeaders);
     acceptor.handleUpgrade(req, socket, head, (client) => this.wire(client, far));
   }
 
@@ -340,6 +357,7 @@ class Relay implements WebSocketRelay {
   private wire(client: WebSocket, server: WebSocket): void {
     this.client = client;
     this.server = server;
+    this.codec = this.options.codec?.();
     this.openSides = 2;
     this.pipe(client, server, 'client');
     this.pipe(server, client, 'server');
@@ -365,6 +383,23 @@ class Relay implements WebSocketRelay {
 
   private onMessage(source: WebSocket, target: WebSocket, from: Side, data: Buffer, isBinary: boolean): void {
     if (this.closing) return;
+    const codec = this.codec;
+    if (codec && from === codec.peerSide) {
+      const opened = codec.open(data, isBinary);
+      if ('refused' in opened) {
+        this.options.logger.info('websocket frame envelope refused; closing the stream', { from, reason: opened.refused, detail: opened.detail, path: pathOnly(this.options.req.url) });
+        this.shutdown(CLOSE_POLICY_VIOLATION, opened.refused);
+        return;
+      }
+      data = opened.data;
+      isBinary = opened.isBinary;
+    }
+    // What goes to the peer side is sealed; what goes to the local agent is plain.
+    const emit = (ws: WebSocket, payload: Buffer | string, binary: boolean, cb?: (err?: Error) => void): void => {
+      if (codec && ws === (codec.peerSide === 'client' ? this.client : this.server)) {
+        ws.send(codec.seal(typeof payload === 'string' ? Buffer.from(payload) : payload, binary), { binary: false }, cb);
+      } else ws.send(payload, { binary }, cb);
+    };
     let verdict: MessageVerdict;
     try {
       verdict = this.options.authorize({ from, data, isBinary });
@@ -387,11 +422,11 @@ class Relay implements WebSocketRelay {
         this.shutdown(CLOSE_POLICY_VIOLATION, 'internal_error');
         return;
       }
-      if (inspected.reply !== undefined && source.readyState === WebSocket.OPEN) source.send(inspected.reply);
+      if (inspected.reply !== undefined && source.readyState === WebSocket.OPEN) emit(source, inspected.reply, false);
       if (!inspected.forward) return;
     }
     if (target.readyState !== WebSocket.OPEN) return;
-    target.send(data, { binary: isBinary }, (err) => {
+    emit(target, data, isBinary, (err) => {
       if (!err && source.isPaused && !this.closing && target.bufferedAmount < LOW_WATER_BYTES) source.resume();
     });
     // Backpressure: stop reading the sender while the receiver's side has too much unsent.

@@ -477,7 +477,7 @@ t.test('minimal config gets defaults', async (t) => {
     trustDomain: 'example.org',
     identity: { kind: 'dev', caDir: '/etc/sigil/ca', spiffeId: 'spiffe://example.org/agent/a', ttlMs: 15 * 60_000 },
     trust: { bundles: {} },
-    inbound: { listen: { host: '0.0.0.0', port: 8443 }, upstream: 'http://127.0.0.1:3000' },
+    inbound: { listen: { host: '0.0.0.0', port: 8443 }, upstream: 'http://127.0.0.1:3000', requireSignedFrames: false },
     policy: { mode: 'enforce' },
     metrics: { enabled: true, principalLabelLimit: 100 },
     admin: { listen: { host: '127.0.0.1', port: 15000 } },
@@ -563,7 +563,7 @@ shutdown: { drainTimeout: 2500ms }
         'other.example': '/etc/other/bundle.pem',
       },
     },
-    inbound: { listen: { host: '0.0.0.0', port: 8443 }, upstream: 'http://127.0.0.1:3000' },
+    inbound: { listen: { host: '0.0.0.0', port: 8443 }, upstream: 'http://127.0.0.1:3000', requireSignedFrames: false },
     outbound: {
       listen: { host: '127.0.0.1', port: 0 },
       routes: [
@@ -582,7 +582,11 @@ shutdown: { drainTimeout: 2500ms }
       ],
     },
     policy: { mode: 'dry-run', allow: ['spiffe://example.org/agent/*', 'spiffe://partner.example/**'] },
-    bus: { local: { host: '127.0.0.1', port: 15002 }, nats: { servers: ['tls://127.0.0.1:4222'] } },
+    bus: {
+      local: { host: '127.0.0.1', port: 15002 },
+      nats: { servers: ['tls://127.0.0.1:4222'], bufferMessages: 1000 },
+      envelope: { ttlMs: 60_000, maxTtlMs: 300_000, leewayMs: 5_000, maxBytes: 1024 * 1024, replayWindowEntries: 200_000 },
+    },
     metrics: { enabled: true, principalLabelLimit: 100 },
     admin: { listen: { host: '::1', port: 0 } },
     audit: { path: path.join(dir, 'audit', 'audit.jsonl'), sampleAllows: 0.25 },

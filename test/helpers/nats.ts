@@ -37,6 +37,8 @@ export interface RunningNats {
   /** PEM of the CA that signed the server certificate (for `bus.nats.tls.ca`). */
   caPem: string;
   caFile: string;
+  /** http://127.0.0.1:PORT — the server's monitoring endpoint (/connz, /subsz), loopback only. */
+  monitor: string;
   /** A client certificate the server accepts is needed to connect; this is for raw attackers. */
   stop(): Promise<void>;
   /** Starts it again on the same port (after stop), for outage tests. */
@@ -54,9 +56,10 @@ export async function startNats(t: Teardown, binary: string, clientCaPem: string
   await writeFile(join(dir, 'server.key'), server.keyPem, { mode: 0o600 });
   await writeFile(join(dir, 'clients-ca.pem'), clientCaPem);
   const port = await closedPort();
+  const monitorPort = await closedPort();
   const conf = `
 listen: 127.0.0.1:${port}
-http: 0
+http: 127.0.0.1:${monitorPort}
 max_payload: 2097152
 tls {
   cert_file: "${join(dir, 'server.pem')}"
@@ -97,5 +100,5 @@ tls {
   };
   await start();
   t.teardown(stop);
-  return { url: `tls://127.0.0.1:${port}`, port, caPem: ca.pem, caFile, stop, restart: start };
+  return { url: `tls://127.0.0.1:${port}`, port, caPem: ca.pem, caFile, monitor: `http://127.0.0.1:${monitorPort}`, stop, restart: start };
 }
