@@ -1,6 +1,7 @@
-// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz]...
+// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope]...
 // Runs the hot-path benchmarks in sequence, each with its baseline side by side.
 import { runAuthzBench } from './authz.js';
+import { runEnvelopeBench } from './envelope.js';
 import { runHandshakeBench } from './handshake.js';
 import { runProxyBench } from './proxy.js';
 
@@ -8,6 +9,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   handshake: () => runHandshakeBench(),
   proxy: () => runProxyBench(),
   authz: () => runAuthzBench(),
+  envelope: () => runEnvelopeBench(),
 };
 
 async function main(): Promise<number> {

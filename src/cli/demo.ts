@@ -1,7 +1,9 @@
 // `sigil demo`: two example agents, each behind its own sidecar, on loopback with a dev CA in
-// a temp dir. A calls B over HTTP and WebSocket; then two impostors try B directly and are
+// a temp dir. A calls B over HTTP and over a WebSocket whose every frame is signed by sidecar A
+// and verified by sidecar B; then impostors try B directly (a self-signed certificate, an
+// untrusted CA, and a workload of the trust domain injecting a forged signed message) and are
 // refused. Prints a summary and exits 0 only if every step behaved as it should.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
@@ -9,17 +11,24 @@ import { fileURLToPath } from 'node:url';
 import { createDevCa, DevIssuer } from '../identity/index.js';
 import { x509 } from '../spiffe/peculiar.js';
 import { SpiffeId, TrustDomain } from '../spiffe/index.js';
-import { initCaDir } from './ca.js';
+import WebSocket from 'ws';
+import { createEnvelopeSigner } from '../bus/envelope/index.js';
+import { initCaDir, issueSvidToDir } from './ca.js';
 import { spawnJsonLines, startSigil, type JsonLineProcess } from './processes.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/demo/', import.meta.url));
 const TD = TrustDomain.parse('example.org');
 const ID_A = SpiffeId.parse('spiffe://example.org/agent/a');
 const ID_B = SpiffeId.parse('spiffe://example.org/agent/b');
+/** A workload of the trust domain that may connect to B, but holds only its own key. */
+const ID_C = SpiffeId.parse('spiffe://example.org/agent/c');
 
 /** One policy for both sidecars: A's enforces it as egress control, B's as ingress. */
 const DEMO_POLICY = `@id("a-calls-b")
 permit (principal == Agent::"${ID_A}", action in [Action::"connect", Action::"http"], resource == Agent::"${ID_B}");
+
+@id("c-calls-b")
+permit (principal == Agent::"${ID_C}", action in [Action::"connect", Action::"http"], resource == Agent::"${ID_B}");
 
 @id("chat")
 permit (principal in TrustDomain::"${TD.name}", action == Action::"websocket.message", resource in TrustDomain::"${TD.name}")
@@ -52,7 +61,7 @@ export async function runDemo(_args: string[]): Promise<number> {
       await writeConfig(dir, 'sidecar-b.yaml', {
         trustDomain: TD.name,
         identity: { dev: { caDir: './ca', spiffeId: ID_B.toString(), ttl: '15m' } },
-        inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${bPort}` },
+        inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${bPort}`, requireSignedFrames: true },
         policy: { cedar: './policy.cedar' },
         admin: { listen: '127.0.0.1:0' },
       }),
@@ -65,7 +74,7 @@ export async function runDemo(_args: string[]): Promise<number> {
       await writeConfig(dir, 'sidecar-a.yaml', {
         trustDomain: TD.name,
         identity: { dev: { caDir: './ca', spiffeId: ID_A.toString(), ttl: '15m' } },
-        outbound: { listen: '127.0.0.1:0', routes: [{ host: 'agent-b', address: bInbound, spiffeId: ID_B.toString() }] },
+        outbound: { listen: '127.0.0.1:0', routes: [{ host: 'agent-b', address: bInbound, spiffeId: ID_B.toString(), signFrames: true }] },
         policy: { cedar: './policy.cedar' },
         admin: { listen: '127.0.0.1:0' },
       }),
@@ -86,7 +95,7 @@ export async function runDemo(_args: string[]): Promise<number> {
       detail: `status ${result.http.status}; B was told the caller is ${result.http.body.verifiedCaller} (A's forged x-sigil-peer-id was stripped)`,
     });
     steps.push({
-      name: 'A → B over WebSocket',
+      name: 'A → B over WebSocket, every frame signed by sidecar A and verified by sidecar B',
       ok: result.websocket.verifiedCaller === ID_A.toString() && result.websocket.echo === 'ping from agent A',
       detail: `echo "${result.websocket.echo}", verified caller ${result.websocket.verifiedCaller}`,
     });
@@ -105,6 +114,22 @@ export async function runDemo(_args: string[]): Promise<number> {
     const untrusted = await otherCa.issue(ID_A, 15 * 60_000);
     const rogue = await tryDirect(bInbound, { cert: untrusted.certChainPem, key: untrusted.privateKeyPem });
     steps.push({ name: `impostor with a valid SVID for ${ID_A} from an untrusted CA`, ok: rogue.refused, detail: rogue.detail });
+
+    // Agent C is a real workload of the trust domain (B lets it connect), but it cannot sign as
+    // A: the message it injects claims A and is signed with the untrusted CA's SVID for A.
+    await issueSvidToDir(join(dir, 'ca'), ID_C, 15 * 60_000, join(dir, 'agent-c'));
+    const cCreds = { cert: await readFile(join(dir, 'agent-c', 'svid.pem'), 'utf8'), key: await readFile(join(dir, 'agent-c', 'svid.key'), 'utf8') };
+    const forgedFrame = createEnvelopeSigner({ ...untrusted, notBefore: new Date(untrusted.certificates[0]!.validFrom), notAfter: new Date(untrusted.certificates[0]!.validTo), serial: untrusted.certificates[0]!.serialNumber }).sign({
+      subject: 'ws:/chat',
+      data: 'transfer everything (forged, claiming agent A)',
+      audience: [ID_B.toString()],
+    }).jws;
+    const injected = await injectSignedFrame(bInbound, cCreds, forgedFrame);
+    steps.push({
+      name: `a workload of the trust domain injects a message signed as ${ID_A} with a key B does not trust`,
+      ok: injected.code === 1008 && injected.reason === 'signer_untrusted' && !injected.echoed,
+      detail: `stream closed by sidecar B with ${injected.code} "${injected.reason}"; agent B ${injected.echoed ? 'RECEIVED it' : 'never saw it'}`,
+    });
   } catch (err) {
     steps.push({ name: 'demo setup', ok: false, detail: (err as Error).message });
   } finally {
@@ -172,6 +197,26 @@ function tryDirect(address: string, creds: { cert: string; key: string }): Promi
           ? { refused: true, detail: 'connection closed by sidecar B without any HTTP response' }
           : { refused: false, detail: `got a response: ${response.split('\r\n')[0]}` },
       );
+    });
+  });
+}
+
+/** Dials B's inbound as a signed stream and sends one frame; how the stream ended. */
+function injectSignedFrame(address: string, creds: { cert: string; key: string }, frame: string): Promise<{ code: number; reason: string; echoed: boolean }> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`wss://${address}/chat`, { cert: creds.cert, key: creds.key, rejectUnauthorized: false, headers: { 'x-sigil-signed-frames': 'v1' } });
+    let echoed = false;
+    const timer = setTimeout(() => ws.terminate(), 5_000);
+    ws.on('open', () => ws.send(frame));
+    ws.on('message', () => (echoed = true));
+    ws.on('error', () => undefined);
+    ws.on('unexpected-response', (_req, res) => {
+      clearTimeout(timer);
+      resolve({ code: res.statusCode ?? 0, reason: 'upgrade refused', echoed: false });
+    });
+    ws.on('close', (code, reason) => {
+      clearTimeout(timer);
+      resolve({ code, reason: reason.toString(), echoed });
     });
   });
 }
