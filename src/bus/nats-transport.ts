@@ -9,7 +9,9 @@
 //
 // Outages: nats.js reconnects by itself (jittered, forever). Publishes made while no
 // connection is up are held in a bounded queue and sent on reconnect; past the bound they are
-// refused with `bus_buffer_full` — never silently dropped.
+// refused with `bus_buffer_full`, so the agent always learns that a publish was not taken.
+// Delivery itself is core NATS: at most once. A held message sent on reconnect reaches only the
+// subscribers that are connected at that moment.
 import { connect, type ConnectionOptions, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
@@ -182,6 +184,9 @@ export class NatsTransport {
     // The server has registered the subscriptions once a flush round-trips.
     await nc.flush().catch(() => undefined);
     this.current = nc;
+    // Subjects subscribed while the flush was in flight went to the previous connection (or to
+    // none, at startup): add them here, or they would die with the old connection.
+    for (const [pattern, state] of this.patterns) if (!state.subs.has(nc)) this.subscribeOn(nc, pattern, state);
     this.connected = true;
     this.options.logger.info('connected to NATS', { server: nc.getServer() });
     this.watch(nc);

@@ -85,10 +85,11 @@ export class BusService {
   private signerSerial: string | undefined;
   private transport: NatsTransport | undefined;
   /**
-   * One replay window per subscription subject: NATS hands a message to every matching
-   * subscription, so the same envelope legitimately arrives once per pattern it matches.
+   * One transport subscription and one replay window per subscription subject: NATS hands a
+   * message to every matching subscription, so the same envelope legitimately arrives once per
+   * subject it matches (and is delivered to every local subscriber of that subject).
    */
-  private readonly windows = new Map<string, { window: ReplayWindow; users: number }>();
+  private readonly subscriptions = new Map<string, { delivers: Set<(m: DeliveredMessage) => void>; remove: () => void }>();
 
   constructor(private readonly options: BusServiceOptions) {
     const e = options.config.envelope;
@@ -110,8 +111,8 @@ export class BusService {
   }
 
   get status(): { nats: 'connected' | 'disconnected' | 'disabled'; queued: number; subscriptions: number } {
-    if (!this.transport) return { nats: 'disabled', queued: 0, subscriptions: this.windows.size };
-    return { nats: this.transport.isConnected ? 'connected' : 'disconnected', queued: this.transport.queued, subscriptions: this.windows.size };
+    if (!this.transport) return { nats: 'disabled', queued: 0, subscriptions: this.subscriptions.size };
+    return { nats: this.transport.isConnected ? 'connected' : 'disconnected', queued: this.transport.queued, subscriptions: this.subscriptions.size };
   }
 
   updateIdentity(snapshot: IdentitySnapshot): void {
@@ -159,30 +160,36 @@ export class BusService {
     return { subject: request.subject, jti: signed.jti, exp: signed.exp };
   }
 
-  /** Hands every verified, authorized message on `pattern` to `deliver`; returns the removal. */
+  /**
+   * Hands every verified, authorized message on `pattern` to `deliver`; returns the removal.
+   * Local subscribers of the same subject share one transport subscription: each message is
+   * verified once (one replay-window entry) and then handed to all of them.
+   */
   subscribe(pattern: string, deliver: (m: DeliveredMessage) => void): () => void {
     const problem = subscriptionProblem(pattern);
     if (problem) throw new BusRefusal('bad_request', 400, `subject: ${problem}`);
-    if (!this.transport) throw new BusRefusal('bus_unavailable', 503, 'no message bus is configured (bus.nats)');
-    let entry = this.windows.get(pattern);
+    const transport = this.transport;
+    if (!transport) throw new BusRefusal('bus_unavailable', 503, 'no message bus is configured (bus.nats)');
+    let entry = this.subscriptions.get(pattern);
     if (!entry) {
-      if (this.windows.size >= MAX_PATTERNS) throw new BusRefusal('bad_request', 400, `at most ${MAX_PATTERNS} distinct subscription subjects`);
-      entry = { window: new ReplayWindow({ maxEntries: this.options.config.envelope.replayWindowEntries }), users: 0 };
-      this.windows.set(pattern, entry);
+      if (this.subscriptions.size >= MAX_PATTERNS) throw new BusRefusal('bad_request', 400, `at most ${MAX_PATTERNS} distinct subscription subjects`);
+      const window = new ReplayWindow({ maxEntries: this.options.config.envelope.replayWindowEntries });
+      const delivers = new Set<(m: DeliveredMessage) => void>();
+      const remove = transport.subscribe(pattern, (subject, payload) => {
+        const message = this.receive(subject, payload, window);
+        if (message) for (const d of [...delivers]) d(message);
+      });
+      entry = { delivers, remove };
+      this.subscriptions.set(pattern, entry);
     }
-    entry.users++;
-    const window = entry.window;
-    const remove = this.transport.subscribe(pattern, (subject, payload) => {
-      const message = this.receive(subject, payload, window);
-      if (message) deliver(message);
-    });
-    let removed = false;
+    const own = entry;
+    // A distinct function per call, so the same callback subscribed twice is two subscribers.
+    const handler = (m: DeliveredMessage): void => deliver(m);
+    own.delivers.add(handler);
     return () => {
-      if (removed) return;
-      removed = true;
-      remove();
-      const e = this.windows.get(pattern);
-      if (e && --e.users === 0) this.windows.delete(pattern);
+      if (!own.delivers.delete(handler) || own.delivers.size > 0) return;
+      own.remove();
+      if (this.subscriptions.get(pattern) === own) this.subscriptions.delete(pattern);
     };
   }
 

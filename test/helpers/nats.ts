@@ -37,8 +37,8 @@ export interface RunningNats {
   /** PEM of the CA that signed the server certificate (for `bus.nats.tls.ca`). */
   caPem: string;
   caFile: string;
-  /** http://127.0.0.1:PORT — the server's monitoring endpoint (/connz, /subsz), loopback only. */
-  monitor: string;
+  /** http://127.0.0.1:PORT — the server's monitoring endpoint (/connz, /subsz), loopback only; a new port after restart(). */
+  readonly monitor: string;
   /** A client certificate the server accepts is needed to connect; this is for raw attackers. */
   stop(): Promise<void>;
   /** Starts it again on the same port (after stop), for outage tests. */
@@ -56,10 +56,9 @@ export async function startNats(t: Teardown, binary: string, clientCaPem: string
   await writeFile(join(dir, 'server.key'), server.keyPem, { mode: 0o600 });
   await writeFile(join(dir, 'clients-ca.pem'), clientCaPem);
   const port = await closedPort();
-  const monitorPort = await closedPort();
   const conf = `
 listen: 127.0.0.1:${port}
-http: 127.0.0.1:${monitorPort}
+http: 127.0.0.1:-1
 max_payload: 2097152
 tls {
   cert_file: "${join(dir, 'server.pem')}"
@@ -72,6 +71,7 @@ tls {
   const confFile = join(dir, 'nats.conf');
   await writeFile(confFile, conf);
   let child: ReturnType<typeof spawn> | undefined;
+  let monitor = '';
   const start = async (): Promise<void> => {
     const proc = spawn(binary, ['-c', confFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
@@ -79,6 +79,8 @@ tls {
     const ready = new Promise<void>((resolve, reject) => {
       const onData = (d: Buffer): void => {
         log += d.toString();
+        const m = /Starting http monitor on (\S+)/.exec(log);
+        if (m) monitor = `http://${m[1]}`;
         if (log.includes('Server is ready')) resolve();
       };
       proc.stdout!.on('data', onData);
@@ -100,5 +102,15 @@ tls {
   };
   await start();
   t.teardown(stop);
-  return { url: `tls://127.0.0.1:${port}`, port, caPem: ca.pem, caFile, monitor: `http://127.0.0.1:${monitorPort}`, stop, restart: start };
+  return {
+    url: `tls://127.0.0.1:${port}`,
+    port,
+    caPem: ca.pem,
+    caFile,
+    get monitor() {
+      return monitor;
+    },
+    stop,
+    restart: start,
+  };
 }
