@@ -5,7 +5,7 @@ import t from 'tap';
 import { EnvelopeVerifier, ReplayWindow, createEnvelopeSigner, type VerifyContext } from '../../src/bus/envelope/index.js';
 import { BundleSet, SpiffeId, type TrustDomain, type X509Bundle } from '../../src/spiffe/index.js';
 import { createCa, createIntermediate, createLeaf, type Issued } from '../fixtures/certs.js';
-import { bundlesOf, claimsFor, craft, flipChar, headerFor, outcome, svidOf, type Outcome } from './envelope-helpers.js';
+import { bundlesOf, claimsFor, craft, flipChar, headerFor, outcome, svidOf, type Outcome } from '../helpers/envelope.js';
 
 const ORG = 'example.org';
 const PARTNER = 'partner.example';

@@ -7,7 +7,7 @@ import t from 'tap';
 import { ENVELOPE_TYP, EnvelopeVerifier, createEnvelopeSigner, type VerifyContext } from '../../src/bus/envelope/index.js';
 import { SpiffeId } from '../../src/spiffe/index.js';
 import { createCa, createIntermediate, createLeaf, type Issued } from '../fixtures/certs.js';
-import { bundlesOf, outcome, svidOf, x5cOf } from './envelope-helpers.js';
+import { bundlesOf, outcome, svidOf, x5cOf } from '../helpers/envelope.js';
 
 const ORG = 'example.org';
 const A = 'spiffe://example.org/agent/a';

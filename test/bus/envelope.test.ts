@@ -10,8 +10,8 @@ import {
   type VerifyContext,
 } from '../../src/bus/envelope/index.js';
 import { SpiffeId, type BundleSet } from '../../src/spiffe/index.js';
-import { createCa, createCert, createIntermediate, createLeaf, type Issued } from '../fixtures/certs.js';
-import { b64url, bundlesOf, claimsFor, craft, flipChar, headerFor, outcome, svidOf, x5cOf } from './envelope-helpers.js';
+import { createCa, createIntermediate, createLeaf, type Issued } from '../fixtures/certs.js';
+import { b64url, bundlesOf, claimsFor, craft, flipChar, headerFor, outcome, svidOf, x5cOf } from '../helpers/envelope.js';
 
 const ORG = 'example.org';
 const PARTNER = 'partner.example';
@@ -84,8 +84,8 @@ t.test('claims as the signer writes them', async (t) => {
   const claims = JSON.parse(Buffer.from(s.jws.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
   t.same(Object.keys(claims), ['iss', 'sub', 'aud', 'iat', 'exp', 'jti', 'dlg', 'data']);
   t.same(claims, { iss: A, sub: 'x.y', aud: [B, 'spiffe://example.org/ops/*'], iat: s.iat, exp: s.iat + 30, jti: s.jti, dlg: 'dlg.token.here', data: 'hi' });
-  t.equal(Buffer.from(s.jti, 'base64url').length, 16, 'jti has 128 bits');
-  t.match(s.jti, /^[A-Za-z0-9_-]{22}$/);
+  t.equal(Buffer.from(s.jti, 'base64url').length, 18, 'jti has 144 random bits (≥ 128)');
+  t.match(s.jti, /^[A-Za-z0-9_-]{24}$/);
   const jtis = new Set(Array.from({ length: 600 }, () => signerA.sign({ subject: 's' }, NOW).jti));
   t.equal(jtis.size, 600, 'jti values are distinct (across pool refills)');
   const v = verifier().verify(s.jws, { ...ctx, self: SpiffeId.parse(B) });
@@ -118,7 +118,12 @@ t.test('data choices: JSON value, bytes, nothing', async (t) => {
   t.throws(() => signerA.sign({ subject: 's', audience: [] }, NOW), { code: 'envelope_malformed', detail: 'bad_aud' });
   t.throws(() => signerA.sign({ subject: 's', audience: ['not an id'] }, NOW), { code: 'envelope_malformed', detail: 'bad_aud' });
   t.throws(() => signerA.sign({ subject: 's', ttlSeconds: 0 }, NOW), { code: 'envelope_malformed', detail: 'bad_ttl' });
-  t.throws(() => signerA.sign({ subject: 's', ttlSeconds: 1.5 }, NOW), { code: 'envelope_malformed', detail: 'bad_ttl' });
+  t.throws(() => signerA.sign({ subject: 's', ttlSeconds: 0.5 }, NOW), { code: 'envelope_malformed', detail: 'bad_ttl' });
+  t.throws(() => signerA.sign({ subject: 's', ttlSeconds: NaN }, NOW), { code: 'envelope_malformed', detail: 'bad_ttl' });
+  const frac = signerA.sign({ subject: 's', ttlSeconds: 1.5 }, NOW);
+  t.equal(frac.exp - frac.iat, 1, 'fractional ttl truncated to whole seconds');
+  t.throws(() => createEnvelopeSigner(svidOf(leafA), { defaultTtlSeconds: 0 }), RangeError);
+  t.equal(createEnvelopeSigner(svidOf(leafA), { defaultTtlSeconds: 90.9 }).sign({ subject: 's' }, NOW).exp - Math.floor(NOW / 1000), 90);
 });
 
 t.test('signer refuses unusable SVIDs and keys', async (t) => {
@@ -130,6 +135,7 @@ t.test('signer refuses unusable SVIDs and keys', async (t) => {
   t.throws(() => createEnvelopeSigner(svidOf(caLeaf)), { code: 'svid_unavailable', detail: 'svid_invalid' });
   t.throws(() => createEnvelopeSigner(svidOf(leafRsa), { rsaAlgorithm: 'ES256' as 'PS256' }), { code: 'alg_not_allowed' });
   t.throws(() => signerA.sign({ subject: 's' }, Date.parse(leafA.cert.validTo) + 1000), { code: 'svid_unavailable', detail: 'svid_expired' });
+  t.throws(() => signerA.sign({ subject: 's' }, Date.parse(leafA.cert.validFrom) - 1000), { code: 'svid_unavailable', detail: 'svid_not_yet_valid' });
   try {
     createEnvelopeSigner({ ...svidOf(leafA), privateKeyPem: other.keyPem });
   } catch (e) {
@@ -247,6 +253,12 @@ t.test('structure, base64 and size', async (t) => {
   t.equal(outcome(new EnvelopeVerifier({ maxBytes: 100 }), 'x'.repeat(101), ctx), 'envelope_too_large/too_large', 'size before structure');
   const big = signerA.sign({ subject: 's', data: 'x'.repeat(1024 * 1024) }, NOW).jws;
   t.equal(outcome(verifier(), big, ctx), 'envelope_too_large/too_large', 'default limit 1 MiB');
+  // Beyond the signer's and verifier's kept scratch buffers (4 MiB): one-off buffers, same result.
+  const huge = new EnvelopeVerifier({ maxBytes: 16 * 1024 * 1024 });
+  for (const n of [2 * 1024 * 1024, 5 * 1024 * 1024, 100]) {
+    const data = 'h'.repeat(n);
+    t.equal(huge.verify(signerA.sign({ subject: 's', data }, NOW).jws, ctx).data, data, `${n} characters`);
+  }
 });
 
 t.test('payload rules (signed by the real key, so only the claims are wrong)', async (t) => {
@@ -379,8 +391,8 @@ t.test('signer trust (same SPIFFE rules as TLS peers)', async (t) => {
   t.equal(outcome(verifier(), craft({ header: headerFor('ES256', futureLeaf), claims: c(A), alg: 'ES256', key: futureLeaf.privateKey }), ctx), 'signer_untrusted/certificate_not_yet_valid');
 
   const p384ca = await createCa({ trustDomain: ORG, keyAlgorithm: 'P-384' });
-  const edgy = await createCert({ role: 'rsa1024-less', signer: p384ca, uris: [A], ca: false, keyUsage: ['digitalSignature'] });
-  t.equal(outcome(verifier(), sign(edgy, A), { ...ctx, bundles: bundlesOf([ORG, p384ca]) }), 'ok', 'leaf under a P-384 root');
+  const underP384 = await createLeaf(p384ca, A);
+  t.equal(outcome(verifier(), sign(underP384, A), { ...ctx, bundles: bundlesOf([ORG, p384ca]) }), 'ok', 'P-256 leaf under a P-384 root');
 });
 
 t.test('time window', async (t) => {
@@ -394,6 +406,12 @@ t.test('time window', async (t) => {
   t.equal(at(s.iat * 1000 - 5001), 'envelope_expired/not_yet_valid', 'not yet valid');
   t.equal(outcome(new EnvelopeVerifier({ leewaySeconds: 0 }), s.jws, { ...ctx, nowMs: s.exp * 1000 + 1 }), 'envelope_expired/expired', 'leeway 0');
   t.equal(outcome(new EnvelopeVerifier({ leewaySeconds: 30 }), s.jws, { ...ctx, nowMs: s.exp * 1000 + 29_000 }), 'ok', 'leeway 30');
+  t.equal(outcome(new EnvelopeVerifier({ leewaySeconds: 0.5 }), s.jws, { ...ctx, nowMs: s.exp * 1000 + 500 }), 'ok', 'fractional leeway');
+  t.equal(outcome(new EnvelopeVerifier({ leewaySeconds: 0.5 }), s.jws, { ...ctx, nowMs: s.exp * 1000 + 501 }), 'envelope_expired/expired');
+  t.equal(outcome(new EnvelopeVerifier({ maxTtlSeconds: 59.5 }), s.jws, ctx), 'envelope_expired/ttl_too_long', 'fractional max ttl');
+  for (const bad of [{ leewaySeconds: -1 }, { maxTtlSeconds: 0 }, { maxTtlSeconds: NaN }, { maxBytes: 1.5 }, { cacheLimit: 0 }]) {
+    t.throws(() => new EnvelopeVerifier(bad), RangeError, JSON.stringify(bad));
+  }
 
   const long = signerA.sign({ subject: 's', ttlSeconds: 301 }, NOW);
   t.equal(outcome(verifier(), long.jws, ctx), 'envelope_expired/ttl_too_long', 'exp - iat over the default max 300');
@@ -437,6 +455,16 @@ t.test('revocation hook', async (t) => {
     'a failing hook fails closed',
   );
   t.equal(outcome(v, flipChar(jws, 2, 10), { ...ctx, isRevoked: () => true }), 'signature_invalid/bad_signature', 'signature is checked before revocation');
+
+  // A hook that verifies another envelope with the same verifier (re-entrancy) must not disturb
+  // the outer verification, which reads reused buffers.
+  const outer = signerA.sign({ subject: 'outer', data: 'o'.repeat(3000) }, NOW).jws;
+  const inner = signerA.sign({ subject: 'inner', data: 'i'.repeat(5000) }, NOW).jws;
+  let innerData: unknown;
+  const r = v.verify(outer, { ...ctx, isRevoked: () => ((innerData = v.verify(inner, ctx).data), false) });
+  t.equal(r.subject, 'outer');
+  t.equal(r.data, 'o'.repeat(3000));
+  t.equal(innerData, 'i'.repeat(5000));
 });
 
 t.test('replay window', async (t) => {

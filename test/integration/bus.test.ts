@@ -11,11 +11,10 @@ import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import t from 'tap';
 import { createEnvelopeSigner, type EnvelopeSigner } from '../../src/bus/envelope/index.js';
-import type { X509Svid } from '../../src/identity/index.js';
-import { SpiffeId } from '../../src/spiffe/index.js';
 import { createCa, createLeaf, type Issued } from '../fixtures/certs.js';
 import { runSigil, setupTrustDomain, sidecarConfig, tempDir, waitUntil, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
 import { findNatsServer, startNats, type RunningNats } from '../helpers/nats.js';
+import { svidOf } from '../helpers/envelope.js';
 import { auditLines, metricSum, metrics, openWs, type WsClient } from '../helpers/observe.js';
 
 const TD = 'example.org';
@@ -40,17 +39,6 @@ if ('missing' in found) {
   await suite(found.found);
 }
 
-function svidOf(leaf: Issued, id: string): X509Svid {
-  return {
-    id: SpiffeId.parse(id),
-    certificates: [leaf.cert],
-    certChainPem: leaf.pem,
-    privateKeyPem: leaf.keyPem,
-    notBefore: new Date(leaf.cert.validFrom),
-    notAfter: new Date(leaf.cert.validTo),
-    serial: leaf.cert.serialNumber,
-  };
-}
 
 const b64url = (v: unknown): string => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
 
@@ -101,7 +89,7 @@ async function suite(natsBinary: string): Promise<void> {
     b = await sidecar('b', ID_B, { audit: { path: auditB } });
     a = await sidecar('a', ID_A);
     evilLeaf = await td.leaf(ID_EVIL);
-    evil = createEnvelopeSigner(svidOf(evilLeaf, ID_EVIL));
+    evil = createEnvelopeSigner(svidOf(evilLeaf));
     attacker = await connect({ servers: [nats.url], tls: { cert: evilLeaf.pem, key: evilLeaf.keyPem, ca: nats.caPem }, name: 'attacker' });
     t.teardown(() => attacker.close());
     agentB = await openWs(`ws://${String(b.ready.bus)}/bus`);
@@ -199,12 +187,12 @@ async function suite(natsBinary: string): Promise<void> {
   attack('signed by a rogue CA with the same trust-domain name, claiming agent A', 'signer_untrusted', async () => {
     const rogueCa = await createCa({ trustDomain: TD });
     const rogue = await createLeaf(rogueCa, ID_A);
-    return createEnvelopeSigner(svidOf(rogue, ID_A)).sign({ subject: 'orders.attack', data: 'rogue' }).jws;
+    return createEnvelopeSigner(svidOf(rogue)).sign({ subject: 'orders.attack', data: 'rogue' }).jws;
   });
   attack('signed with another trust domain’s key', 'signer_untrusted', async () => {
     const otherCa = await createCa({ trustDomain: 'other.example' });
     const other = await createLeaf(otherCa, 'spiffe://other.example/agent/x');
-    return createEnvelopeSigner(svidOf(other, 'spiffe://other.example/agent/x')).sign({ subject: 'orders.attack', data: 'other' }).jws;
+    return createEnvelopeSigner(svidOf(other)).sign({ subject: 'orders.attack', data: 'other' }).jws;
   });
   attack('expired', 'envelope_expired', () => {
     const now = Math.floor(Date.now() / 1000);
@@ -248,7 +236,7 @@ async function suite(natsBinary: string): Promise<void> {
 
   t.test('policy: B never sees a valid message from a sender it may not receive from', async (t) => {
     const mutedLeaf = await td.leaf(ID_MUTED);
-    const muted = createEnvelopeSigner(svidOf(mutedLeaf, ID_MUTED));
+    const muted = createEnvelopeSigner(svidOf(mutedLeaf));
     const before = await rejectedAtB('policy_denied');
     attacker.publish('orders.muted', muted.sign({ subject: 'orders.muted', data: 'shh' }).jws);
     t.equal(await nextAtB(700), undefined, 'not delivered');

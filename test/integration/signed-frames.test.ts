@@ -6,10 +6,9 @@
 // upstream agent. Each refusal has a positive control.
 import t from 'tap';
 import { createEnvelopeSigner } from '../../src/bus/envelope/index.js';
-import type { X509Svid } from '../../src/identity/index.js';
-import { SpiffeId } from '../../src/spiffe/index.js';
 import type { Issued } from '../fixtures/certs.js';
 import { startAppUpstream, type AppUpstream } from '../helpers/app-upstream.js';
+import { svidOf } from '../helpers/envelope.js';
 import { openWs, wsRefusal, type WsClient } from '../helpers/observe.js';
 import { runSigil, setupTrustDomain, sidecarConfig, tempDir, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
 
@@ -25,17 +24,6 @@ let a: RunningSigil;
 let b: RunningSigil;
 let evilLeaf: Issued;
 
-function svidOf(leaf: Issued, id: string): X509Svid {
-  return {
-    id: SpiffeId.parse(id),
-    certificates: [leaf.cert],
-    certChainPem: leaf.pem,
-    privateKeyPem: leaf.keyPem,
-    notBefore: new Date(leaf.cert.validFrom),
-    notAfter: new Date(leaf.cert.validTo),
-    serial: leaf.cert.serialNumber,
-  };
-}
 
 t.before(async () => {
   const dir = await tempDir(t);
@@ -103,7 +91,7 @@ t.test('B refuses a stream that does not announce signed frames', async (t) => {
 });
 
 t.test('attacker frames: valid envelope delivered; unsigned, foreign-signed and replayed ones close the stream', async (t) => {
-  const evil = createEnvelopeSigner(svidOf(evilLeaf, ID_EVIL));
+  const evil = createEnvelopeSigner(svidOf(evilLeaf));
   const frame = (path: string, text: string): string => evil.sign({ subject: `ws:${path}`, data: text, audience: [ID_B] }).jws;
 
   const good = await asEvil('/evil-ok');
@@ -123,7 +111,7 @@ t.test('attacker frames: valid envelope delivered; unsigned, foreign-signed and 
   };
   await expectClosed('/unsigned', 'plain text', 'envelope_malformed');
   const cLeaf = await td.leaf(ID_C);
-  const c = createEnvelopeSigner(svidOf(cLeaf, ID_C));
+  const c = createEnvelopeSigner(svidOf(cLeaf));
   await expectClosed('/foreign', c.sign({ subject: 'ws:/foreign', data: 'x', audience: [ID_B] }).jws, 'issuer_mismatch');
   await expectClosed('/other-path', frame('/elsewhere', 'x'), 'subject_mismatch');
   await expectClosed('/wrong-aud', evil.sign({ subject: 'ws:/wrong-aud', data: 'x', audience: [ID_C] }).jws, 'audience_mismatch');

@@ -9,8 +9,8 @@ export const HEADER_MEMBERS: ReadonlySet<string> = new Set(['alg', 'typ', 'x5c']
 /** The only claims allowed in the payload; unknown claims are refused. */
 export const CLAIM_NAMES: ReadonlySet<string> = new Set(['iss', 'sub', 'aud', 'iat', 'exp', 'jti', 'dlg', 'data', 'data_b64']);
 
-/** jti: base64url of this many random bytes when Sigil signs; verifiers accept 16..64. */
-export const JTI_BYTES = 16;
+/** jti: base64url of this many random bytes (144 bits) when Sigil signs; verifiers accept 16..64. */
+export const JTI_BYTES = 18;
 export const JTI_MIN_BYTES = 16;
 export const JTI_MAX_BYTES = 64;
 

@@ -2,7 +2,7 @@ import { createPrivateKey, randomFillSync, sign as cryptoSign, type KeyObject, t
 import type { X509Svid } from '../../identity/index.js';
 import { SpiffeIdPattern, validateLeaf, type SpiffeId } from '../../spiffe/index.js';
 import { algorithmsFor, keyKind, signParams, type CryptoParams, type EnvelopeAlgorithm } from './algorithms.js';
-import { jsonString } from './encoding.js';
+import { Scratch, jsonString } from './encoding.js';
 import { EnvelopeError, malformed } from './errors.js';
 import { DEFAULT_TTL_SECONDS, ENVELOPE_TYP, JTI_BYTES } from './format.js';
 
@@ -17,7 +17,7 @@ export interface SignInput {
   audience?: string[];
   /** `dlg`: the delegation token the message is sent under. */
   delegation?: string;
-  /** exp - iat; default the signer's defaultTtlSeconds. Verifiers refuse more than their maxTtlSeconds (default 300). */
+  /** exp - iat in whole seconds (a fraction is truncated; at least 1); default the signer's defaultTtlSeconds. Verifiers refuse more than their maxTtlSeconds (default 300). */
   ttlSeconds?: number;
 }
 
@@ -37,25 +37,29 @@ export interface EnvelopeSigner {
 }
 
 export interface EnvelopeSignerOptions {
-  /** Default 60. */
+  /** Default 60; whole seconds (a fraction is truncated), at least 1. */
   defaultTtlSeconds?: number;
   /** For RSA keys: PS256 (default) or RS256. EC keys have exactly one algorithm. */
   rsaAlgorithm?: 'PS256' | 'RS256';
 }
 
-// ---- jti: 128 random bits, drawn from a pooled CSPRNG buffer (one randomFillSync per 256) ----
-const POOL_BYTES = JTI_BYTES * 256;
-const pool = Buffer.alloc(POOL_BYTES);
-let poolOffset = POOL_BYTES;
+// ---- jti: random bits from a pooled CSPRNG buffer -------------------------------------------
+// JTI_BYTES is a multiple of 3, so the base64url of the whole pool splits into one jti per
+// 4 * JTI_BYTES / 3 characters: one randomFillSync and one encoding per 256 jtis.
+const JTI_CHARS = (JTI_BYTES / 3) * 4;
+const JTIS_PER_POOL = 256;
+const pool = Buffer.alloc(JTI_BYTES * JTIS_PER_POOL);
+let poolText = '';
+let poolIndex = JTIS_PER_POOL;
 
 function nextJti(): string {
-  if (poolOffset + JTI_BYTES > POOL_BYTES) {
+  if (poolIndex === JTIS_PER_POOL) {
     randomFillSync(pool);
-    poolOffset = 0;
+    poolText = pool.toString('base64url');
+    poolIndex = 0;
   }
-  const jti = pool.toString('base64url', poolOffset, poolOffset + JTI_BYTES);
-  poolOffset += JTI_BYTES;
-  return jti;
+  const start = poolIndex++ * JTI_CHARS;
+  return poolText.slice(start, start + JTI_CHARS);
 }
 
 const MAX_KNOWN_AUDIENCE = 1024;
@@ -73,6 +77,12 @@ class Signer implements EnvelopeSigner {
   private readonly defaultTtl: number;
   /** Audience entries already checked to be valid IDs/patterns. */
   private readonly knownAudience = new Set<string>();
+  private readonly claimScratch = new Scratch();
+  /** Always starts with headerDotBytes. */
+  private readonly inputScratch = new Scratch();
+  private inputView: Buffer = Buffer.alloc(0);
+  private lastSubject = '';
+  private lastSubjectJson = '""';
 
   constructor(
     readonly id: SpiffeId,
@@ -118,24 +128,31 @@ class Signer implements EnvelopeSigner {
     this.claimsPrefix = '{"iss":' + JSON.stringify(id.toString()) + ',"sub":';
     this.notBefore = Date.parse(leaf.validFrom);
     this.notAfter = Date.parse(leaf.validTo);
-    const ttl = opts.defaultTtlSeconds ?? DEFAULT_TTL_SECONDS;
-    if (!Number.isSafeInteger(ttl) || ttl < 1) throw new RangeError('defaultTtlSeconds must be a positive integer');
+    const ttl = Math.floor(opts.defaultTtlSeconds ?? DEFAULT_TTL_SECONDS);
+    if (!Number.isSafeInteger(ttl) || ttl < 1) throw new RangeError('defaultTtlSeconds must be at least 1');
     this.defaultTtl = ttl;
   }
 
   sign(input: SignInput, nowMs: number = Date.now()): SignedEnvelope {
-    if (!(nowMs >= this.notBefore && nowMs <= this.notAfter)) {
-      throw new EnvelopeError('svid_unavailable', 'svid_expired', 'the SVID is outside its validity period; it must be rotated before signing');
+    if (!(nowMs <= this.notAfter)) {
+      throw new EnvelopeError('svid_unavailable', 'svid_expired', 'the SVID has expired; it must be rotated before signing');
+    }
+    if (!(nowMs >= this.notBefore)) {
+      throw new EnvelopeError('svid_unavailable', 'svid_not_yet_valid', 'the SVID is not valid yet');
     }
     const { subject } = input;
     if (typeof subject !== 'string' || subject.length === 0) throw malformed('bad_sub', 'subject must be a non-empty string');
-    const ttl = input.ttlSeconds ?? this.defaultTtl;
-    if (!Number.isSafeInteger(ttl) || ttl < 1) throw malformed('bad_ttl', 'ttlSeconds must be a positive integer');
+    const ttl = Math.floor(input.ttlSeconds ?? this.defaultTtl);
+    if (!Number.isSafeInteger(ttl) || ttl < 1) throw malformed('bad_ttl', 'ttlSeconds must be at least 1');
     const iat = Math.floor(nowMs / 1000);
     const exp = iat + ttl;
     const jti = nextJti();
 
-    let claims = this.claimsPrefix + JSON.stringify(subject);
+    if (subject !== this.lastSubject) {
+      this.lastSubject = subject;
+      this.lastSubjectJson = JSON.stringify(subject);
+    }
+    let claims = this.claimsPrefix + this.lastSubjectJson;
     if (input.audience !== undefined) claims += ',"aud":' + this.audienceJson(input.audience);
     claims += ',"iat":' + iat + ',"exp":' + exp + ',"jti":"' + jti + '"';
     if (input.delegation !== undefined) {
@@ -146,13 +163,20 @@ class Signer implements EnvelopeSigner {
     }
     claims += dataMember(input) + '}';
 
-    const payload = Buffer.from(claims, 'utf8').toString('base64url');
+    // Claims → UTF-8 → base64url → signing input, through two reused buffers: per-message
+    // allocations of this size are what the garbage collector would otherwise spend its time on.
+    const claimBytes = this.claimScratch.reserve(claims.length * 3); // UTF-8 needs at most 3 bytes per UTF-16 unit
+    const n = claimBytes.write(claims, 0, 'utf8');
+    const payload = claimBytes.toString('base64url', 0, n);
     const hlen = this.headerDotBytes.length;
-    const signingInput = Buffer.allocUnsafe(hlen + payload.length);
-    this.headerDotBytes.copy(signingInput, 0);
+    const inputLength = hlen + payload.length;
+    const signingInput = this.inputScratch.reserve(inputLength, this.headerDotBytes);
     signingInput.write(payload, hlen, 'latin1');
     const p = this.params;
-    const signature = cryptoSign(p.hash, signingInput, p.key).toString('base64url');
+    // Messages of one size repeat; so does the view of the signing input.
+    let view = this.inputView;
+    if (view.length !== inputLength || view.buffer !== signingInput.buffer) view = this.inputView = signingInput.subarray(0, inputLength);
+    const signature = cryptoSign(p.hash, view, p.key).toString('base64url');
     return { jws: this.headerDot + payload + '.' + signature, jti, iat, exp };
   }
 

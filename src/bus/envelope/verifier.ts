@@ -16,7 +16,7 @@ import {
   type CryptoParams,
   type EnvelopeAlgorithm,
 } from './algorithms.js';
-import { decodeBase64, decodeBase64url, duplicateMember } from './encoding.js';
+import { Scratch, base64urlLength, decodeBase64, decodeBase64url, duplicateMember, memberCount } from './encoding.js';
 import { EnvelopeError, malformed, quote } from './errors.js';
 import {
   CLAIM_NAMES,
@@ -35,9 +35,9 @@ import type { ReplayWindow } from './replay.js';
 export interface EnvelopeVerifierOptions {
   /** Longest accepted compact serialization, in characters (= bytes; it is ASCII). Default 1 MiB. */
   maxBytes?: number;
-  /** Clock skew tolerated on exp and iat, seconds. Default 5. */
+  /** Clock skew tolerated on exp and iat, seconds (may be fractional). Default 5. */
   leewaySeconds?: number;
-  /** Longest accepted exp - iat, seconds. Default 300. */
+  /** Longest accepted exp - iat, seconds (may be fractional). Default 300. */
   maxTtlSeconds?: number;
   /** Entries in each cache (verified chains; parsed headers). Default 4096. */
   cacheLimit?: number;
@@ -66,7 +66,7 @@ export interface VerifyContext {
   replay?: ReplayWindow;
   /** Any change drops every cached chain (e.g. bump it when revocation data changes). */
   trustEpoch?: number;
-  /** Checked on every message, cached chain or not; true → `svid_revoked`. */
+  /** Checked on every message, cached chain or not; true → `svid_revoked`; a throwing hook → `svid_revoked` (fail closed). */
   isRevoked?: (signer: SignerInfo) => boolean;
 }
 
@@ -118,9 +118,16 @@ interface Claims {
   data_b64?: unknown;
 }
 
-function positiveInt(v: number | undefined, dflt: number, name: string, min = 1): number {
+function positiveInt(v: number | undefined, dflt: number, name: string): number {
   const x = v ?? dflt;
-  if (!Number.isSafeInteger(x) || x < min) throw new RangeError(`${name} must be an integer >= ${min}`);
+  if (!Number.isSafeInteger(x) || x < 1) throw new RangeError(`${name} must be a positive integer`);
+  return x;
+}
+
+/** Seconds may be fractional (configuration durations such as 500ms). */
+function seconds(v: number | undefined, dflt: number, name: string, min: number, minInclusive: boolean): number {
+  const x = v ?? dflt;
+  if (!Number.isFinite(x) || x < min || (!minInclusive && x === min)) throw new RangeError(`${name} must be a number ${minInclusive ? '>=' : '>'} ${min}`);
   return x;
 }
 
@@ -148,11 +155,16 @@ export class EnvelopeVerifier {
   private scopeBundles: BundleSet | undefined;
   private scopeEpoch: number | undefined;
   private readonly patterns = new Map<string, SpiffeIdPattern>();
+  private lastHeader = '\u0000';
+  private lastHeaderEntry: HeaderEntry | undefined;
+  private active = false;
+  private readonly payloadScratch = new Scratch();
+  private readonly inputScratch = new Scratch();
 
   constructor(opts: EnvelopeVerifierOptions = {}) {
     this.maxBytes = positiveInt(opts.maxBytes, DEFAULT_MAX_BYTES, 'maxBytes');
-    this.leewaySeconds = positiveInt(opts.leewaySeconds, DEFAULT_LEEWAY_SECONDS, 'leewaySeconds', 0);
-    this.maxTtlSeconds = positiveInt(opts.maxTtlSeconds, DEFAULT_MAX_TTL_SECONDS, 'maxTtlSeconds');
+    this.leewaySeconds = seconds(opts.leewaySeconds, DEFAULT_LEEWAY_SECONDS, 'leewaySeconds', 0, true);
+    this.maxTtlSeconds = seconds(opts.maxTtlSeconds, DEFAULT_MAX_TTL_SECONDS, 'maxTtlSeconds', 0, false);
     this.cacheLimit = positiveInt(opts.cacheLimit, DEFAULT_CACHE_LIMIT, 'cacheLimit');
   }
 
@@ -162,33 +174,55 @@ export class EnvelopeVerifier {
   }
 
   verify(jws: string, ctx: VerifyContext): VerifiedEnvelope {
+    // The revocation hook is caller code; should it verify another envelope with this verifier,
+    // that inner call must not reuse the buffers the outer call is still reading.
+    const reentrant = this.active;
+    this.active = true;
     try {
-      return this.verifyOrThrow(jws, ctx);
+      return this.verifyOrThrow(jws, ctx, reentrant ? new Scratch() : this.payloadScratch, reentrant ? new Scratch() : this.inputScratch);
     } catch (err) {
       if (err instanceof EnvelopeError) throw err;
       throw new EnvelopeError('envelope_malformed', 'internal_error', `envelope_malformed: unexpected ${(err as Error)?.message ?? String(err)}`, {
         cause: err,
       });
+    } finally {
+      this.active = reentrant;
     }
   }
 
-  private verifyOrThrow(jws: string, ctx: VerifyContext): VerifiedEnvelope {
+  private verifyOrThrow(jws: string, ctx: VerifyContext, payloadScratch: Scratch, inputScratch: Scratch): VerifiedEnvelope {
     // 1. Size, then structure: three segments, each canonical base64url.
     if (typeof jws !== 'string') throw malformed('not_a_string', 'envelope must be a string');
     if (jws.length > this.maxBytes) {
       throw new EnvelopeError('envelope_too_large', 'too_large', `envelope_too_large: ${jws.length} > ${this.maxBytes} bytes`);
     }
-    const d1 = jws.indexOf('.');
+    // The header segment is the same for every message of a signer: compare it with the last
+    // one seen before hashing it for the cache lookup. (slice + === is a memcmp in V8; startsWith
+    // compares character by character and is ~30x slower on a 1 KiB header.)
+    const last = this.lastHeader;
+    let d1: number;
+    let header: HeaderEntry | undefined;
+    if (jws.charCodeAt(last.length) === 0x2e && jws.slice(0, last.length) === last) {
+      d1 = last.length;
+      header = this.lastHeaderEntry;
+    } else {
+      d1 = jws.indexOf('.');
+    }
     const d2 = d1 < 0 ? -1 : jws.indexOf('.', d1 + 1);
     if (d1 < 0 || d2 < 0 || jws.indexOf('.', d2 + 1) !== -1) throw malformed('segment_count', 'envelope must have exactly three segments');
 
     // 2. Protected header.
-    const header = this.header(jws.slice(0, d1));
+    header ??= this.header(jws.slice(0, d1));
 
     const signature = decodeBase64url(jws.slice(d2 + 1));
     if (!signature || signature.length === 0) throw malformed('signature_base64', 'signature is not canonical base64url');
-    const payload = decodeBase64url(jws.slice(d1 + 1, d2));
-    if (!payload) throw malformed('payload_base64', 'payload is not canonical base64url');
+    // The payload is decoded into a reused buffer (valid until the next verify); per-message
+    // buffers of this size would mostly feed the garbage collector.
+    const payloadSegment = jws.slice(d1 + 1, d2);
+    const payloadBuffer = payloadScratch.reserve(payloadSegment.length);
+    const payloadLength = payloadBuffer.write(payloadSegment, 0, 'base64url');
+    const payload = payloadBuffer.subarray(0, payloadLength);
+    if (payload.toString('base64url') !== payloadSegment) throw malformed('payload_base64', 'payload is not canonical base64url');
 
     // 3. Signer chain (cached) and the algorithm against its key.
     const nowMs = ctx.nowMs ?? Date.now();
@@ -207,7 +241,9 @@ export class EnvelopeVerifier {
     }
     let ok: boolean;
     try {
-      ok = cryptoVerify(v.hash, Buffer.from(jws, 'latin1').subarray(0, d2), v.key, signature);
+      const input = inputScratch.reserve(d2);
+      input.write(jws, 0, d2, 'latin1');
+      ok = cryptoVerify(v.hash, input.subarray(0, d2), v.key, signature);
     } catch {
       ok = false;
     }
@@ -218,7 +254,7 @@ export class EnvelopeVerifier {
     if (ctx.isRevoked) {
       let revoked: boolean;
       try {
-        revoked = ctx.isRevoked(signer) !== false;
+        revoked = Boolean(ctx.isRevoked(signer));
       } catch (cause) {
         throw new EnvelopeError('svid_revoked', 'revocation_check_failed', 'svid_revoked: the revocation check failed (fail closed)', { cause });
       }
@@ -239,8 +275,8 @@ export class EnvelopeVerifier {
     if (!isNumericDate(iat)) throw malformed('bad_iat', 'iat must be an integer NumericDate');
     if (!isNumericDate(exp)) throw malformed('bad_exp', 'exp must be an integer NumericDate');
     if (typeof jti !== 'string') throw malformed('bad_jti', 'jti must be a string');
-    const jtiBytes = decodeBase64url(jti);
-    if (!jtiBytes || jtiBytes.length < JTI_MIN_BYTES || jtiBytes.length > JTI_MAX_BYTES) {
+    const jtiLength = base64urlLength(jti);
+    if (jtiLength < JTI_MIN_BYTES || jtiLength > JTI_MAX_BYTES) {
       throw malformed('bad_jti', `jti must be canonical base64url of ${JTI_MIN_BYTES}..${JTI_MAX_BYTES} bytes`);
     }
     let audience: string[] | undefined;
@@ -251,7 +287,7 @@ export class EnvelopeVerifier {
       audience = aud as string[];
     }
     if (dlg !== undefined && (typeof dlg !== 'string' || dlg.length === 0)) throw malformed('bad_dlg', 'dlg must be a non-empty string');
-    const hasData = 'data' in claims;
+    const hasData = Object.hasOwn(claims, 'data');
     const dataB64 = claims.data_b64;
     let bytes: Buffer | undefined;
     if (dataB64 !== undefined) {
@@ -305,9 +341,15 @@ export class EnvelopeVerifier {
 
   private header(segment: string): HeaderEntry {
     const hit = this.headers.get(segment);
-    if (hit) return hit;
+    if (hit) {
+      this.lastHeader = segment;
+      this.lastHeaderEntry = hit;
+      return hit;
+    }
     const entry = parseHeader(segment);
     remember(this.headers, segment, entry, this.cacheLimit);
+    this.lastHeader = segment;
+    this.lastHeaderEntry = entry;
     return entry;
   }
 
@@ -395,10 +437,12 @@ function parseHeader(segment: string): HeaderEntry {
     throw malformed('header_json', 'protected header is not JSON');
   }
   if (typeof h !== 'object' || h === null || Array.isArray(h)) throw malformed('header_not_object', 'protected header is not a JSON object');
-  const dup = duplicateMember(text);
-  if (dup !== undefined) throw malformed('header_duplicate_member', `protected header repeats ${quote(dup)}`);
   const header = h as Record<string, unknown>;
-  for (const name of Object.keys(header)) {
+  const names = Object.keys(header);
+  if (memberCount(raw) !== names.length) {
+    throw malformed('header_duplicate_member', `protected header repeats ${quote(duplicateMember(text))}`);
+  }
+  for (const name of names) {
     if (!HEADER_MEMBERS.has(name)) throw malformed('header_member_not_allowed', `protected header member ${quote(name)} is not allowed`);
   }
   if (!('typ' in header)) throw malformed('typ_missing', `typ must be ${ENVELOPE_TYP}`);
@@ -436,10 +480,12 @@ function parseClaims(payload: Buffer): Claims {
     throw malformed('payload_json', 'payload is not JSON');
   }
   if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) throw malformed('claims_not_object', 'payload is not a JSON object');
-  for (const name in claims) {
-    if (!CLAIM_NAMES.has(name)) throw malformed('unknown_claim', `unknown claim ${quote(name)}`);
+  const names = Object.keys(claims);
+  for (let i = 0; i < names.length; i++) {
+    if (!CLAIM_NAMES.has(names[i]!)) throw malformed('unknown_claim', `unknown claim ${quote(names[i])}`);
   }
-  const dup = duplicateMember(text);
-  if (dup !== undefined) throw malformed('claims_duplicate_member', `payload repeats claim ${quote(dup)}`);
+  if (memberCount(payload) !== names.length) {
+    throw malformed('claims_duplicate_member', `payload repeats claim ${quote(duplicateMember(text))}`);
+  }
   return claims as Claims;
 }
