@@ -2,7 +2,7 @@
 // wrapped in a Sigil envelope signed by the sending sidecar's SVID and verified and unwrapped by
 // the receiving sidecar, so each frame (not only the connection) is attributable to its sender.
 // The agents on both ends see plain frames. Negotiated per stream with SIGNED_FRAMES_HEADER on
-// the upgrade (docs/envelope.md, "Signed streams").
+// the upgrade (docs/bus.md, "Signed WebSocket streams").
 import type { ReasonCode } from '../authz/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { SpiffeId } from '../spiffe/index.js';

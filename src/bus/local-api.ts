@@ -1,7 +1,7 @@
 // The agent-facing side of the bus (`bus.local`, loopback): a WebSocket endpoint `/bus` with
 // small JSON frames, and `POST /bus/publish` for clients that only publish. The agent never
 // sees keys or envelopes: it publishes data and receives data plus the verified sender.
-// Frames and bodies are specified in docs/envelope.md ("Local API").
+// Frames and bodies are specified in docs/bus.md ("The local bus API").
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
