@@ -70,12 +70,14 @@ export class FrameSigning {
           const v = this.verifier.verify(data.toString('utf8'), {
             bundles: own.bundles,
             self: own.svid.id,
-            replay,
             ...(this.options.trustEpoch ? { trustEpoch: this.options.trustEpoch() } : {}),
           });
           // The frame must come from the sidecar at the other end of this very connection.
           if (!v.signer.id.equals(peer)) return { refused: 'issuer_mismatch', detail: `signed by ${v.signer.id.toString()}, not the connection's peer` };
           if (v.subject !== subject) return { refused: 'subject_mismatch', detail: 'signed for another stream path' };
+          // Remembered only once everything else passed, so a refused frame never fills the window.
+          const seen = replay.checkAndRecord(v.signer.id.toString(), v.jti, v.exp * 1000 + this.options.leewaySeconds * 1000, Date.now());
+          if (seen !== 'recorded') return { refused: 'replay', detail: seen };
           if (v.bytes !== undefined) return { data: v.bytes, isBinary: true };
           if (typeof v.data !== 'string') return { refused: 'envelope_malformed', detail: 'a text frame envelope carries a string' };
           return { data: Buffer.from(v.data, 'utf8'), isBinary: false };

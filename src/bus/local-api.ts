@@ -15,6 +15,12 @@ import { BusRefusal, type BusService, type DeliveredMessage, type PublishRequest
 /** Subscriptions one WebSocket client may hold. */
 export const MAX_SUBSCRIPTIONS_PER_CLIENT = 100;
 
+/**
+ * Unsent bytes a local subscriber may fall behind by; beyond it the sidecar closes the
+ * connection (1008, bus_buffer_full) instead of buffering without bound.
+ */
+export const MAX_SUBSCRIBER_BACKLOG_BYTES = 16 * 1024 * 1024;
+
 export interface LocalBusApiOptions {
   listen: HostPort;
   /** Largest request body / frame accepted from the agent (bytes). */
@@ -54,6 +60,13 @@ export function messageFrame(subscription: string, m: DeliveredMessage): Record<
   if (m.bytes !== undefined) frame.bytes = m.bytes.toString('base64');
   else frame.data = m.data;
   return frame;
+}
+
+/** Any failure as a refusal the agent can read; an unexpected one is logged, never thrown on. */
+function asRefusal(err: unknown, logger: Logger): BusRefusal {
+  if (err instanceof BusRefusal) return err;
+  logger.error('local bus request failed unexpectedly', { error: err as Error });
+  return new BusRefusal('internal_error', 503, 'the request could not be handled');
 }
 
 export class LocalBusApi {
@@ -115,8 +128,8 @@ export class LocalBusApi {
         res.writeHead(202, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) });
         res.end(payload);
       } catch (err) {
-        if (!(err instanceof BusRefusal)) throw err;
-        sendError(res, err.status, errorBody(err.status, err.reason, { detail: err.message, ...(err.decision ? { policies: err.decision.policies } : {}) }));
+        const r = asRefusal(err, this.options.logger);
+        sendError(res, r.status, errorBody(r.status, r.reason, { detail: r.message, ...(r.decision ? { policies: r.decision.policies } : {}) }));
       }
     });
   }
@@ -130,7 +143,19 @@ export class LocalBusApi {
   private serve(ws: WebSocket): void {
     const subscriptions = new Map<string, () => void>();
     const send = (frame: Record<string, unknown>): void => {
-      if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(frame));
+      if (ws.readyState !== ws.OPEN) return;
+      if (ws.bufferedAmount > MAX_SUBSCRIBER_BACKLOG_BYTES) {
+        this.options.logger.warn('closing a local bus client that stopped reading', { backlog: ws.bufferedAmount });
+        ws.close(1008, 'bus_buffer_full');
+        return;
+      }
+      let text: string;
+      try {
+        text = JSON.stringify(frame);
+      } catch {
+        text = JSON.stringify({ op: 'error', reason: 'envelope_malformed', message: 'a message could not be serialized for delivery' });
+      }
+      ws.send(text);
     };
     const error = (reason: string, message: string, extra: Record<string, unknown> = {}): void => send({ op: 'error', reason, message, ...extra });
     ws.on('error', () => undefined);
@@ -155,11 +180,12 @@ export class LocalBusApi {
           if (typeof id !== 'string' || id.length === 0 || id.length > 128) return error('bad_request', 'subscribe: id must be a string of 1-128 characters', ref);
           if (subscriptions.has(id)) return error('bad_request', `subscription ${id} exists`, { id });
           if (subscriptions.size >= MAX_SUBSCRIPTIONS_PER_CLIENT) return error('bad_request', `at most ${MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions`, { id });
+          if (typeof frame.subject !== 'string') return error('bad_request', 'subscribe: subject must be a string', { id });
           try {
-            subscriptions.set(id, this.bus.subscribe(String(frame.subject), (m) => send(messageFrame(id, m))));
+            subscriptions.set(id, this.bus.subscribe(frame.subject, (m) => send(messageFrame(id, m))));
           } catch (err) {
-            if (err instanceof BusRefusal) return error(err.reason, err.message, { id });
-            throw err;
+            const r = asRefusal(err, this.options.logger);
+            return error(r.reason, r.message, { id });
           }
           return send({ op: 'subscribed', id, subject: frame.subject });
         }
@@ -178,8 +204,8 @@ export class LocalBusApi {
             const published = this.bus.publish(parsed);
             return send({ op: 'published', ...ref, ...published });
           } catch (err) {
-            if (err instanceof BusRefusal) return error(err.reason, err.message, ref);
-            throw err;
+            const r = asRefusal(err, this.options.logger);
+            return error(r.reason, r.message, ref);
           }
         }
         default:

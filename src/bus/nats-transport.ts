@@ -18,7 +18,7 @@ import type { Logger } from '../telemetry/index.js';
 
 export class BusTransportError extends Error {
   constructor(
-    readonly code: 'bus_unavailable' | 'bus_buffer_full',
+    readonly code: 'bus_unavailable' | 'bus_buffer_full' | 'envelope_too_large',
     message: string,
   ) {
     super(message);
@@ -85,7 +85,15 @@ export class NatsTransport {
     if (this.stopped) throw new BusTransportError('bus_unavailable', 'the bus is shutting down');
     const nc = this.current;
     if (nc && this.connected && !nc.isClosed()) {
-      nc.publish(subject, payload);
+      const max = nc.info?.max_payload;
+      if (max !== undefined && Buffer.byteLength(payload) > max) {
+        throw new BusTransportError('envelope_too_large', `the signed message is over the broker's max_payload (${max} bytes)`);
+      }
+      try {
+        nc.publish(subject, payload);
+      } catch (err) {
+        throw new BusTransportError('bus_unavailable', `the broker client refused the message: ${(err as Error).message}`);
+      }
       return;
     }
     if (this.options.bufferMessages === 0) throw new BusTransportError('bus_unavailable', 'not connected to NATS');
@@ -204,7 +212,14 @@ export class NatsTransport {
           if (this.handoverSeen.has(key)) return;
           if (this.handoverSeen.size < HANDOVER_DEDUPE_LIMIT) this.handoverSeen.add(key);
         }
-        for (const handler of state.handlers) handler(msg.subject, payload);
+        // A handler must never throw into nats.js: its reader loop would stop for every subject.
+        for (const handler of state.handlers) {
+          try {
+            handler(msg.subject, payload);
+          } catch (err) {
+            this.options.logger.error('bus message handler failed', { pattern, error: err as Error });
+          }
+        }
       },
     });
     state.subs.set(nc, sub);
@@ -234,7 +249,11 @@ export class NatsTransport {
     const nc = this.current;
     while (nc && this.connected && this.queue.length > 0) {
       const m = this.queue.shift()!;
-      nc.publish(m.subject, m.payload);
+      try {
+        nc.publish(m.subject, m.payload);
+      } catch (err) {
+        this.options.logger.error('a queued publish was refused by the broker client and is lost', { subject: m.subject, error: err as Error });
+      }
     }
   }
 

@@ -79,6 +79,17 @@ export interface BusServiceOptions {
 /** Distinct subscription subjects at once (each keeps its own replay window). */
 export const MAX_PATTERNS = 256;
 
+/** JSON nesting the local API re-serializes for the agent. */
+export const MAX_DATA_DEPTH = 64;
+
+/** Whether `value` nests objects/arrays deeper than `limit` (stops at the first such path). */
+export function tooDeep(value: unknown, limit: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (limit === 0) return true;
+  for (const v of Array.isArray(value) ? value : Object.values(value)) if (tooDeep(v, limit - 1)) return true;
+  return false;
+}
+
 export class BusService {
   private readonly verifier: EnvelopeVerifier;
   private signer: EnvelopeSigner | undefined;
@@ -90,6 +101,8 @@ export class BusService {
    * subject it matches (and is delivered to every local subscriber of that subject).
    */
   private readonly subscriptions = new Map<string, { delivers: Set<(m: DeliveredMessage) => void>; remove: () => void }>();
+  /** Replay windows by subject, kept past the last unsubscribe (see windowFor). */
+  private readonly windows = new Map<string, { window: ReplayWindow; releasedAt?: number }>();
 
   constructor(private readonly options: BusServiceOptions) {
     const e = options.config.envelope;
@@ -142,6 +155,7 @@ export class BusService {
       });
     } catch (err) {
       const reason = err instanceof EnvelopeError ? err.code : 'internal_error';
+      if (reason === 'svid_unavailable') return this.refuse('svid_unavailable', 503, (err as Error).message);
       return this.refuse(reason === 'envelope_too_large' ? 'envelope_too_large' : 'bad_request', reason === 'envelope_too_large' ? 413 : 400, (err as Error).message);
     }
     if (signed.jws.length > this.options.config.envelope.maxBytes) {
@@ -150,11 +164,9 @@ export class BusService {
     try {
       this.transport.publish(request.subject, signed.jws);
     } catch (err) {
-      if (err instanceof BusTransportError) {
-        this.options.observe({ direction: 'outbound', result: 'failed', reason: err.code });
-        throw new BusRefusal(err.code, 503, err.message);
-      }
-      throw err;
+      const e = err instanceof BusTransportError ? err : new BusTransportError('bus_unavailable', `the broker client refused the message: ${(err as Error).message}`);
+      this.options.observe({ direction: 'outbound', result: 'failed', reason: e.code });
+      throw new BusRefusal(e.code, e.code === 'envelope_too_large' ? 413 : 503, e.message);
     }
     this.options.observe({ direction: 'outbound', result: 'success', reason: 'allowed' });
     return { subject: request.subject, jti: signed.jti, exp: signed.exp };
@@ -173,11 +185,18 @@ export class BusService {
     let entry = this.subscriptions.get(pattern);
     if (!entry) {
       if (this.subscriptions.size >= MAX_PATTERNS) throw new BusRefusal('bad_request', 400, `at most ${MAX_PATTERNS} distinct subscription subjects`);
-      const window = new ReplayWindow({ maxEntries: this.options.config.envelope.replayWindowEntries });
+      const window = this.windowFor(pattern);
       const delivers = new Set<(m: DeliveredMessage) => void>();
       const remove = transport.subscribe(pattern, (subject, payload) => {
         const message = this.receive(subject, payload, window);
-        if (message) for (const d of [...delivers]) d(message);
+        if (!message) return;
+        for (const d of [...delivers]) {
+          try {
+            d(message);
+          } catch (err) {
+            this.options.logger.error('delivering a bus message to a local subscriber failed', { subject, error: err as Error });
+          }
+        }
       });
       entry = { delivers, remove };
       this.subscriptions.set(pattern, entry);
@@ -190,7 +209,29 @@ export class BusService {
       if (!own.delivers.delete(handler) || own.delivers.size > 0) return;
       own.remove();
       if (this.subscriptions.get(pattern) === own) this.subscriptions.delete(pattern);
+      const w = this.windows.get(pattern);
+      if (w) w.releasedAt = Date.now();
     };
+  }
+
+  /**
+   * The replay window of a subscription subject. It outlives the subscription by the longest
+   * envelope lifetime: an agent that unsubscribes and subscribes again (a reconnect) must not
+   * get a fresh window in which captured envelopes could be replayed to it.
+   */
+  private windowFor(pattern: string): ReplayWindow {
+    const now = Date.now();
+    const e = this.options.config.envelope;
+    const keep = e.maxTtlMs + e.leewayMs;
+    for (const [p, w] of this.windows) if (w.releasedAt !== undefined && now - w.releasedAt > keep) this.windows.delete(p);
+    let w = this.windows.get(pattern);
+    if (!w) {
+      if (this.windows.size >= 2 * MAX_PATTERNS) throw new BusRefusal('bad_request', 400, 'too many recently used subscription subjects; retry later');
+      w = { window: new ReplayWindow({ maxEntries: e.replayWindowEntries }) };
+      this.windows.set(pattern, w);
+    }
+    delete w.releasedAt;
+    return w.window;
   }
 
   /** Waits until what was published so far reached the broker. */
@@ -208,10 +249,11 @@ export class BusService {
     if (!own) return this.reject(subject, 'svid_unavailable', 'no own identity yet');
     let verified: VerifiedEnvelope;
     try {
+      // No replay window here: a message id is remembered only once the message is delivered
+      // (below), so refused messages — wrong subject, policy — cannot fill the window.
       verified = this.verifier.verify(payload, {
         bundles: own.bundles,
         self: own.svid.id,
-        replay,
         ...(this.options.trustEpoch ? { trustEpoch: this.options.trustEpoch() } : {}),
       });
     } catch (err) {
@@ -223,6 +265,10 @@ export class BusService {
     if (verified.subject !== subject) return this.reject(subject, 'subject_mismatch', `signed for ${verified.subject}`, verified.signer.id);
     // Delegated messages need the delegation verifier, which this release does not have: fail closed.
     if (verified.delegation !== undefined) return this.reject(subject, 'envelope_malformed', 'delegation (dlg) is not supported yet', verified.signer.id);
+    // The agent gets the data re-serialized as JSON; a structure too deep for that is refused here.
+    if (verified.data !== undefined && tooDeep(verified.data, MAX_DATA_DEPTH)) {
+      return this.reject(subject, 'envelope_malformed', `data nested deeper than ${MAX_DATA_DEPTH} levels`, verified.signer.id);
+    }
     const decision = this.options.decide({
       action: 'bus.deliver',
       direction: 'inbound',
@@ -235,6 +281,10 @@ export class BusService {
       this.options.logger.info('bus message not delivered: policy', { subject, from: verified.signer.id.toString(), reason: decision.reason });
       return undefined;
     }
+    const retainUntil = verified.exp * 1000 + this.options.config.envelope.leewayMs;
+    const seen = replay.checkAndRecord(verified.signer.id.toString(), verified.jti, retainUntil, Date.now());
+    if (seen === 'seen') return this.reject(subject, 'replay', 'seen', verified.signer.id);
+    if (seen === 'full') return this.reject(subject, 'replay', 'window_full', verified.signer.id);
     this.options.observe({ direction: 'inbound', result: 'success', reason: 'allowed' });
     const message: DeliveredMessage = { subject, from: verified.signer.id.toString(), jti: verified.jti, iat: verified.iat, exp: verified.exp };
     if (verified.audience !== undefined) message.audience = verified.audience;

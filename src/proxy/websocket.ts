@@ -7,7 +7,7 @@
 import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type ClientOptions, type RawData } from 'ws';
-import type { Decision, WebSocketContext } from '../authz/index.js';
+import { REASON_CODES, type Decision, type WebSocketContext } from '../authz/index.js';
 import type { FrameCodec } from '../bus/frames.js';
 import type { Logger } from '../telemetry/index.js';
 import { stripHopByHop } from './headers.js';
@@ -397,7 +397,16 @@ class Relay implements WebSocketRelay {
     // What goes to the peer side is sealed; what goes to the local agent is plain.
     const emit = (ws: WebSocket, payload: Buffer | string, binary: boolean, cb?: (err?: Error) => void): void => {
       if (codec && ws === (codec.peerSide === 'client' ? this.client : this.server)) {
-        ws.send(codec.seal(typeof payload === 'string' ? Buffer.from(payload) : payload, binary), { binary: false }, cb);
+        let sealed: string;
+        try {
+          sealed = codec.seal(typeof payload === 'string' ? Buffer.from(payload) : payload, binary);
+        } catch (err) {
+          // No usable SVID to sign with (e.g. it expired during an issuer outage): nothing unsigned goes out.
+          this.options.logger.warn('cannot sign a websocket frame; closing the stream', { error: err as Error });
+          this.shutdown(CLOSE_POLICY_VIOLATION, 'svid_unavailable');
+          return;
+        }
+        ws.send(sealed, { binary: false }, cb);
       } else ws.send(payload, { binary }, cb);
     };
     let verdict: MessageVerdict;
@@ -458,6 +467,10 @@ class Relay implements WebSocketRelay {
       this.closing = true;
       this.options.logger.debug('websocket closed', { from, code, reason: reason.toString() });
       target.resume();
+      // On a signed stream, what the peer side puts in a close frame is not signed: pass on only
+      // a standard code and a Sigil reason code, never free text (it would be an unsigned,
+      // unauthorized channel around the per-frame signatures).
+      if (this.codec && from === this.codec.peerSide) [code, reason] = signedStreamClose(code, reason);
       closeLike(target, code, reason);
       this.armKillTimer();
     }
@@ -497,6 +510,13 @@ class Relay implements WebSocketRelay {
  * Closes `ws` the way its counterpart was closed: 1006 (no closing handshake) is mirrored as a
  * cut connection, 1005 (no status) as a close without a code, anything else as is.
  */
+function signedStreamClose(code: number, reason: Buffer): [number, Buffer] {
+  const text = reason.toString('utf8');
+  if (code === 1008 && (REASON_CODES as readonly string[]).includes(text)) return [code, reason];
+  if (code === 1000 || code === 1001 || code === 1011 || code === 1005 || code === 1006) return [code, Buffer.alloc(0)];
+  return [1000, Buffer.alloc(0)];
+}
+
 function closeLike(ws: WebSocket, code: number, reason: Buffer): void {
   try {
     if (code === 1006) ws.terminate();
