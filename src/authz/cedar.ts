@@ -282,7 +282,7 @@ function contextOf(request: AuthzRequest, withTime: boolean): cedar.Context {
   if (request.websocket) context['websocket'] = { ...request.websocket };
   if (request.delegation) {
     const d = request.delegation;
-    context['delegation'] = { sub: d.sub, actors: d.actors, depth: d.depth, scope: d.scope };
+    context['delegation'] = { sub: d.sub, actors: d.actors, depth: d.depth, scope: d.scope, task: d.task };
   }
   return context;
 }

@@ -47,6 +47,8 @@ export interface DelegationContext {
   actors: string[];
   depth: number;
   scope: string[];
+  /** The task id shared by every token of one delegation chain. */
+  task: string;
   /** Token id, for audit only. */
   jti?: string;
 }

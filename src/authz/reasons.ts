@@ -34,6 +34,14 @@ export const REASON_CODES = [
   'svid_revoked',
   'bus_unavailable',
   'bus_buffer_full',
+  // Delegation (src/delegation): why a delegation token was refused or could not be obtained.
+  'delegation_required',
+  'delegation_invalid',
+  'delegation_expired',
+  'actor_mismatch',
+  'scope_widened',
+  'delegation_too_deep',
+  'exchange_failed',
 ] as const;
 
 export type ReasonCode = (typeof REASON_CODES)[number];

@@ -34,7 +34,7 @@ export interface AuditLine {
   policyVersion: string;
   http?: { method: string; path: string; host: string };
   jsonrpc?: { method: string; tool?: string };
-  delegation?: { sub: string; actors: string[]; depth: number; scope: string[]; jti?: string };
+  delegation?: { sub: string; actors: string[]; depth: number; scope: string[]; task: string; jti?: string };
   /** A bus message refused before policy: why, in a bounded detail string. */
   bus?: { detail: string };
 }
@@ -112,7 +112,7 @@ export function auditLine(decision: Decision, meta: CallMeta | undefined, time: 
     // The query string never reaches the audit trail (it may carry tokens).
     http: http && { method: http.method, path: q === -1 ? http.path : http.path.slice(0, q), host: http.host },
     jsonrpc: req.jsonrpc && { method: req.jsonrpc.method, tool: req.jsonrpc.tool },
-    delegation: d && { sub: d.sub, actors: d.actors, depth: d.depth, scope: d.scope, jti: d.jti },
+    delegation: d && { sub: d.sub, actors: d.actors, depth: d.depth, scope: d.scope, task: d.task, jti: d.jti },
   };
 }
 

@@ -33,7 +33,7 @@ function toolDeny(): Decision {
     peer: B,
     http: { method: 'POST', path: '/mcp', host: 'tools' },
     jsonrpc: { method: 'tools/call', tool: 'delete_repo' },
-    delegation: { sub: 'alice@example.org', actors: [A.toString()], depth: 1, scope: ['repo:read'], jti: 'tok-123' },
+    delegation: { sub: 'alice@example.org', actors: [A.toString()], depth: 1, scope: ['repo:read'], task: 'task-7', jti: 'tok-123' },
   };
   return { allowed: false, reason: 'policy_denied', policies: ['forbid-delete'], wouldDeny: false, policyVersion: 'v2def', request };
 }
@@ -156,7 +156,7 @@ t.test('one line per decision with exactly the documented fields', async (t) => 
       policyVersion: 'v2def',
       http: { method: 'POST', path: '/mcp', host: 'tools' },
       jsonrpc: { method: 'tools/call', tool: 'delete_repo' },
-      delegation: { sub: 'alice@example.org', actors: ['spiffe://example.org/agent/a'], depth: 1, scope: ['repo:read'], jti: 'tok-123' },
+      delegation: { sub: 'alice@example.org', actors: ['spiffe://example.org/agent/a'], depth: 1, scope: ['repo:read'], task: 'task-7', jti: 'tok-123' },
     },
   );
 
