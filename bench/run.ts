@@ -1,6 +1,7 @@
-// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope]...
+// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope|delegation]...
 // Runs the hot-path benchmarks in sequence, each with its baseline side by side.
 import { runAuthzBench } from './authz.js';
+import { runDelegationBench } from './delegation.js';
 import { runEnvelopeBench } from './envelope.js';
 import { runHandshakeBench } from './handshake.js';
 import { runProxyBench } from './proxy.js';
@@ -10,6 +11,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   proxy: () => runProxyBench(),
   authz: () => runAuthzBench(),
   envelope: () => runEnvelopeBench(),
+  delegation: () => runDelegationBench(),
 };
 
 async function main(): Promise<number> {

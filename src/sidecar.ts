@@ -6,7 +6,8 @@ import { AdminServer } from './admin/index.js';
 import { BusService } from './bus/service.js';
 import { LocalBusApi } from './bus/local-api.js';
 import { FrameSigning } from './bus/frames.js';
-import { PolicyStore, type AuthzRequest, type CallMeta, type Decision } from './authz/index.js';
+import { PolicyStore, type AuthzRequest, type CallMeta, type Decision, type ReasonCode } from './authz/index.js';
+import { buildDelegation } from './delegation/sidecar.js';
 import { ConfigError, type SigilConfig } from './config/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from './identity/index.js';
 import { InboundProxy, OutboundProxy, type HandshakeObservation } from './proxy/index.js';
@@ -67,20 +68,23 @@ export class Sidecar {
       leewaySeconds: (envelope?.leewayMs ?? 5_000) / 1000,
       maxBytes: envelope?.maxBytes ?? 1024 * 1024,
     });
+    const delegation = config.delegation && buildDelegation(config.delegation, {
+      identity: () => this.identity.current(),
+      verifier: this.verifier,
+      observeHandshake: (h: HandshakeObservation) => this.observeHandshake(h),
+    });
     const deps = {
       frames,
+      ...(delegation?.gate ? { delegation: delegation.gate } : {}),
+      ...(delegation?.exchange ? { exchange: delegation.exchange } : {}),
+      refuse: (request: AuthzRequest, reason: ReasonCode, meta?: CallMeta) => this.recordRefusal(request, reason, meta),
       identity: () => this.identity.current(),
       decide: (request: AuthzRequest, meta?: CallMeta) => this.decide(request, meta),
       inspectCalls: () => this.policy.kind.startsWith('cedar'),
       policyVersion: () => this.policy.current().version,
       verifier: this.verifier,
       observe: config.metrics.enabled ? (o: RequestObservation) => this.metrics.observeRequest(o) : () => {},
-      observeHandshake: config.metrics.enabled
-        ? (h: HandshakeObservation) => {
-            this.metrics.tlsHandshakes.inc({ reporter: h.reporter, result: h.result, reason: h.reason });
-            if (h.seconds !== undefined) this.metrics.tlsHandshakeDuration.observe({ reporter: h.reporter }, h.seconds);
-          }
-        : () => {},
+      observeHandshake: (h: HandshakeObservation) => this.observeHandshake(h),
     };
     if (config.inbound) {
       this.inbound = new InboundProxy({ ...deps, ...config.inbound, logger: logger.child({ component: 'inbound' }) });
@@ -194,6 +198,19 @@ export class Sidecar {
     this.identity.stop();
     this.policy.stop();
     await this.audit?.close(); // after the proxies drained: their last decisions are in it
+  }
+
+  private observeHandshake(h: HandshakeObservation): void {
+    if (!this.config.metrics.enabled) return;
+    this.metrics.tlsHandshakes.inc({ reporter: h.reporter, result: h.result, reason: h.reason });
+    if (h.seconds !== undefined) this.metrics.tlsHandshakeDuration.observe({ reporter: h.reporter }, h.seconds);
+  }
+
+  /** A refusal no policy made (e.g. an invalid delegation token), recorded like a decision. */
+  private recordRefusal(request: AuthzRequest, reason: ReasonCode, meta?: CallMeta): void {
+    const decision: Decision = { allowed: false, reason, policies: [], wouldDeny: false, policyVersion: this.policy.current().version, request };
+    if (this.config.metrics.enabled) this.metrics.authzDecisions.inc({ action: request.action, decision: 'deny', reason });
+    this.audit?.record(decision, meta);
   }
 
   /** Every enforcement point's decision goes through here: evaluate now, then record. */

@@ -8,10 +8,15 @@ const USAGE = `usage: sigil <command> [options]
 
 commands:
   run --config FILE                             run the sidecar
+  broker --config FILE                          run the RFC 8693 token-exchange broker
+  broker keygen --dir DIR                       add a broker signing key (key rotation)
   ca init --trust-domain TD --dir DIR [--force] create a development CA
   ca issue --dir DIR --spiffe-id ID [--ttl 15m] --out OUT
                                                 issue an X.509-SVID from a development CA
   demo                                          end-to-end demo on loopback (no external servers)
+  dev-idp init --dir DIR [--issuer URL]         DEV ONLY: create a stand-in identity provider
+  dev-token --dir DIR --sub USER --scope "a b" --aud AUD [--ttl 1h] [--may-act ID ...]
+                                                DEV ONLY: mint a user access token with it
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -21,6 +26,12 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./run.js')).runSidecar(rest);
     case 'ca':
       return (await import('./ca.js')).runCa(rest);
+    case 'broker':
+      return (await import('./broker.js')).runBroker(rest);
+    case 'dev-idp':
+      return (await import('./dev-token.js')).runDevIdp(rest);
+    case 'dev-token':
+      return (await import('./dev-token.js')).runDevToken(rest);
     case 'demo':
       return (await import('./demo.js')).runDemo(rest);
     case undefined:

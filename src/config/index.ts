@@ -3,4 +3,4 @@ export type { HostPort } from './address.js';
 export { parseHostPort } from './address.js';
 export { parseDuration } from './duration.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
-export { loadConfig, parseConfig, type BusConfig, type IdentityConfig, type ParseOptions, type RouteConfig, type SigilConfig } from './load.js';
+export { loadConfig, parseConfig, type BusConfig, type DelegationConfig, type IdentityConfig, type ParseOptions, type RouteConfig, type SigilConfig } from './load.js';

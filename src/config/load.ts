@@ -18,6 +18,19 @@ export interface RouteConfig {
   spiffeId: string;
   /** WebSocket frames on this route are signed envelopes both ways. */
   signFrames?: boolean;
+  /** Exchange the agent's bearer token at the broker for the route's peer (scope: space-separated). */
+  exchange?: { scope?: string[] };
+}
+
+export interface DelegationConfig {
+  issuer: string;
+  jwks: string;
+  /** Lower-case header name. */
+  header: string;
+  require: boolean;
+  maxDepth: number;
+  leewayMs: number;
+  broker?: { url: string; spiffeId: string };
 }
 
 export type IdentityConfig =
@@ -35,6 +48,7 @@ export interface SigilConfig {
   outbound?: { listen: HostPort; routes: RouteConfig[] };
   policy: { mode: 'enforce' | 'dry-run'; allow?: string[]; cedar?: string };
   bus?: BusConfig;
+  delegation?: DelegationConfig;
   admin: { listen: HostPort };
   /** `sampleAllows`: fraction of allows written, 0..1 (default 1); denies are always written. */
   audit?: { path: string; sampleAllows: number };
@@ -121,7 +135,7 @@ export function parseConfig(text: string, format: Format, configPath: string, op
   const result = RootSchema.safeParse(raw, { reportInput: true });
   const issues: ConfigIssue[] = result.success ? [] : result.error.issues.flatMap(toConfigIssues);
   issues.push(...crossFieldIssues(raw, env));
-  if (result.success) issues.push(...listenerIssues(result.data), ...busIssues(result.data));
+  if (result.success) issues.push(...listenerIssues(result.data), ...busIssues(result.data), ...delegationIssues(result.data));
   if (issues.length > 0 || !result.success) throw new ConfigError(abs, dedupe(issues));
   return build(result.data, abs, env);
 }
@@ -381,6 +395,16 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
   return issues;
 }
 
+function delegationIssues(data: RawConfig): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  (data.outbound?.routes ?? []).forEach((r, i) => {
+    if (!r.exchange) return;
+    if (!data.delegation?.broker) issues.push({ path: `outbound.routes[${i}].exchange`, message: 'needs delegation.broker (where tokens are exchanged)' });
+    if (spiffeIdProblem(r.spiffeId)) issues.push({ path: `outbound.routes[${i}].spiffeId`, message: 'must be an exact SPIFFE ID (the audience of exchanged tokens), not a pattern' });
+  });
+  return issues;
+}
+
 function busIssues(data: RawConfig): ConfigIssue[] {
   const e = data.bus?.envelope;
   if (!e) return [];
@@ -468,6 +492,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
         const route: RouteConfig = { host: r.host.host, address: r.address, spiffeId: r.spiffeId };
         if (r.host.port !== undefined) route.port = r.host.port;
         if (r.signFrames) route.signFrames = true;
+        if (r.exchange) route.exchange = r.exchange.scope === undefined ? {} : { scope: r.exchange.scope.split(' ') };
         return route;
       }),
     };
@@ -489,6 +514,18 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
       config.bus.nats = { servers: [...n.servers], bufferMessages: n.bufferMessages ?? DEFAULTS.natsBufferMessages };
       if (n.tls?.ca !== undefined) config.bus.nats.ca = abs(n.tls.ca);
     }
+  }
+  if (data.delegation) {
+    const d = data.delegation;
+    config.delegation = {
+      issuer: d.issuer,
+      jwks: abs(d.jwks),
+      header: (d.header ?? 'authorization').toLowerCase(),
+      require: d.require ?? false,
+      maxDepth: d.maxDepth ?? 4,
+      leewayMs: d.leeway ?? 5_000,
+    };
+    if (d.broker) config.delegation.broker = { url: d.broker.url, spiffeId: d.broker.spiffeId };
   }
   if (data.audit) config.audit = { path: abs(data.audit.path), sampleAllows: data.audit.sampleAllows ?? DEFAULTS.auditSampleAllows };
   if (data.metrics?.principalPathSegments !== undefined) config.metrics.principalPathSegments = data.metrics.principalPathSegments;

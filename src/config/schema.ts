@@ -82,6 +82,8 @@ const dialAddress = hostPort(1);
 
 const trustDomain = z.string().superRefine(check(trustDomainProblem));
 const spiffeIdOrPattern = z.string().superRefine(check(spiffeIdPatternProblem));
+const exactSpiffeId = z.string().superRefine(check(spiffeIdProblem));
+const scopeString = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/, { error: 'must be space-separated scope tokens (RFC 6749 §3.3)' });
 
 /** Route host: `name` or `name:port` (IPv6 as `[addr]` / `[addr]:port`); lowercased. */
 const routeHost = z.string().transform((s, ctx) => {
@@ -157,6 +159,11 @@ export const RouteSchema = z.strictObject({
   spiffeId: spiffeIdOrPattern,
   /** Sign every WebSocket frame sent on this route, and require the peer's frames signed. */
   signFrames: z.boolean().optional(),
+  /**
+   * Exchange the agent's bearer token at the delegation broker for one addressed to this
+   * route's peer (RFC 8693), with this scope. Needs `delegation.broker` and an exact spiffeId.
+   */
+  exchange: z.strictObject({ scope: scopeString.optional() }).optional(),
 });
 
 export const OutboundSchema = z.strictObject({
@@ -201,6 +208,28 @@ export const EnvelopeSchema = z.strictObject({
   replayWindowEntries: positiveInt.optional(),
 });
 
+export const DelegationBrokerSchema = z.strictObject({
+  /** The broker's token endpoint, e.g. https://127.0.0.1:8444/token. */
+  url: httpUrl,
+  /** The broker's SPIFFE ID: its SVID must be exactly this. */
+  spiffeId: exactSpiffeId,
+});
+
+export const DelegationSchema = z.strictObject({
+  /** `iss` of delegation tokens (the broker's issuer). */
+  issuer: z.string().min(1),
+  /** The broker's JWKS file (watched). */
+  jwks: filePath,
+  /** Header carrying `Bearer <token>` (case-insensitive). */
+  header: z.string().regex(/^[A-Za-z0-9-]+$/, { error: 'must be a header name' }).optional(),
+  /** Refuse inbound requests without a delegation token (401). */
+  require: z.boolean().optional(),
+  maxDepth: z.number().int({ error: 'must be a whole number' }).min(1, { error: 'must be at least 1' }).optional(),
+  leeway: duration.optional(),
+  /** Where outbound routes with `exchange` get their tokens. */
+  broker: DelegationBrokerSchema.optional(),
+});
+
 export const BusSchema = z.strictObject({
   local: listen,
   nats: NatsSchema.optional(),
@@ -243,6 +272,7 @@ export const RootSchema = z.strictObject({
   outbound: OutboundSchema.optional(),
   policy: PolicySchema.optional(),
   bus: BusSchema.optional(),
+  delegation: DelegationSchema.optional(),
   admin: AdminSchema.optional(),
   audit: AuditSchema.optional(),
   metrics: MetricsSchema.optional(),
@@ -267,6 +297,9 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   'bus.nats': Object.keys(NatsSchema.shape),
   'bus.nats.tls': Object.keys(NatsTlsSchema.shape),
   'bus.envelope': Object.keys(EnvelopeSchema.shape),
+  delegation: Object.keys(DelegationSchema.shape),
+  'delegation.broker': Object.keys(DelegationBrokerSchema.shape),
+  'outbound.routes[].exchange': ['scope'],
   admin: Object.keys(AdminSchema.shape),
   audit: Object.keys(AuditSchema.shape),
   metrics: Object.keys(MetricsSchema.shape),

@@ -7,6 +7,7 @@ import type { SpiffeId } from '../spiffe/index.js';
 
 export const XFCC_HEADER = 'x-forwarded-client-cert';
 export const PEER_ID_HEADER = 'x-sigil-peer-id';
+export const DELEGATION_HEADER = 'x-sigil-delegation';
 const SIGIL_PREFIX = 'x-sigil-';
 
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'];

@@ -7,19 +7,20 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import httpProxy from 'http-proxy';
-import { agentResource, type CallMeta, type Decide, type Decision, type HttpContext, type ReasonCode } from '../authz/index.js';
+import { agentResource, type AuthzRequest, type CallMeta, type Decide, type Decision, type DelegationContext, type HttpContext, type ReasonCode } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import type { BundleSet } from '../spiffe/index.js';
 import type { Logger, RequestObservation } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, serverContextOptions, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import { ConnectionTracker } from './connections.js';
-import { forwardableRequestHeaders, setIdentityHeaders, stripIdentityHeaders } from './headers.js';
+import { DELEGATION_HEADER, forwardableRequestHeaders, setIdentityHeaders, stripIdentityHeaders } from './headers.js';
 import { tlsFailureReason, type HandshakeObservation, callObservation, type CallOutcome, beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError, nonCanonicalTarget } from './http-common.js';
 import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, inspectWebSocketText, memoAllowed, readRequestBody, respondFiltered, sendJson } from './jsonrpc-http.js';
 import type { AllowedTool, FilterContext, JsonRpcParse } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
 import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
+import { delegationHeader, type DelegationGate } from '../delegation/gate.js';
 import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
 
 export interface InboundOptions {
@@ -44,6 +45,10 @@ export interface InboundOptions {
   requireSignedFrames?: boolean;
   /** Signs and verifies frames of signed streams. */
   frames?: FrameSigning;
+  /** Verifies delegation tokens on requests (when `delegation` is configured). */
+  delegation?: DelegationGate;
+  /** Records a refusal that no policy made (e.g. an invalid delegation token) like a decision. */
+  refuse?: (request: AuthzRequest, reason: ReasonCode, meta?: CallMeta) => void;
   logger: Logger;
 }
 
@@ -61,6 +66,8 @@ export class InboundProxy {
   private readonly connections = new WeakMap<Socket, ConnectionState>();
   private readonly tracker = new ConnectionTracker();
   private readonly outcomes = new WeakMap<IncomingMessage, CallOutcome>();
+  /** The verified delegation of a request; every decision on the request carries it. */
+  private readonly delegations = new WeakMap<IncomingMessage, DelegationContext>();
   /**
    * Accept time per raw TCP socket, for handshake duration. Keyed weakly by the socket object
    * (not by remote address, which is gone once a connection resets before its handshake), so
@@ -219,14 +226,22 @@ export class InboundProxy {
     forwardableRequestHeaders(req.headers, upgrade);
     stripIdentityHeaders(req.headers);
     setIdentityHeaders(req.headers, own.svid.id, state.peer.leafHash, state.peer.id);
+    const delegation = this.delegations.get(req);
+    if (delegation) req.headers[DELEGATION_HEADER] = delegationHeader(delegation);
     return 'admitted';
   }
 
   private httpDecision(req: IncomingMessage, state: ConnectionState, own: IdentitySnapshot, meta: CallMeta): Decision {
-    return this.options.decide(
+    return this.decideIn(req)(
       { action: 'http', direction: 'inbound', principal: state.peer.id, resource: agentResource(own.svid.id), peer: state.peer.id, http: httpContext(req) },
       meta,
     );
+  }
+
+  /** `decide` for the calls of one request: with the request's verified delegation, if any. */
+  private decideIn(req: IncomingMessage): Decide {
+    const d = this.delegations.get(req);
+    return d ? (request, meta) => this.options.decide({ ...request, delegation: d }, meta) : this.options.decide;
   }
 
   /**
@@ -255,6 +270,44 @@ export class InboundProxy {
     }
     const meta = beginCall(req);
     const decidedUnder = this.options.policyVersion();
+    if (this.needsDelegationCheck(req)) {
+      void this.checkDelegation(req, meta).then((refusal) => {
+        if (!refusal) return this.serveRequest(req, res, meta, decidedUnder);
+        res.setHeader('www-authenticate', refusal.challenge);
+        sendError(res, 401, errorBody(401, refusal.reason, { detail: refusal.detail }));
+      });
+      return;
+    }
+    this.serveRequest(req, res, meta, decidedUnder);
+  }
+
+  /** Whether a request must go through the delegation gate first (only on an admitted connection). */
+  private needsDelegationCheck(req: IncomingMessage): boolean {
+    return this.options.delegation !== undefined && this.connections.get(req.socket)?.connect.allowed === true;
+  }
+
+  /**
+   * Verifies the request's delegation token; remembers the context for its decisions, or says
+   * why it is refused (recorded like a decision: metrics and audit).
+   */
+  private async checkDelegation(req: IncomingMessage, meta: CallMeta): Promise<{ reason: ReasonCode; detail: string; challenge: string } | undefined> {
+    const state = this.connections.get(req.socket);
+    const own = this.options.identity();
+    if (!state || !own) return { reason: 'internal_error', detail: 'no connection state', challenge: 'Bearer realm="sigil"' };
+    const result = await this.options.delegation!.check(req.headers, own.svid.id.toString(), state.peer.id.toString());
+    if (!('refused' in result)) {
+      if (result.context) this.delegations.set(req, result.context);
+      return undefined;
+    }
+    const { reason, detail } = result.refused;
+    const outcome = this.outcomes.get(req);
+    if (outcome) outcome.reason = reason;
+    this.options.refuse?.({ action: 'http', direction: 'inbound', principal: state.peer.id, resource: agentResource(own.svid.id), peer: state.peer.id, http: httpContext(req) }, reason, meta);
+    this.options.logger.info('inbound request refused: delegation', { reason, detail, peer: state.peer.id.toString() });
+    return result.refused;
+  }
+
+  private serveRequest(req: IncomingMessage, res: ServerResponse, meta: CallMeta, decidedUnder: string): void {
     const admitted = this.admit(req, false, meta);
     if (admitted === 'drop') {
       const outcome = this.outcomes.get(req);
@@ -342,7 +395,7 @@ export class InboundProxy {
       return false;
     }
     const scope = { direction: 'inbound' as const, principal: state.peer.id, peer: state.peer.id, serving: own.svid.id, http: httpContext(req) };
-    const verdict = authorizeCalls(rpc, scope, (request) => this.options.decide(request, meta));
+    const verdict = authorizeCalls(rpc, scope, (request) => this.decideIn(req)(request, meta));
     const outcome = this.outcomes.get(req);
     if (outcome) {
       outcome.protocol = 'jsonrpc';
@@ -361,7 +414,7 @@ export class InboundProxy {
       options.selfHandleResponse = true;
       const allowed = memoAllowed(
         (name) =>
-          this.options.decide({ ...scope, action: 'mcp.tools/call', resource: { type: 'Tool', name, agent: own.svid.id }, jsonrpc: { method: 'tools/call', tool: name } }, meta)
+          this.decideIn(req)({ ...scope, action: 'mcp.tools/call', resource: { type: 'Tool', name, agent: own.svid.id }, jsonrpc: { method: 'tools/call', tool: name } }, meta)
             .allowed,
       );
       this.toolsListFilters.set(req, { allowed, ctx: filterContext(rpc) });
@@ -387,6 +440,18 @@ export class InboundProxy {
       return record(400);
     }
     const meta = beginCall(req);
+    if (this.needsDelegationCheck(req)) {
+      void this.checkDelegation(req, meta).then((refusal) => {
+        if (!refusal) return this.serveUpgrade(req, socket, head, meta, signed, outcome, record);
+        sendRawError(socket, 401, errorBody(401, refusal.reason, { detail: refusal.detail }));
+        record(401);
+      });
+      return;
+    }
+    this.serveUpgrade(req, socket, head, meta, signed, outcome, record);
+  }
+
+  private serveUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, meta: CallMeta, signed: boolean, outcome: CallOutcome, record: (status: number) => void): void {
     const admitted = this.admit(req, true, meta);
     if (admitted === 'drop') {
       outcome.reason = 'peer_untrusted';
@@ -417,12 +482,12 @@ export class InboundProxy {
       head,
       logger: this.options.logger.child({ peer: state.peer.id.toString() }),
       open: async (protocols) => (await openWebSocket(target, protocols, { headers: farSideHeaders(req) })).ws,
-      authorize: (message) => this.authorizeMessage(tlsSocket, state, http, message, meta),
+      authorize: (message) => this.authorizeMessage(req, tlsSocket, state, http, message, meta),
       inspect: (from, text) => {
         const own = this.options.identity()!.svid.id;
         const [sender, receiver] = from === 'client' ? [state.peer.id, own] : [own, state.peer.id];
         const scope = { direction: 'inbound' as const, principal: sender, peer: state.peer.id, serving: receiver, http };
-        return inspectWebSocketText(text, scope, (request) => this.options.decide(request, meta));
+        return inspectWebSocketText(text, scope, (request) => this.decideIn(req)(request, meta));
       },
       refuse: (err: NodeJS.ErrnoException) => {
         refused = true;
@@ -438,13 +503,13 @@ export class InboundProxy {
    * peer's messages on our agent, our agent's on the peer), on a connection that must still be
    * trusted and allowed. Re-reading the policy every time is what makes a reload apply at once.
    */
-  private authorizeMessage(socket: TLSSocket, state: ConnectionState, http: HttpContext, message: RelayedMessage, meta: CallMeta): MessageVerdict {
+  private authorizeMessage(req: IncomingMessage, socket: TLSSocket, state: ConnectionState, http: HttpContext, message: RelayedMessage, meta: CallMeta): MessageVerdict {
     const own = this.options.identity();
     if (!own) return { allowed: false, reason: 'svid_unavailable', policies: [], wouldDeny: false };
     if (!this.stillTrusted(socket, state, own.bundles)) return { allowed: false, reason: 'peer_untrusted', policies: [], wouldDeny: false };
     if (!state.connect.allowed) return state.connect;
     const fromPeer = message.from === 'client';
-    return this.options.decide({
+    return this.decideIn(req)({
       action: 'websocket.message',
       direction: 'inbound',
       principal: fromPeer ? state.peer.id : own.svid.id,

@@ -21,7 +21,9 @@ import type { JsonRpcCall } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
 import { RouteTable, type Route } from './routes.js';
 import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
-import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
+import { ExchangeError, type ExchangeClient } from '../delegation/exchange-client.js';
+import { bearerToken } from '../delegation/gate.js';
+import { FarSideAnswer, farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
 
 export interface OutboundOptions {
   listen: HostPort;
@@ -41,6 +43,8 @@ export interface OutboundOptions {
   verifier: PeerVerifier;
   /** Signs and verifies frames on routes with `signFrames`. */
   frames?: FrameSigning;
+  /** Trades the agent's bearer token for one addressed to the peer, on routes with `exchange`. */
+  exchange?: ExchangeClient;
   logger: Logger;
 }
 
@@ -184,6 +188,13 @@ export class OutboundProxy {
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, target: Target, meta: CallMeta): Promise<void> {
+    const refusal = await this.exchangeToken(req, target);
+    if (refusal) {
+      const entry = this.pending.get(meta.requestId!);
+      if (entry) entry.outcome.reason = 'exchange_failed';
+      sendError(res, 502, refusal);
+      return;
+    }
     const options = this.proxyOptions(target);
     const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
     if (!body) {
@@ -258,6 +269,8 @@ export class OutboundProxy {
       // Through the route's PeerAgent: mTLS dial, SPIFFE verification, the connect check and the
       // per-request `http` check happen exactly as for a plain request.
       open: async (protocols) => {
+        const refusal = await this.exchangeToken(req, target);
+        if (refusal) throw new FarSideAnswer(502, { 'content-type': 'application/json' }, Buffer.from(JSON.stringify(refusal)));
         const { ws, response } = await openWebSocket(far, protocols, { headers: farSideHeaders(req), agent: target.agent });
         peer = target.agent.peerOf(response.socket);
         if (!peer) {
@@ -306,6 +319,27 @@ export class OutboundProxy {
       http,
       websocket: websocketContext(message),
     }, meta);
+  }
+
+  /**
+   * On a route with `exchange`: replaces the agent's bearer token with one the broker issued for
+   * the route's peer. A request without a token goes on as non-delegated. Undefined when the
+   * request may proceed; the agent's answer when it may not.
+   */
+  private async exchangeToken(req: IncomingMessage, target: Target): Promise<ErrorBody | undefined> {
+    const exchange = target.route.exchange;
+    if (!exchange) return undefined;
+    const token = bearerToken(req.headers.authorization);
+    if (token === undefined) return undefined;
+    if (!this.options.exchange) return errorBody(502, 'exchange_failed', { detail: 'no delegation broker configured' });
+    try {
+      req.headers.authorization = `Bearer ${await this.options.exchange.exchange(token, target.route.expected.toString(), exchange.scope)}`;
+      return undefined;
+    } catch (err) {
+      const detail = err instanceof ExchangeError ? err.detail : 'internal_error';
+      this.options.logger.warn('token exchange failed', { reason: 'exchange_failed', detail, route: target.route.host });
+      return errorBody(502, 'exchange_failed', { detail });
+    }
   }
 
   private proxyOptions(target: Target): httpProxy.ServerOptions {

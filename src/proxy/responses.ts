@@ -13,6 +13,7 @@ export interface ErrorBody {
 
 const ERROR_NAMES: Record<number, string> = {
   400: 'bad_request',
+  401: 'unauthorized',
   403: 'forbidden',
   404: 'not_found',
   405: 'method_not_allowed',

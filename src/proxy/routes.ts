@@ -11,6 +11,8 @@ export interface Route {
   expected: SpiffeIdPattern;
   /** WebSocket streams on this route carry signed frames (src/bus/frames.ts). */
   signFrames: boolean;
+  /** Exchange the agent's bearer token at the broker for this route's peer (see ExchangeClient). */
+  exchange?: { scope?: string[] };
   /** Stable key for the connection pool. */
   key: string;
 }
@@ -26,7 +28,7 @@ export class RouteTable {
       } catch (err) {
         throw new Error(`outbound.routes[${i}].spiffeId: ${(err as Error).message}`);
       }
-      return { host: r.host.toLowerCase(), port: r.port, address: r.address, expected, signFrames: r.signFrames === true, key: `route${i}` };
+      return { host: r.host.toLowerCase(), port: r.port, address: r.address, expected, signFrames: r.signFrames === true, ...(r.exchange ? { exchange: r.exchange } : {}), key: `route${i}` };
     });
   }
 

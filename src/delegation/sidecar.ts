@@ -1,0 +1,49 @@
+// Builds the sidecar's delegation parts from `delegation` config: the inbound gate (token
+// verification against the broker's JWKS) and, when a broker is configured, the exchange client
+// for outbound routes. The broker is dialed like a route peer (PeerAgent): mTLS with our SVID,
+// its SVID verified per SPIFFE and required to be exactly the configured broker ID.
+import type { Decision } from '../authz/index.js';
+import type { DelegationConfig } from '../config/index.js';
+import type { IdentitySnapshot } from '../identity/index.js';
+import type { HandshakeObservation } from '../proxy/http-common.js';
+import { PeerAgent } from '../proxy/peer-agent.js';
+import { SpiffeIdPattern } from '../spiffe/index.js';
+import type { PeerVerifier } from '../tls/index.js';
+import { ExchangeClient } from './exchange-client.js';
+import { DelegationGate } from './gate.js';
+import { DelegationVerifier, jwksFromFile } from './index.js';
+
+export interface DelegationDeps {
+  identity: () => IdentitySnapshot | undefined;
+  verifier: PeerVerifier;
+  observeHandshake: (h: HandshakeObservation) => void;
+}
+
+export function buildDelegation(config: DelegationConfig, deps: DelegationDeps): { gate: DelegationGate; exchange?: ExchangeClient } {
+  const verifier = new DelegationVerifier({
+    issuer: config.issuer,
+    keys: jwksFromFile(config.jwks),
+    maxDepth: config.maxDepth,
+    leewaySeconds: config.leewayMs / 1000,
+  });
+  const gate = new DelegationGate({ verifier, header: config.header, require: config.require });
+  if (!config.broker) return { gate };
+  const url = new URL(config.broker.url);
+  const port = Number(url.port || 443);
+  const agent = new PeerAgent(
+    { host: url.hostname, address: { host: url.hostname, port }, expected: SpiffeIdPattern.parse(config.broker.spiffeId), signFrames: false, key: 'delegation-broker' },
+    {
+      identity: deps.identity,
+      verifier: deps.verifier,
+      observeHandshake: deps.observeHandshake,
+      // The broker is named in our own config; reaching it is not an agent's egress to police.
+      decide: (request) => allow(request),
+      onRequestBound: () => undefined,
+    },
+  );
+  return { gate, exchange: new ExchangeClient({ url, agent }) };
+}
+
+function allow(request: Decision['request']): Decision {
+  return { allowed: true, reason: 'allowed', policies: [], wouldDeny: false, policyVersion: 'delegation-broker', request };
+}
