@@ -109,6 +109,7 @@ export class Sidecar {
             policyVersion: this.policy.current().version,
           }),
         logger: busLog,
+        ...(delegation ? { delegation: delegation.verifier } : {}),
       });
       this.busApi = new LocalBusApi(this.bus, { listen: config.bus.local, maxBytes: config.bus.envelope.maxBytes, logger: busLog });
     }

@@ -33,7 +33,7 @@ export function parsePublish(body: unknown): PublishRequest | string {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return 'must be a JSON object';
   const b = body as Record<string, unknown>;
   for (const key of Object.keys(b)) {
-    if (!['op', 'ref', 'subject', 'data', 'bytes', 'audience'].includes(key)) return `unknown field "${key}"`;
+    if (!['op', 'ref', 'subject', 'data', 'bytes', 'audience', 'delegation'].includes(key)) return `unknown field "${key}"`;
   }
   if (typeof b.subject !== 'string') return 'subject: must be a string';
   if (b.data !== undefined && b.bytes !== undefined) return 'data and bytes are mutually exclusive';
@@ -50,6 +50,10 @@ export function parsePublish(body: unknown): PublishRequest | string {
     }
     request.audience = b.audience as string[];
   }
+  if (b.delegation !== undefined) {
+    if (typeof b.delegation !== 'string' || b.delegation.length === 0) return 'delegation: must be a delegation token (string)';
+    request.delegation = b.delegation;
+  }
   return request;
 }
 
@@ -57,6 +61,7 @@ export function parsePublish(body: unknown): PublishRequest | string {
 export function messageFrame(subscription: string, m: DeliveredMessage): Record<string, unknown> {
   const frame: Record<string, unknown> = { op: 'message', id: subscription, subject: m.subject, from: m.from, jti: m.jti, iat: m.iat, exp: m.exp };
   if (m.audience) frame.audience = m.audience;
+  if (m.delegation) frame.delegation = { sub: m.delegation.sub, actors: m.delegation.actors, depth: m.delegation.depth, scope: m.delegation.scope, task: m.delegation.task };
   if (m.bytes !== undefined) frame.bytes = m.bytes.toString('base64');
   else frame.data = m.data;
   return frame;

@@ -3,7 +3,8 @@
 // an envelope arriving from NATS is verified (signature, x5c chain against the signer's own
 // trust domain, claims, replay), authorized (`bus.deliver`) and only then handed to the local
 // subscribers, with the verified sender. Every outcome is counted and refusals are audited.
-import type { AuthzRequest, CallMeta, Decision, ReasonCode } from '../authz/index.js';
+import type { AuthzRequest, CallMeta, Decision, DelegationContext, ReasonCode } from '../authz/index.js';
+import { DelegationError, type DelegationVerifier } from '../delegation/index.js';
 import type { BusConfig } from '../config/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { SpiffeId } from '../spiffe/index.js';
@@ -18,6 +19,8 @@ export interface PublishRequest {
   data?: unknown;
   bytes?: Uint8Array;
   audience?: string[];
+  /** A delegation token the agent publishes under (sent as the envelope's `dlg`). */
+  delegation?: string;
 }
 
 export interface Published {
@@ -34,6 +37,8 @@ export interface DeliveredMessage {
   iat: number;
   exp: number;
   audience?: string[];
+  /** The verified delegation the message was sent under. */
+  delegation?: DelegationContext;
   data?: unknown;
   bytes?: Buffer;
 }
@@ -73,6 +78,8 @@ export interface BusServiceOptions {
   auditRejection: (r: BusRejection) => void;
   /** Bumped by revocation changes; verified signer chains are not reused across a change. */
   trustEpoch?: () => number;
+  /** Verifies `dlg` delegation tokens (actor = the message signer); without it they are refused. */
+  delegation?: DelegationVerifier;
   logger: Logger;
 }
 
@@ -151,6 +158,7 @@ export class BusService {
         subject: request.subject,
         ...(request.bytes === undefined ? { data: request.data ?? null } : { bytes: request.bytes }),
         ...(request.audience === undefined ? {} : { audience: request.audience }),
+        ...(request.delegation === undefined ? {} : { delegation: request.delegation }),
         ttlSeconds: this.options.config.envelope.ttlMs / 1000,
       });
     } catch (err) {
@@ -187,8 +195,7 @@ export class BusService {
       if (this.subscriptions.size >= MAX_PATTERNS) throw new BusRefusal('bad_request', 400, `at most ${MAX_PATTERNS} distinct subscription subjects`);
       const window = this.windowFor(pattern);
       const delivers = new Set<(m: DeliveredMessage) => void>();
-      const remove = transport.subscribe(pattern, (subject, payload) => {
-        const message = this.receive(subject, payload, window);
+      const fanOut = (subject: string, message: DeliveredMessage | undefined): void => {
         if (!message) return;
         for (const d of [...delivers]) {
           try {
@@ -196,6 +203,26 @@ export class BusService {
           } catch (err) {
             this.options.logger.error('delivering a bus message to a local subscriber failed', { subject, error: err as Error });
           }
+        }
+      };
+      // Delegated messages need an asynchronous token check; a chain keeps messages in order.
+      let chain: Promise<void> | undefined;
+      const remove = transport.subscribe(pattern, (subject, payload) => {
+        const step = (): void | Promise<void> => {
+          const received = this.receive(subject, payload, window);
+          if (received instanceof Promise) return received.then((m) => fanOut(subject, m));
+          fanOut(subject, received);
+        };
+        if (chain) {
+          chain = chain.then(step).catch(() => undefined);
+          return;
+        }
+        const pending = step();
+        if (pending) {
+          const current: Promise<void> = pending.catch(() => undefined).then(() => {
+            if (chain === current) chain = undefined;
+          });
+          chain = current;
         }
       });
       entry = { delivers, remove };
@@ -243,8 +270,11 @@ export class BusService {
     await this.transport?.stop();
   }
 
-  /** Verify, then authorize; undefined when the message must not be delivered. */
-  private receive(subject: string, payload: string, replay: ReplayWindow): DeliveredMessage | undefined {
+  /**
+   * Verify, then authorize; undefined when the message must not be delivered. Synchronous
+   * unless the message is delegated (its token is verified first).
+   */
+  private receive(subject: string, payload: string, replay: ReplayWindow): DeliveredMessage | undefined | Promise<DeliveredMessage | undefined> {
     const own = this.options.identity();
     if (!own) return this.reject(subject, 'svid_unavailable', 'no own identity yet');
     let verified: VerifiedEnvelope;
@@ -263,8 +293,19 @@ export class BusService {
     }
     // The subject is routing data the signer did not necessarily choose: the signed one must match.
     if (verified.subject !== subject) return this.reject(subject, 'subject_mismatch', `signed for ${verified.subject}`, verified.signer.id);
-    // Delegated messages need the delegation verifier, which this release does not have: fail closed.
-    if (verified.delegation !== undefined) return this.reject(subject, 'envelope_malformed', 'delegation (dlg) is not supported yet', verified.signer.id);
+    if (verified.delegation !== undefined) {
+      const delegation = this.options.delegation;
+      if (!delegation) return this.reject(subject, 'delegation_invalid', 'delegated message, but this sidecar has no delegation configured', verified.signer.id);
+      // The same checks as an inbound request, with the signer as the acting agent.
+      return delegation.verify(verified.delegation, { audience: own.svid.id.toString(), actor: verified.signer.id.toString() }).then(
+        (d) => this.authorizeDelivery(subject, verified, replay, d.context),
+        (err: unknown) => this.reject(subject, err instanceof DelegationError ? err.code : 'delegation_invalid', err instanceof DelegationError ? err.detail : 'verification_error', verified.signer.id),
+      );
+    }
+    return this.authorizeDelivery(subject, verified, replay, undefined);
+  }
+
+  private authorizeDelivery(subject: string, verified: VerifiedEnvelope, replay: ReplayWindow, delegation: DelegationContext | undefined): DeliveredMessage | undefined {
     // The agent gets the data re-serialized as JSON; a structure too deep for that is refused here.
     if (verified.data !== undefined && tooDeep(verified.data, MAX_DATA_DEPTH)) {
       return this.reject(subject, 'envelope_malformed', `data nested deeper than ${MAX_DATA_DEPTH} levels`, verified.signer.id);
@@ -275,6 +316,7 @@ export class BusService {
       principal: verified.signer.id,
       resource: { type: 'Topic', subject },
       peer: verified.signer.id,
+      ...(delegation ? { delegation } : {}),
     });
     if (!decision.allowed) {
       this.options.observe({ direction: 'inbound', result: 'rejected', reason: decision.reason });
@@ -288,6 +330,7 @@ export class BusService {
     this.options.observe({ direction: 'inbound', result: 'success', reason: 'allowed' });
     const message: DeliveredMessage = { subject, from: verified.signer.id.toString(), jti: verified.jti, iat: verified.iat, exp: verified.exp };
     if (verified.audience !== undefined) message.audience = verified.audience;
+    if (delegation) message.delegation = delegation;
     if (verified.bytes !== undefined) message.bytes = verified.bytes;
     else message.data = verified.data;
     return message;

@@ -19,7 +19,7 @@ export interface DelegationDeps {
   observeHandshake: (h: HandshakeObservation) => void;
 }
 
-export function buildDelegation(config: DelegationConfig, deps: DelegationDeps): { gate: DelegationGate; exchange?: ExchangeClient } {
+export function buildDelegation(config: DelegationConfig, deps: DelegationDeps): { verifier: DelegationVerifier; gate: DelegationGate; exchange?: ExchangeClient } {
   const verifier = new DelegationVerifier({
     issuer: config.issuer,
     keys: jwksFromFile(config.jwks),
@@ -27,7 +27,7 @@ export function buildDelegation(config: DelegationConfig, deps: DelegationDeps):
     leewaySeconds: config.leewayMs / 1000,
   });
   const gate = new DelegationGate({ verifier, header: config.header, require: config.require });
-  if (!config.broker) return { gate };
+  if (!config.broker) return { verifier, gate };
   const url = new URL(config.broker.url);
   const port = Number(url.port || 443);
   const agent = new PeerAgent(
@@ -41,7 +41,7 @@ export function buildDelegation(config: DelegationConfig, deps: DelegationDeps):
       onRequestBound: () => undefined,
     },
   );
-  return { gate, exchange: new ExchangeClient({ url, agent }) };
+  return { verifier, gate, exchange: new ExchangeClient({ url, agent }) };
 }
 
 function allow(request: Decision['request']): Decision {

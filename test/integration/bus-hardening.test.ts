@@ -4,7 +4,8 @@
 //   - a subject's replay window survives unsubscribe/subscribe (an agent reconnecting), so a
 //     captured envelope cannot be replayed into the fresh subscription;
 //   - data nested too deep for re-serialization is refused, and delivery carries on;
-//   - a publish over the broker's max_payload is a 413 for the agent, not a crash of the sidecar.
+//   - a publish over the broker's max_payload is a 413 for the agent, not a crash of the sidecar;
+//   - a delegated message (`dlg`) is verified like an inbound request, with the signer as actor.
 // Each with a positive control.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { sign as cryptoSign } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import t from 'tap';
 import { createEnvelopeSigner, type EnvelopeSigner } from '../../src/bus/envelope/index.js';
+import { nestAct, signDelegationToken, SigningKeyRing, type SigningKey } from '../../src/delegation/index.js';
 import type { Issued } from '../fixtures/certs.js';
 import { svidOf } from '../helpers/envelope.js';
 import { runSigil, setupTrustDomain, sidecarConfig, tempDir, waitUntil, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
@@ -23,6 +25,7 @@ const ID_B = 'spiffe://example.org/agent/b';
 const ID_A = 'spiffe://example.org/agent/a';
 const ID_GOOD = 'spiffe://example.org/agent/good';
 const ID_MUTED = 'spiffe://example.org/agent/muted';
+const BROKER = 'https://broker.example.org';
 
 const POLICY = `
 @id("publish") permit (principal in TrustDomain::"${TD}", action == Action::"bus.publish", resource);
@@ -47,12 +50,16 @@ async function suite(natsBinary: string): Promise<void> {
   let good: EnvelopeSigner;
   let goodLeaf: Issued;
   let muted: EnvelopeSigner;
+  let brokerKey: SigningKey;
 
   t.before(async () => {
     const dir = await tempDir(t);
     td = await setupTrustDomain(dir, TD);
     nats = await startNats(t, natsBinary, td.ca.pem, { maxPayload: 32768 });
     await writeFile(join(dir, 'policy.cedar'), POLICY);
+    const ring = await SigningKeyRing.load(join(dir, 'broker-keys'));
+    brokerKey = ring.current();
+    await ring.writeJwks(join(dir, 'broker.jwks.json'));
     const sidecar = async (name: string, id: string): Promise<RunningSigil> =>
       runSigil(
         t,
@@ -65,6 +72,7 @@ async function suite(natsBinary: string): Promise<void> {
             // A tiny replay window makes crowding-out observable; maxBytes above the broker's max_payload.
             bus: { local: '127.0.0.1:0', nats: { servers: [nats.url], tls: { ca: nats.caFile } }, envelope: { replayWindowEntries: 8, maxBytes: 65536 } },
             policy: { cedar: './policy.cedar' },
+            delegation: { issuer: BROKER, jwks: './broker.jwks.json' },
           }),
         ),
       );
@@ -172,5 +180,29 @@ async function suite(natsBinary: string): Promise<void> {
     const small = await post('small');
     t.equal(small.status, 202, 'a small publish still works (positive control)');
     t.match(await next(ws), { data: 'small', from: ID_A });
+  });
+
+  t.test('a delegated message: the token is verified with the signer as actor; the agent sees the delegation', async (t) => {
+    const ws = await subscribe('dlg.x');
+    t.teardown(() => ws.ws.close());
+    await drain(ws);
+    const now = Math.floor(Date.now() / 1000);
+    const token = (actor: string, aud = ID_B): Promise<string> =>
+      signDelegationToken({ iss: BROKER, sub: 'alice@example.org', aud, client_id: actor, act: nestAct(actor, undefined), scope: 'orders:write', iat: now, exp: now + 120, jti: `j${Math.random()}`.replace('.', ''), task: 'task-9' }, brokerKey);
+    const post = async (body: unknown): Promise<{ status: number; json: any }> => {
+      const res = await fetch(`http://${String(a.ready.bus)}/bus/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: res.status, json: await res.json() };
+    };
+    t.equal((await post({ subject: 'dlg.x', data: 'for alice', delegation: await token(ID_A) })).status, 202);
+    t.match(await next(ws), { data: 'for alice', from: ID_A, delegation: { sub: 'alice@example.org', actors: [ID_A], depth: 1, scope: ['orders:write'], task: 'task-9' } }, 'delivered with the verified delegation');
+    const before = metricSum(await metrics(b), 'sigil_bus_messages_total', { direction: 'inbound', reason: 'actor_mismatch' });
+    t.equal((await post({ subject: 'dlg.x', data: 'stolen', delegation: await token(ID_GOOD) })).status, 202, 'A publishes under a token issued to another agent');
+    t.equal(await next(ws, 700), undefined, 'not delivered');
+    await waitUntil(async () => metricSum(await metrics(b), 'sigil_bus_messages_total', { direction: 'inbound', reason: 'actor_mismatch' }) > before, 3_000);
+    t.pass('refused as actor_mismatch');
+    t.equal((await post({ subject: 'dlg.x', data: 'elsewhere', delegation: await token(ID_A, ID_GOOD) })).status, 202);
+    t.equal(await next(ws, 700), undefined, 'a token for another audience is not delivered');
+    t.equal((await post({ subject: 'dlg.x', data: 'plain' })).status, 202);
+    t.match(await next(ws), { data: 'plain' }, 'a non-delegated message still arrives (positive control)');
   });
 }
