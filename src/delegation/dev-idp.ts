@@ -4,7 +4,7 @@
 // one. Never configure it in production: anyone with the directory can mint any user.
 //
 //   <dir>/dev-idp.json  {"warning", "issuer", "kid", "alg", "createdAt", "privateKeyPem"}  (0600)
-//   <dir>/jwks.json     the public key, for the broker's `users[].jwks`
+//   <dir>/jwks.json     the public key, for the broker's `subjectIssuers[].jwks`
 import { randomUUID, createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,7 +31,7 @@ export async function readDevIdp(dir: string): Promise<DevIdp> {
   try {
     doc = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
   } catch (err) {
-    throw new Error(`${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no dev identity provider here (run initDevIdp / sigil dev-token --init first)' : (err as Error).message}`);
+    throw new Error(`${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no dev identity provider here (run `sigil dev-idp init --dir DIR` first)' : (err as Error).message}`);
   }
   if (typeof doc.issuer !== 'string' || typeof doc.kid !== 'string' || typeof doc.privateKeyPem !== 'string') throw new Error(`${path}: not a dev identity provider file`);
   return { issuer: doc.issuer, kid: doc.kid, jwksPath: join(dir, JWKS_FILE), privateKey: createPrivateKey(doc.privateKeyPem) };

@@ -5,7 +5,7 @@ import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { extname, join } from 'node:path';
 import YAML from 'yaml';
-import { startSigil, type JsonLineProcess } from '../../src/cli/processes.js';
+import { SIGIL_BIN, spawnJsonLines, startSigil, type JsonLineProcess } from '../../src/cli/processes.js';
 import { TrustDomain, X509Bundle } from '../../src/spiffe/index.js';
 import { createCa, createLeaf, type CertOptions, type Issued } from '../fixtures/certs.js';
 
@@ -106,6 +106,29 @@ export async function runSigil(t: Teardown, configPath: string, env: NodeJS.Proc
     admin: String(ready.admin ?? ''),
     stop,
   };
+}
+
+export interface RunningBroker {
+  proc: JsonLineProcess;
+  ready: Record<string, unknown>;
+  /** The token listener (mTLS). */
+  address: string;
+  admin: string;
+}
+
+/** `sigil broker --config FILE`, waiting for the readiness line; stopped when `t` ends. */
+export async function runBroker(t: Teardown, configPath: string): Promise<RunningBroker> {
+  const proc = spawnJsonLines([SIGIL_BIN, 'broker', '--config', configPath], { SIGIL_LOG_LEVEL: 'info' });
+  const killOnExit = (): void => void proc.child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  proc.child.once('exit', () => process.off('exit', killOnExit));
+  t.teardown(async () => {
+    const timer = setTimeout(() => proc.child.kill('SIGKILL'), 5_000);
+    await proc.stop('SIGTERM');
+    clearTimeout(timer);
+  });
+  const ready = await proc.waitFor((l) => l.msg === 'ready');
+  return { proc, ready, address: String(ready.listen), admin: String(ready.admin) };
 }
 
 /** "host:port" / "[v6]:port" → parts. */

@@ -14,7 +14,7 @@ import { mintDevUserToken, initDevIdp, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACC
 import { createCa, createLeaf, type Issued } from '../fixtures/certs.js';
 import { assertRefused, assertStatus } from '../helpers/assert.js';
 import { mtlsRequest, type HttpResult } from '../helpers/clients.js';
-import { setupTrustDomain, sleep, tempDir, waitUntil, writeConfig, type Teardown } from '../helpers/env.js';
+import { runBroker, setupTrustDomain, sleep, tempDir, waitUntil, writeConfig, type RunningBroker, type Teardown } from '../helpers/env.js';
 
 const TD = 'example.org';
 const BROKER_ID = 'spiffe://example.org/broker';
@@ -46,31 +46,14 @@ forbid (principal, action == Action::"delegation.exchange", resource == Agent::"
 forbid (principal == Agent::"spiffe://example.org/agent/d", action == Action::"delegation.exchange", resource);
 `;
 
-interface Broker {
-  proc: JsonLineProcess;
-  ready: Record<string, unknown>;
-  address: string;
-  admin: string;
-}
+type Broker = RunningBroker;
 
 let dir: string;
 let idpDir: string;
 let broker: Broker;
 const leaf = {} as Record<Agent, Issued>;
 
-async function startBroker(t: Teardown, configPath: string): Promise<Broker> {
-  const proc = spawnJsonLines([SIGIL_BIN, 'broker', '--config', configPath], { SIGIL_LOG_LEVEL: 'info' });
-  const killOnExit = (): void => void proc.child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  proc.child.once('exit', () => process.off('exit', killOnExit));
-  t.teardown(async () => {
-    const timer = setTimeout(() => proc.child.kill('SIGKILL'), 5_000);
-    await proc.stop('SIGTERM');
-    clearTimeout(timer);
-  });
-  const ready = await proc.waitFor((l) => l.msg === 'ready');
-  return { proc, ready, address: String(ready.listen), admin: String(ready.admin) };
-}
+const startBroker = runBroker;
 
 /** Runs `sigil ...args` to completion. */
 async function sigil(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
