@@ -5,9 +5,11 @@ import { WebSocketServer } from 'ws';
 
 const server = createServer((req, res) => {
   const caller = req.headers['x-sigil-peer-id'] ?? '(none)';
-  console.log(JSON.stringify({ msg: 'request', path: req.url, caller, xfcc: req.headers['x-forwarded-client-cert'] }));
+  // Set by the sidecar only after it verified a delegation token: who the caller acts for.
+  const delegation = req.headers['x-sigil-delegation'] ? JSON.parse(req.headers['x-sigil-delegation']) : null;
+  console.log(JSON.stringify({ msg: 'request', path: req.url, caller, xfcc: req.headers['x-forwarded-client-cert'], onBehalfOf: delegation?.sub }));
   res.writeHead(200, { 'content-type': 'application/json' });
-  res.end(JSON.stringify({ hello: 'from agent B', verifiedCaller: caller, path: req.url }));
+  res.end(JSON.stringify({ hello: 'from agent B', verifiedCaller: caller, path: req.url, delegation }));
 });
 
 const wss = new WebSocketServer({ server });

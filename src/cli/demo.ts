@@ -6,6 +6,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { get as httpGet } from 'node:http';
 import { connect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { createDevCa, DevIssuer } from '../identity/index.js';
@@ -13,19 +14,33 @@ import { x509 } from '../spiffe/peculiar.js';
 import { SpiffeId, TrustDomain } from '../spiffe/index.js';
 import WebSocket from 'ws';
 import { createEnvelopeSigner } from '../bus/envelope/index.js';
+import { initDevIdp, mintDevUserToken } from '../delegation/index.js';
 import { initCaDir, issueSvidToDir } from './ca.js';
-import { spawnJsonLines, startSigil, type JsonLineProcess } from './processes.js';
+import { SIGIL_BIN, spawnJsonLines, startSigil, type JsonLineProcess } from './processes.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../../examples/demo/', import.meta.url));
 const TD = TrustDomain.parse('example.org');
 const ID_A = SpiffeId.parse('spiffe://example.org/agent/a');
 const ID_B = SpiffeId.parse('spiffe://example.org/agent/b');
+const ID_BROKER = SpiffeId.parse('spiffe://example.org/broker');
+const BROKER_ISSUER = 'https://broker.example.org';
+
+/** The broker's policy: A may act for people towards B. */
+const BROKER_POLICY = `@id("a-for-people-to-b")
+permit (principal == Agent::"spiffe://example.org/agent/a", action == Action::"delegation.exchange", resource == Agent::"spiffe://example.org/agent/b")
+when { context.subjectTokenType == "user" };
+`;
+
 /** A workload of the trust domain that may connect to B, but holds only its own key. */
 const ID_C = SpiffeId.parse('spiffe://example.org/agent/c');
 
 /** One policy for both sidecars: A's enforces it as egress control, B's as ingress. */
 const DEMO_POLICY = `@id("a-calls-b")
 permit (principal == Agent::"${ID_A}", action in [Action::"connect", Action::"http"], resource == Agent::"${ID_B}");
+
+@id("reports-for-people-only")
+forbid (principal, action == Action::"http", resource == Agent::"${ID_B}")
+when { context.direction == "inbound" && context.http.path like "/reports*" } unless { context has delegation };
 
 @id("c-calls-b")
 permit (principal == Agent::"${ID_C}", action in [Action::"connect", Action::"http"], resource == Agent::"${ID_B}");
@@ -52,6 +67,25 @@ export async function runDemo(_args: string[]): Promise<number> {
     say(`dev CA for ${TD.name} in ${dir}`);
     await initCaDir(TD, join(dir, 'ca'));
     await writeFile(join(dir, 'policy.cedar'), DEMO_POLICY);
+    await writeFile(join(dir, 'broker.cedar'), BROKER_POLICY);
+
+    // Delegation: a DEV ONLY identity provider for alice, and the token-exchange broker.
+    const idp = await initDevIdp(join(dir, 'dev-idp'));
+    const broker = spawnJsonLines([SIGIL_BIN, 'broker', '--config', await writeConfig(dir, 'broker.yaml', {
+      trustDomain: TD.name,
+      identity: { dev: { caDir: './ca', spiffeId: ID_BROKER.toString(), ttl: '15m' } },
+      listen: '127.0.0.1:0',
+      issuer: BROKER_ISSUER,
+      signingKeys: './broker-keys',
+      jwksOut: './broker-jwks.json',
+      subjectIssuers: [{ issuer: idp.issuer, audience: 'sigil-broker', jwks: idp.jwksPath }],
+      policy: { cedar: './broker.cedar' },
+      admin: { listen: '127.0.0.1:0' },
+    })]);
+    procs.push(broker);
+    const brokerAddress = (await broker.waitFor((l) => l.msg === 'ready')).listen as string;
+    say(`broker (${ID_BROKER}) ready: token endpoint https://${brokerAddress}/token`);
+    const delegation = { issuer: BROKER_ISSUER, jwks: './broker-jwks.json', broker: { url: `https://${brokerAddress}/token`, spiffeId: ID_BROKER.toString() } };
 
     const agentB = spawnJsonLines([join(EXAMPLES, 'agent-b.mjs')]);
     procs.push(agentB);
@@ -64,6 +98,7 @@ export async function runDemo(_args: string[]): Promise<number> {
         inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${bPort}`, requireSignedFrames: true },
         policy: { cedar: './policy.cedar' },
         admin: { listen: '127.0.0.1:0' },
+        delegation,
       }),
     );
     procs.push(sidecarB.proc);
@@ -74,9 +109,17 @@ export async function runDemo(_args: string[]): Promise<number> {
       await writeConfig(dir, 'sidecar-a.yaml', {
         trustDomain: TD.name,
         identity: { dev: { caDir: './ca', spiffeId: ID_A.toString(), ttl: '15m' } },
-        outbound: { listen: '127.0.0.1:0', routes: [{ host: 'agent-b', address: bInbound, spiffeId: ID_B.toString(), signFrames: true }] },
+        outbound: {
+          listen: '127.0.0.1:0',
+          routes: [
+            { host: 'agent-b', address: bInbound, spiffeId: ID_B.toString(), signFrames: true, exchange: { scope: 'reports.read' } },
+            // The same agent, asking for a scope alice never granted.
+            { host: 'agent-b-admin', address: bInbound, spiffeId: ID_B.toString(), exchange: { scope: 'admin' } },
+          ],
+        },
         policy: { cedar: './policy.cedar' },
         admin: { listen: '127.0.0.1:0' },
+        delegation,
       }),
     );
     procs.push(sidecarA.proc);
@@ -104,6 +147,30 @@ export async function runDemo(_args: string[]): Promise<number> {
       name: 'A → B GET /admin/users, denied by the Cedar policy before it leaves sidecar A (egress)',
       ok: result.denied.status === 403 && result.denied.body.reason === 'policy_denied' && (result.denied.body.policies ?? []).includes('no-admin'),
       detail: `status ${result.denied.status}, reason ${result.denied.body.reason}, policies ${JSON.stringify(result.denied.body.policies)}`,
+    });
+
+    // Alice asks agent A for a report; A calls B with her token. Sidecar A exchanges it at the
+    // broker for a token addressed to B (act = A, scope narrowed); sidecar B verifies it.
+    const alice = await mintDevUserToken(join(dir, 'dev-idp'), { sub: 'alice', scope: ['reports.read', 'email.send'], audience: 'sigil-broker' });
+    const outboundA = sidecarA.ready.outbound as string;
+    const asAlice = await plainGet(outboundA, 'agent-b', '/reports/q3', alice);
+    const d = (asAlice.body as { delegation?: { sub: string; actors: string[]; scope: string[] } } | undefined)?.delegation;
+    steps.push({
+      name: 'alice → A → B: B sees alice behind the call, acted for by A, with the scope narrowed',
+      ok: asAlice.status === 200 && d?.sub === 'alice' && d.actors.join() === ID_A.toString() && d.scope.join(' ') === 'reports.read',
+      detail: `status ${asAlice.status}; delegation at B: ${JSON.stringify(d ?? null)}`,
+    });
+    const bare = await plainGet(outboundA, 'agent-b', '/reports/q3');
+    steps.push({
+      name: 'the same report without a person behind it is refused by B',
+      ok: bare.status === 403 && (bare.body as { policies?: string[] } | undefined)?.policies?.includes('reports-for-people-only') === true,
+      detail: `status ${bare.status}, ${JSON.stringify(bare.body)}`,
+    });
+    const widen = await plainGet(outboundA, 'agent-b-admin', '/reports/q3', alice);
+    steps.push({
+      name: 'a hop asking for a scope alice never granted ("admin") is refused by the broker',
+      ok: widen.status === 502 && (widen.body as { detail?: string } | undefined)?.detail === 'invalid_scope',
+      detail: `status ${widen.status}, ${JSON.stringify(widen.body)}`,
     });
 
     const selfSigned = await selfSignedSvid(ID_A);
@@ -218,5 +285,29 @@ function injectSignedFrame(address: string, creds: { cert: string; key: string }
       clearTimeout(timer);
       resolve({ code, reason: reason.toString(), echoed });
     });
+  });
+}
+
+/** A plain GET through an outbound listener, as an agent would make it. */
+function plainGet(address: string, host: string, path: string, token?: string): Promise<{ status: number; body: unknown }> {
+  const sep = address.lastIndexOf(':');
+  return new Promise((resolve) => {
+    const req = httpGet(
+      { host: address.slice(0, sep), port: Number(address.slice(sep + 1)), path, headers: { host, ...(token ? { authorization: `Bearer ${token}` } : {}) } },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => {
+          let body: unknown = text;
+          try {
+            body = JSON.parse(text);
+          } catch {
+            // not JSON
+          }
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+      },
+    );
+    req.on('error', (err) => resolve({ status: 0, body: err.message }));
   });
 }
