@@ -21,7 +21,7 @@ import type { BrokerConfig } from './broker-config.js';
 import { TokenEndpointError } from './broker-errors.js';
 import { ExchangeRefusal, TokenExchanger, type ExchangeRecord } from './broker-exchange.js';
 import { BrokerKeys } from './broker-keys.js';
-import { BrokerMetrics } from './broker-metrics.js';
+import { BrokerMetrics } from '../telemetry/index.js';
 import { BrokerPolicy } from './broker-policy.js';
 import { JWKSet, jwksFromFile, jwksFromUrl, loadJwksFile, type KeySource, type UserTokenIssuer } from './index.js';
 
