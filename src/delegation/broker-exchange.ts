@@ -167,7 +167,9 @@ export class TokenExchanger {
     }
 
     const now = Math.floor(nowMs / 1000);
-    const exp = Math.min(subject.exp, now + s.maxTtlSeconds);
+    // Whole seconds (RFC 7519 allows fractional NumericDates; our tokens use integers), rounded
+    // down so the new token never outlives its parent.
+    const exp = Math.floor(Math.min(subject.exp, now + s.maxTtlSeconds));
     if (exp <= now) throw new TokenEndpointError('invalid_request', 'the subject token expires too soon to issue a token', 'delegation_expired');
 
     const key = s.signer();

@@ -14,7 +14,13 @@ export interface DelegationGateOptions {
   require: boolean;
 }
 
-export type GateResult = { context?: DelegationContext } | { refused: { reason: ReasonCode; detail: string; challenge: string } };
+/** A verified delegation and the instant (ms, leeway included) after which it no longer holds. */
+export interface GrantedDelegation {
+  context: DelegationContext;
+  validUntil: number;
+}
+
+export type GateResult = { granted?: GrantedDelegation } | { refused: { reason: ReasonCode; detail: string; challenge: string } };
 
 /** A `Bearer` credential from a header value, or undefined when there is none of that scheme. */
 export function bearerToken(value: string | string[] | undefined): string | undefined {
@@ -47,7 +53,7 @@ export class DelegationGate {
     if (!token) return { refused: { reason: 'delegation_invalid', detail: 'not a Bearer token', challenge: challenge('delegation_invalid') } };
     try {
       const verified = await this.options.verifier.verify(token, { audience: self, actor: peer });
-      return { context: verified.context };
+      return { granted: { context: verified.context, validUntil: verified.expiresAt + this.options.verifier.leewaySeconds * 1000 } };
     } catch (err) {
       const reason: ReasonCode = err instanceof DelegationError ? err.code : 'delegation_invalid';
       const detail = err instanceof DelegationError ? err.detail : 'verification_error';

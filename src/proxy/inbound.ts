@@ -20,7 +20,7 @@ import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, inspect
 import type { AllowedTool, FilterContext, JsonRpcParse } from './jsonrpc.js';
 import { errorBody, sendError, sendRawError } from './responses.js';
 import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
-import { delegationHeader, type DelegationGate } from '../delegation/gate.js';
+import { delegationHeader, type DelegationGate, type GrantedDelegation } from '../delegation/gate.js';
 import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
 
 export interface InboundOptions {
@@ -67,7 +67,7 @@ export class InboundProxy {
   private readonly tracker = new ConnectionTracker();
   private readonly outcomes = new WeakMap<IncomingMessage, CallOutcome>();
   /** The verified delegation of a request; every decision on the request carries it. */
-  private readonly delegations = new WeakMap<IncomingMessage, DelegationContext>();
+  private readonly delegations = new WeakMap<IncomingMessage, GrantedDelegation>();
   /**
    * Accept time per raw TCP socket, for handshake duration. Keyed weakly by the socket object
    * (not by remote address, which is gone once a connection resets before its handshake), so
@@ -227,7 +227,7 @@ export class InboundProxy {
     stripIdentityHeaders(req.headers);
     setIdentityHeaders(req.headers, own.svid.id, state.peer.leafHash, state.peer.id);
     const delegation = this.delegations.get(req);
-    if (delegation) req.headers[DELEGATION_HEADER] = delegationHeader(delegation);
+    if (delegation) req.headers[DELEGATION_HEADER] = delegationHeader(delegation.context);
     return 'admitted';
   }
 
@@ -238,10 +238,20 @@ export class InboundProxy {
     );
   }
 
-  /** `decide` for the calls of one request: with the request's verified delegation, if any. */
+  /**
+   * `decide` for the calls of one request: with the request's verified delegation, if any. A
+   * delegation does not outlive its token: once it has expired (a long-lived WebSocket, a slow
+   * body) every further decision on the request is a deny, `delegation_expired`.
+   */
   private decideIn(req: IncomingMessage): Decide {
-    const d = this.delegations.get(req);
-    return d ? (request, meta) => this.options.decide({ ...request, delegation: d }, meta) : this.options.decide;
+    const granted = this.delegations.get(req);
+    if (!granted) return this.options.decide;
+    return (request, meta) => {
+      const withDelegation = { ...request, delegation: granted.context };
+      if (Date.now() <= granted.validUntil) return this.options.decide(withDelegation, meta);
+      this.options.refuse?.(withDelegation, 'delegation_expired', meta);
+      return { allowed: false, reason: 'delegation_expired', policies: [], wouldDeny: false, policyVersion: this.options.policyVersion(), request: withDelegation };
+    };
   }
 
   /**
@@ -296,7 +306,7 @@ export class InboundProxy {
     if (!state || !own) return { reason: 'internal_error', detail: 'no connection state', challenge: 'Bearer realm="sigil"' };
     const result = await this.options.delegation!.check(req.headers, own.svid.id.toString(), state.peer.id.toString());
     if (!('refused' in result)) {
-      if (result.context) this.delegations.set(req, result.context);
+      if (result.granted) this.delegations.set(req, result.granted);
       return undefined;
     }
     const { reason, detail } = result.refused;

@@ -11,9 +11,9 @@ import t from 'tap';
 import { nestAct, signDelegationToken, SigningKeyRing, type DelegationTokenClaims, type SigningKey } from '../../src/delegation/index.js';
 import type { Issued } from '../fixtures/certs.js';
 import { startAppUpstream, type AppUpstream } from '../helpers/app-upstream.js';
-import { auditLines, metricSum, metrics } from '../helpers/observe.js';
+import { auditLines, metricSum, metrics, openWs } from '../helpers/observe.js';
 import { rawTls } from '../helpers/raw.js';
-import { runSigil, setupTrustDomain, sidecarConfig, tempDir, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
+import { runSigil, setupTrustDomain, sidecarConfig, sleep, tempDir, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
 
 const TD = 'example.org';
 const ID_A = 'spiffe://example.org/agent/a';
@@ -26,6 +26,8 @@ const POLICY = `
 @id("http") permit (principal in TrustDomain::"${TD}", action == Action::"http", resource == Agent::"${ID_B}");
 @id("human-only") forbid (principal, action == Action::"http", resource)
 when { context.http.path like "/human/*" } unless { context has delegation };
+@id("ws-for-people") permit (principal in TrustDomain::"${TD}", action == Action::"websocket.message", resource in TrustDomain::"${TD}")
+when { context has delegation };
 @id("reports-need-scope") forbid (principal, action == Action::"http", resource)
 when { context.http.path like "/reports/*" } unless { context has delegation && context.delegation.scope.contains("reports:read") };
 `;
@@ -57,7 +59,7 @@ t.before(async () => {
         identity: { dev: { caDir: td.caDir, spiffeId: ID_B, ttl: '15m' } },
         inbound: { listen: '127.0.0.1:0', upstream: upstream.url },
         policy: { cedar: './policy.cedar' },
-        delegation: { issuer: ISSUER, jwks: './broker.jwks.json' },
+        delegation: { issuer: ISSUER, jwks: './broker.jwks.json', leeway: '1s' },
         audit: { path: auditPath },
       }),
     ),
@@ -169,4 +171,18 @@ t.test('metrics and audit attribute delegated calls', async (t) => {
   const refused = await auditLines(auditPath, (l) => l.reason === 'actor_mismatch', 3_000);
   t.match(refused[0], { decision: 'deny', source: ID_C });
   t.notOk((await auditLines(auditPath, () => true, 1_000)).some((l) => JSON.stringify(l).includes('eyJ')), 'no token text in the audit trail');
+});
+
+t.test('a delegated WebSocket does not outlive its token', async (t) => {
+  const now = Math.floor(Date.now() / 1000);
+  const token = await signDelegationToken(claims({ iat: now, exp: now + 1 }), key);
+  const ws = await openWs(`wss://${b.inbound}/stream`, { cert: leafA.pem, key: leafA.keyPem, rejectUnauthorized: false, headers: { authorization: `Bearer ${token}` } });
+  t.teardown(() => ws.ws.close());
+  ws.ws.send('while valid');
+  t.equal((await ws.next()).data.toString(), 'while valid', 'messages flow while the token is valid (positive control)');
+  await sleep((now + 1) * 1000 + 1_000 - Date.now() + 300);
+  ws.ws.send('after expiry');
+  const closed = await ws.closed;
+  t.match(closed, { code: 1008, reason: 'delegation_expired' }, 'the next message closes the stream');
+  t.notOk(upstream.messages.some((m) => m.data.toString() === 'after expiry'), 'it never reached the upstream');
 });
