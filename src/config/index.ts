@@ -4,3 +4,26 @@ export { parseHostPort } from './address.js';
 export { parseDuration } from './duration.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
 export { loadConfig, parseConfig, type BusConfig, type DelegationConfig, type IdentityConfig, type ParseOptions, type RouteConfig, type SigilConfig } from './load.js';
+
+// For other config documents on the same conventions (`sigil broker`: delegation/broker-config.ts):
+// reading and parsing the file, wording and collecting issues, and the sections and checks they share.
+export { listenersConflict } from './address.js';
+export { parseConfigText, readConfigFile, type ConfigFile, type ConfigFormat, type ParseTextOptions, type ReadOptions } from './document.js';
+export { dedupeIssues, validateDocument, zodConfigIssues, type DocumentChecks, type IssueWording, type KnownKeys } from './issues.js';
+export { devSpiffeIdIssues, isObj, trustBundleKeyIssues } from './raw-checks.js';
+export {
+  AdminSchema,
+  check,
+  DevIdentitySchema,
+  duration,
+  FilesIdentitySchema,
+  filePath,
+  IdentitySchema,
+  listen,
+  nonEmpty,
+  ShutdownSchema,
+  spiffeIdPatternProblem,
+  trustDomainProblem,
+  TrustSchema,
+  WorkloadApiIdentitySchema,
+} from './schema.js';

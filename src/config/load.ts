@@ -1,12 +1,17 @@
-import { readFile } from 'node:fs/promises';
+/**
+ * `sigil run --config FILE`: the sidecar's config document: its types, defaults, cross-field
+ * rules and the build into a SigilConfig. Reading and parsing the file (document.ts) and the
+ * wording of schema issues (issues.ts) are shared with the broker's loader.
+ */
 import path from 'node:path';
-import YAML from 'yaml';
-import type { z } from 'zod';
 import type { HostPort } from './address.js';
 import { listenersConflict, splitHostPort } from './address.js';
+import { parseConfigText, readConfigFile, type ConfigFormat } from './document.js';
 import { parseDuration } from './duration.js';
-import { ConfigError, formatPath, type ConfigIssue } from './errors.js';
-import { KNOWN_KEYS, RootSchema, socketProblem, spiffeIdProblem, TRUST_DOMAIN_RE, trustDomainProblem, type RawConfig } from './schema.js';
+import type { ConfigIssue } from './errors.js';
+import { validateDocument } from './issues.js';
+import { devSpiffeIdIssues, isObj, trustBundleKeyIssues } from './raw-checks.js';
+import { KNOWN_KEYS, RootSchema, socketProblem, spiffeIdProblem, type RawConfig } from './schema.js';
 
 export interface RouteConfig {
   /** Lowercased; routes match the request host case-insensitively. */
@@ -83,224 +88,27 @@ export const DEFAULTS = {
   natsBufferMessages: 1000,
 } as const;
 
-type Format = 'yaml' | 'json';
-
-function formatForFile(file: string): Format | undefined {
-  const ext = path.extname(file).toLowerCase();
-  if (ext === '.yaml' || ext === '.yml') return 'yaml';
-  if (ext === '.json') return 'json';
-  return undefined;
-}
-
 /** Reads, parses and validates a config file. Every failure is a `ConfigError`. */
 export async function loadConfig(file: string): Promise<SigilConfig> {
-  const abs = path.resolve(file);
-  const format = formatForFile(abs);
-  if (!format) {
-    const ext = path.extname(abs);
-    throw new ConfigError(abs, [
-      {
-        path: '',
-        message: `unsupported config file extension ${JSON.stringify(ext)} (use .yaml, .yml or .json)`,
-      },
-    ]);
-  }
-  let text: string;
-  try {
-    text = await readFile(abs, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const message =
-      code === 'ENOENT'
-        ? `file not found: ${abs}`
-        : code === 'EISDIR'
-          ? `is a directory, not a file: ${abs}`
-          : code === 'EACCES'
-            ? `permission denied reading ${abs}`
-            : `cannot read ${abs}: ${(e as Error).message}`;
-    throw new ConfigError(abs, [{ path: '', message }]);
-  }
+  const { abs, format, text } = await readConfigFile(file);
   return parseConfig(text, format, abs);
 }
 
 /** Pure: parses and validates config text. `configPath` anchors relative paths. */
-export function parseConfig(text: string, format: Format, configPath: string, options: ParseOptions = {}): SigilConfig {
+export function parseConfig(text: string, format: ConfigFormat, configPath: string, options: ParseOptions = {}): SigilConfig {
   const abs = path.resolve(configPath);
-  const raw = format === 'json' ? parseJson(text, abs) : parseYaml(text, abs);
-  if (raw === null || raw === undefined) {
-    throw new ConfigError(abs, [{ path: '', message: 'config is empty' }]);
-  }
+  const raw = parseConfigText(text, format, abs);
   const env = options.env ?? process.env;
-
-  const result = RootSchema.safeParse(raw, { reportInput: true });
-  const issues: ConfigIssue[] = result.success ? [] : result.error.issues.flatMap(toConfigIssues);
-  issues.push(...crossFieldIssues(raw, env));
-  if (result.success) issues.push(...listenerIssues(result.data), ...busIssues(result.data), ...delegationIssues(result.data));
-  if (issues.length > 0 || !result.success) throw new ConfigError(abs, dedupe(issues));
-  return build(result.data, abs, env);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Syntax
-
-function parseJson(text: string, file: string): unknown {
-  try {
-    return JSON.parse(stripBom(text));
-  } catch (e) {
-    let message = (e as Error).message;
-    const pos = /at position (\d+)/.exec(message);
-    message = message
-      .replace(/\s*\(line \d+ column \d+\)/, '')
-      .replace(/ in JSON at position \d+/, '')
-      .replace(/^JSON\.parse: /, '');
-    const where = pos ? lineCol(stripBom(text), Number(pos[1])) : undefined;
-    throw new ConfigError(file, [
-      {
-        path: '',
-        message: where
-          ? `JSON syntax error at line ${where.line}, column ${where.col}: ${message}`
-          : `JSON syntax error: ${message}`,
-      },
-    ]);
-  }
-}
-
-function stripBom(s: string): string {
-  return s.charCodeAt(0) === 0xfeff ? s.slice(1) : s;
-}
-
-function lineCol(text: string, offset: number): { line: number; col: number } {
-  let line = 1;
-  let lineStart = 0;
-  for (let i = 0; i < offset && i < text.length; i++) {
-    if (text.charCodeAt(i) === 10) {
-      line++;
-      lineStart = i + 1;
-    }
-  }
-  return { line, col: offset - lineStart + 1 };
-}
-
-function parseYaml(text: string, file: string): unknown {
-  let doc: YAML.Document.Parsed;
-  try {
-    doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  } catch (e) {
-    throw new ConfigError(file, [{ path: '', message: `YAML syntax error: ${(e as Error).message}` }]);
-  }
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      file,
-      doc.errors.map((err) => {
-        const first = (err.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?\s*$/, '');
-        const pos = err.linePos?.[0];
-        return {
-          path: '',
-          message: pos
-            ? `YAML syntax error at line ${pos.line}, column ${pos.col}: ${first}`
-            : `YAML syntax error: ${first}`,
-        };
-      }),
-    );
-  }
-  try {
-    return doc.toJS({ maxAliasCount: 100 });
-  } catch (e) {
-    throw new ConfigError(file, [{ path: '', message: `YAML error: ${(e as Error).message}` }]);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Schema issues → plain words
-
-function typeName(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'array';
-  if (typeof v === 'number' && !Number.isFinite(v)) return String(v); // NaN, Infinity (YAML .nan, .inf)
-  return typeof v;
-}
-
-function toConfigIssues(issue: z.core.$ZodIssue): ConfigIssue[] {
-  const p = formatPath(issue.path);
-  switch (issue.code) {
-    case 'unrecognized_keys': {
-      const pattern = p.replace(/\[\d+\]/g, '[]');
-      const known = KNOWN_KEYS[pattern] ?? [];
-      return issue.keys.map((key) => {
-        const suggestion = closest(key, known);
-        return {
-          path: p,
-          message: `unknown key ${JSON.stringify(key)}` + (suggestion ? ` (did you mean "${suggestion}"?)` : ''),
-        };
-      });
-    }
-    case 'invalid_type':
-      if (issue.input === undefined) return [{ path: p, message: 'is required' }];
-      return [{ path: p, message: `expected ${issue.expected}, got ${typeName(issue.input)}` }];
-    case 'invalid_value':
-      return [
-        {
-          path: p,
-          message: `expected ${issue.values.map((v) => JSON.stringify(v)).join(' or ')}, got ${JSON.stringify(issue.input)}`,
-        },
-      ];
-    case 'too_small':
-      if (issue.origin === 'string' && Number(issue.minimum) === 1) return [{ path: p, message: 'must not be empty' }];
-      if (issue.origin === 'array') {
-        const n = Number(issue.minimum);
-        return [{ path: p, message: `must have at least ${n} ${n === 1 ? 'entry' : 'entries'}` }];
-      }
-      return [{ path: p, message: issue.message }];
-    case 'invalid_key':
-      return [{ path: p, message: `invalid key: ${issue.issues.map((i) => i.message).join('; ')}` }];
-    default:
-      return [{ path: p, message: issue.message }];
-  }
-}
-
-function closest(key: string, known: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDist = Infinity;
-  for (const k of known) {
-    const d = levenshtein(key.toLowerCase(), k.toLowerCase());
-    if (d < bestDist) {
-      bestDist = d;
-      best = k;
-    }
-  }
-  return best !== undefined && bestDist <= Math.max(1, Math.min(2, Math.floor(best.length / 3))) ? best : undefined;
-}
-
-function levenshtein(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = prev[j]!;
-      prev[j] = Math.min(prev[j]! + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = tmp;
-    }
-  }
-  return prev[b.length]!;
-}
-
-function dedupe(issues: ConfigIssue[]): ConfigIssue[] {
-  const seen = new Set<string>();
-  return issues.filter((i) => {
-    const k = `${i.path}\0${i.message}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return true;
+  const data = validateDocument(RootSchema, raw, abs, {
+    wording: { knownKeys: KNOWN_KEYS },
+    rawIssues: crossFieldIssues(raw, env),
+    dataIssues: (d) => [...listenerIssues(d), ...busIssues(d), ...delegationIssues(d)],
   });
+  return build(data, abs, env);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Cross-field rules, checked on the raw document so they are reported alongside schema issues.
-
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 const IDENTITY_SOURCES = ['dev', 'files', 'workloadApi'] as const;
 
@@ -311,8 +119,6 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
   if (raw.inbound === undefined && raw.outbound === undefined && raw.bus === undefined) {
     issues.push({ path: '', message: 'at least one of inbound, outbound, bus is required' });
   }
-
-  const td = typeof raw.trustDomain === 'string' && TRUST_DOMAIN_RE.test(raw.trustDomain) ? raw.trustDomain : undefined;
 
   // identity: exactly one source
   if (isObj(raw.identity)) {
@@ -326,17 +132,7 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
         message: `exactly one of dev, files, workloadApi is allowed (got ${present.join(', ')})`,
       });
     }
-    if (isObj(id.dev) && typeof id.dev.spiffeId === 'string') {
-      const s = id.dev.spiffeId;
-      const syntax = spiffeIdProblem(s);
-      if (syntax) issues.push({ path: 'identity.dev.spiffeId', message: syntax });
-      else if (td !== undefined && !(s.startsWith(`spiffe://${td}/`) && s.length > `spiffe://${td}/`.length)) {
-        issues.push({
-          path: 'identity.dev.spiffeId',
-          message: `${JSON.stringify(s)} is not in this sidecar's trust domain (expected spiffe://${td}/<path>)`,
-        });
-      }
-    }
+    issues.push(...devSpiffeIdIssues(raw, 'sidecar'));
     if (isObj(id.dev) && typeof id.dev.ttl === 'string') {
       try {
         if (parseDuration(id.dev.ttl) === 0) issues.push({ path: 'identity.dev.ttl', message: 'must be greater than 0' });
@@ -360,12 +156,7 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
   }
 
   // trust.bundles keys are trust domains
-  if (isObj(raw.trust) && isObj(raw.trust.bundles)) {
-    for (const key of Object.keys(raw.trust.bundles)) {
-      const problem = trustDomainProblem(key);
-      if (problem) issues.push({ path: formatPath(['trust', 'bundles', key]), message: problem });
-    }
-  }
+  issues.push(...trustBundleKeyIssues(raw));
 
   // policy: allow and cedar are mutually exclusive
   if (isObj(raw.policy) && raw.policy.allow !== undefined && raw.policy.cedar !== undefined) {

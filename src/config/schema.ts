@@ -1,7 +1,8 @@
 /**
  * Zod schemas for the raw config document (YAML/JSON). Every object is strict: unknown keys
  * are errors. Values that need parsing (durations, addresses, route hosts) are transformed here;
- * defaults, relative-path resolution and cross-field rules live in load.ts.
+ * defaults, relative-path resolution and cross-field rules live in load.ts. The broker's document
+ * (delegation/broker-config.ts) reuses the shared sections and building blocks exported here.
  */
 import { z } from 'zod';
 import { durationErrorMessage, parseDuration } from './duration.js';
@@ -43,19 +44,21 @@ export function socketProblem(s: string): string | undefined {
   return `invalid Workload API socket ${JSON.stringify(s)} (expected unix:///path/to/agent.sock or tcp://host:port)`;
 }
 
-function check(fn: (s: string) => string | undefined) {
+/** A string refinement from a `…Problem` function: its message, if any, becomes the issue. */
+export function check(fn: (s: string) => string | undefined) {
   return (s: string, ctx: z.RefinementCtx) => {
     const message = fn(s);
     if (message !== undefined) ctx.addIssue({ code: 'custom', message });
   };
 }
 
-const nonEmpty = z.string().min(1);
+export const nonEmpty = z.string().min(1);
 
 /** A file or folder path; relative paths are resolved against the config file's folder later. */
-const filePath = z.string().min(1);
+export const filePath = z.string().min(1);
 
-const duration = z.string().transform((s, ctx) => {
+/** A duration (`30s`, `1h30m`) → milliseconds. */
+export const duration = z.string().transform((s, ctx) => {
   try {
     return parseDuration(s);
   } catch {
@@ -76,7 +79,7 @@ function hostPort(minPort: number) {
 }
 
 /** Listen address: port 0 allowed (ephemeral). */
-const listen = hostPort(0);
+export const listen = hostPort(0);
 /** Dial address: port 1..65535. */
 const dialAddress = hostPort(1);
 

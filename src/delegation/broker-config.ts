@@ -1,29 +1,40 @@
 // `sigil broker --config FILE`: the broker's config document. Same conventions as the sidecar's
 // (docs/config.md): YAML for .yaml/.yml, JSON for .json, strict objects (unknown keys are
 // errors), every problem reported at once with the dotted path of its key, relative paths
-// resolved against the config file's folder. Identity and trust reuse the sidecar's schemas.
-import { readFile } from 'node:fs/promises';
+// resolved against the config file's folder. Reading, parsing and the wording of issues are the
+// config module's (shared with `sigil run`); identity and trust reuse the sidecar's schemas and
+// checks. What is here is the broker's own: its schema, cross-field rules and defaults.
 import path from 'node:path';
-import YAML from 'yaml';
 import { z } from 'zod';
-import type { HostPort } from '../config/index.js';
-import { listenersConflict, parseHostPortWithMin } from '../config/address.js';
-import { durationErrorMessage, parseDuration } from '../config/duration.js';
-import { ConfigError, formatPath, type ConfigIssue } from '../config/errors.js';
-import type { IdentityConfig } from '../config/index.js';
 import {
   AdminSchema,
+  check,
   DevIdentitySchema,
+  devSpiffeIdIssues,
+  duration,
   FilesIdentitySchema,
+  filePath,
   IdentitySchema,
+  isObj,
+  listen,
+  listenersConflict,
+  nonEmpty,
+  parseConfigText,
+  parseDuration,
+  readConfigFile,
   ShutdownSchema,
   spiffeIdPatternProblem,
-  spiffeIdProblem,
-  TRUST_DOMAIN_RE,
+  trustBundleKeyIssues,
   trustDomainProblem,
   TrustSchema,
+  validateDocument,
   WorkloadApiIdentitySchema,
-} from '../config/schema.js';
+  type ConfigFormat,
+  type ConfigIssue,
+  type HostPort,
+  type IdentityConfig,
+  type KnownKeys,
+} from '../config/index.js';
 import { DEFAULT_LEEWAY_SECONDS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_TTL_SECONDS } from './types.js';
 
 export interface SubjectIssuerConfig {
@@ -92,34 +103,6 @@ const MAX_LEEWAY_MS = 60_000;
 // ---------------------------------------------------------------------------------------------
 // Schema
 
-const duration = z.string().transform((s, ctx) => {
-  try {
-    return parseDuration(s);
-  } catch {
-    ctx.addIssue({ code: 'custom', message: durationErrorMessage(s) });
-    return z.NEVER;
-  }
-});
-
-const listen = z.string().transform((s, ctx) => {
-  try {
-    return parseHostPortWithMin(s, 0);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
-
-const filePath = z.string().min(1);
-const nonEmpty = z.string().min(1);
-
-function check(fn: (s: string) => string | undefined) {
-  return (s: string, ctx: z.RefinementCtx) => {
-    const message = fn(s);
-    if (message !== undefined) ctx.addIssue({ code: 'custom', message });
-  };
-}
-
 /** `iss` values: an https/http URL or any absolute URI (e.g. a SPIFFE ID); no whitespace. */
 function issuerProblem(s: string): string | undefined {
   if (/\s/.test(s)) return `invalid issuer ${JSON.stringify(s)} (must not contain whitespace)`;
@@ -186,7 +169,7 @@ export const BrokerRootSchema = z.strictObject({
 
 type RawBrokerConfig = z.output<typeof BrokerRootSchema>;
 
-const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
+const KNOWN_KEYS: KnownKeys = {
   '': Object.keys(BrokerRootSchema.shape),
   identity: Object.keys(IdentitySchema.shape),
   'identity.dev': Object.keys(DevIdentitySchema.shape),
@@ -203,131 +186,33 @@ const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
 // ---------------------------------------------------------------------------------------------
 // Loading
 
-type Format = 'yaml' | 'json';
+/**
+ * How this loader words problems. It predates the shared loading code and words a few things
+ * differently from `sigil run` (EACCES, JSON error positions, non-finite numbers, "did you
+ * mean"); kept as it is so its messages do not change.
+ */
+const READ = { explainPermissionDenied: false } as const;
+const PARSE = { locateJsonErrors: false } as const;
+const WORDING = { knownKeys: KNOWN_KEYS, suggest: 'first-within-2', nameNonFinite: false } as const;
 
 /** Reads, parses and validates a broker config file. Every failure is a `ConfigError`. */
 export async function loadBrokerConfig(file: string): Promise<BrokerConfig> {
-  const abs = path.resolve(file);
-  const ext = path.extname(abs).toLowerCase();
-  const format: Format | undefined = ext === '.yaml' || ext === '.yml' ? 'yaml' : ext === '.json' ? 'json' : undefined;
-  if (!format) {
-    throw new ConfigError(abs, [{ path: '', message: `unsupported config file extension ${JSON.stringify(path.extname(abs))} (use .yaml, .yml or .json)` }]);
-  }
-  let text: string;
-  try {
-    text = await readFile(abs, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const message = code === 'ENOENT' ? `file not found: ${abs}` : code === 'EISDIR' ? `is a directory, not a file: ${abs}` : `cannot read ${abs}: ${(e as Error).message}`;
-    throw new ConfigError(abs, [{ path: '', message }]);
-  }
+  const { abs, format, text } = await readConfigFile(file, READ);
   return parseBrokerConfig(text, format, abs);
 }
 
 /** Pure: parses and validates broker config text. `configPath` anchors relative paths. */
-export function parseBrokerConfig(text: string, format: Format, configPath: string): BrokerConfig {
+export function parseBrokerConfig(text: string, format: ConfigFormat, configPath: string): BrokerConfig {
   const abs = path.resolve(configPath);
-  const raw = format === 'json' ? parseJson(text, abs) : parseYaml(text, abs);
-  if (raw === null || raw === undefined) throw new ConfigError(abs, [{ path: '', message: 'config is empty' }]);
-  const result = BrokerRootSchema.safeParse(raw, { reportInput: true });
-  const issues: ConfigIssue[] = result.success ? [] : result.error.issues.flatMap(toConfigIssues);
-  issues.push(...crossFieldIssues(raw));
-  if (result.success) issues.push(...valueIssues(result.data));
-  if (issues.length > 0 || !result.success) throw new ConfigError(abs, dedupe(issues));
-  return build(result.data, abs);
-}
-
-function parseJson(text: string, file: string): unknown {
-  try {
-    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
-  } catch (e) {
-    throw new ConfigError(file, [{ path: '', message: `JSON syntax error: ${(e as Error).message.replace(/^JSON\.parse: /, '')}` }]);
-  }
-}
-
-function parseYaml(text: string, file: string): unknown {
-  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      file,
-      doc.errors.map((err) => {
-        const first = (err.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?\s*$/, '');
-        const pos = err.linePos?.[0];
-        return { path: '', message: pos ? `YAML syntax error at line ${pos.line}, column ${pos.col}: ${first}` : `YAML syntax error: ${first}` };
-      }),
-    );
-  }
-  try {
-    return doc.toJS({ maxAliasCount: 100 });
-  } catch (e) {
-    throw new ConfigError(file, [{ path: '', message: `YAML error: ${(e as Error).message}` }]);
-  }
-}
-
-function typeName(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'array';
-  return typeof v;
-}
-
-function toConfigIssues(issue: z.core.$ZodIssue): ConfigIssue[] {
-  const p = formatPath(issue.path);
-  switch (issue.code) {
-    case 'unrecognized_keys': {
-      const known = KNOWN_KEYS[p.replace(/\[\d+\]/g, '[]')] ?? [];
-      return issue.keys.map((key) => {
-        const suggestion = known.find((k) => k.toLowerCase() === key.toLowerCase() || levenshtein(k.toLowerCase(), key.toLowerCase()) <= 2);
-        return { path: p, message: `unknown key ${JSON.stringify(key)}` + (suggestion ? ` (did you mean "${suggestion}"?)` : '') };
-      });
-    }
-    case 'invalid_type':
-      if (issue.input === undefined) return [{ path: p, message: 'is required' }];
-      return [{ path: p, message: `expected ${issue.expected}, got ${typeName(issue.input)}` }];
-    case 'too_small':
-      if (issue.origin === 'string' && Number(issue.minimum) === 1) return [{ path: p, message: 'must not be empty' }];
-      if (issue.origin === 'array') {
-        const n = Number(issue.minimum);
-        return [{ path: p, message: `must have at least ${n} ${n === 1 ? 'entry' : 'entries'}` }];
-      }
-      return [{ path: p, message: issue.message }];
-    default:
-      return [{ path: p, message: issue.message }];
-  }
-}
-
-function levenshtein(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = prev[j]!;
-      prev[j] = Math.min(prev[j]! + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = tmp;
-    }
-  }
-  return prev[b.length]!;
-}
-
-function dedupe(issues: ConfigIssue[]): ConfigIssue[] {
-  const seen = new Set<string>();
-  return issues.filter((i) => {
-    const k = `${i.path}\0${i.message}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return true;
-  });
-}
-
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+  const raw = parseConfigText(text, format, abs, PARSE);
+  const data = validateDocument(BrokerRootSchema, raw, abs, { wording: WORDING, rawIssues: crossFieldIssues(raw), dataIssues: valueIssues });
+  return build(data, abs);
 }
 
 /** Rules across keys, on the raw document so they are reported alongside schema issues. */
 function crossFieldIssues(raw: unknown): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   if (!isObj(raw)) return issues;
-  const td = typeof raw.trustDomain === 'string' && TRUST_DOMAIN_RE.test(raw.trustDomain) ? raw.trustDomain : undefined;
   if (isObj(raw.identity)) {
     const id = raw.identity;
     const present = ['dev', 'files', 'workloadApi'].filter((k) => id[k] !== undefined);
@@ -335,21 +220,9 @@ function crossFieldIssues(raw: unknown): ConfigIssue[] {
       issues.push({ path: 'identity', message: `exactly one of dev, files is required (got ${present.length === 0 ? 'none' : present.join(', ')})` });
     }
     if (id.workloadApi !== undefined) issues.push({ path: 'identity.workloadApi', message: 'not yet supported by the broker (use dev or files)' });
-    if (isObj(id.dev) && typeof id.dev.spiffeId === 'string') {
-      const s = id.dev.spiffeId;
-      const syntax = spiffeIdProblem(s);
-      if (syntax) issues.push({ path: 'identity.dev.spiffeId', message: syntax });
-      else if (td !== undefined && !s.startsWith(`spiffe://${td}/`)) {
-        issues.push({ path: 'identity.dev.spiffeId', message: `${JSON.stringify(s)} is not in this broker's trust domain (expected spiffe://${td}/<path>)` });
-      }
-    }
+    issues.push(...devSpiffeIdIssues(raw, 'broker'));
   }
-  if (isObj(raw.trust) && isObj(raw.trust.bundles)) {
-    for (const key of Object.keys(raw.trust.bundles)) {
-      const problem = trustDomainProblem(key);
-      if (problem) issues.push({ path: formatPath(['trust', 'bundles', key]), message: problem });
-    }
-  }
+  issues.push(...trustBundleKeyIssues(raw));
   if (Array.isArray(raw.subjectIssuers)) {
     const seen = new Map<string, number>();
     raw.subjectIssuers.forEach((entry, i) => {

@@ -201,3 +201,11 @@ t.test('signing keys: generated when missing, new keys picked up, activation del
   t.same(keys.jwks().keys.map((k) => k.kid), [second.kid], 'a broken key file keeps the last good ring');
   t.equal(keys.signer().kid, second.kid, 'and its signer');
 });
+
+t.test('config: the broker keeps its own wording where it differs from sigil run', async (t) => {
+  const json = (text: string) => issuesOf(() => parseBrokerConfig(text, 'json', '/x/broker.json'));
+  t.match(json('{\n"a": 1\n"b": 2}'), [{ path: '', message: /^JSON syntax error: Expected ',' or '}' after property value in JSON at position 9/ }], 'JSON errors as the runtime words them, not located');
+  const yaml = `${Object.entries(MINIMAL).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n')}\nmaxDepth: .nan\n`;
+  t.strictSame(issuesOf(() => parseBrokerConfig(yaml, 'yaml', '/x/broker.yaml')), [{ path: 'maxDepth', message: 'expected number, got number' }], 'NaN named "number"');
+  t.strictSame(json(JSON.stringify({ ...MINIMAL, tru: 1 })), [{ path: '', message: 'unknown key "tru" (did you mean "trust"?)' }], 'did you mean: the first known key within 2');
+});
