@@ -28,13 +28,15 @@ const fresh = (opts: Partial<ConstructorParameters<typeof DelegationVerifier>[0]
   new DelegationVerifier({ issuer: ISSUER, keys: staticJwks({ keys: [k1.publicJwk, k2.publicJwk] }), ...opts });
 
 t.test('a broker-signed token verifies; the context is the chain', async (t) => {
-  const token = await signDelegationToken(claimsFor() as unknown as DelegationTokenClaims, k1);
+  // One claims object: two calls to claimsFor() may straddle a second boundary.
+  const claims = claimsFor();
+  const token = await signDelegationToken(claims as unknown as DelegationTokenClaims, k1);
   const [h] = token.split('.');
   t.same(JSON.parse(Buffer.from(h!, 'base64url').toString()), { alg: 'ES256', typ: 'at+jwt', kid: k1.kid }, 'header');
   const v = await fresh().verify(token, expect);
   t.same(v.context, { sub: USER, actors: [WORKER, ORCH], depth: 2, scope: ['tickets:read', 'tickets:write'], task: 'task-1', jti: 'jti-1' });
   t.equal(v.claims.sub, USER);
-  t.equal(v.expiresAt, (claimsFor().exp as number) * 1000);
+  t.equal(v.expiresAt, (claims.exp as number) * 1000);
   t.ok(Object.isFrozen(v) && Object.isFrozen(v.context) && Object.isFrozen(v.context.actors), 'result is frozen');
   t.equal(await outcome(fresh().verify(tokenFor(k2), expect)), 'ok', 'a second published key verifies too (crafted token, no library)');
 });
