@@ -23,12 +23,18 @@ const TD = TrustDomain.parse('example.org');
 const ID_A = SpiffeId.parse('spiffe://example.org/agent/a');
 const ID_B = SpiffeId.parse('spiffe://example.org/agent/b');
 const ID_BROKER = SpiffeId.parse('spiffe://example.org/broker');
+/** A reports tool agent B calls on for alice (another copy of the agent-b example). */
+const ID_TOOL = SpiffeId.parse('spiffe://example.org/mcp/reports');
 const BROKER_ISSUER = 'https://broker.example.org';
 
 /** The broker's policy: A may act for people towards B. */
 const BROKER_POLICY = `@id("a-for-people-to-b")
 permit (principal == Agent::"spiffe://example.org/agent/a", action == Action::"delegation.exchange", resource == Agent::"spiffe://example.org/agent/b")
 when { context.subjectTokenType == "user" };
+
+@id("b-onward-to-the-reports-tool")
+permit (principal == Agent::"spiffe://example.org/agent/b", action == Action::"delegation.exchange", resource == Agent::"spiffe://example.org/mcp/reports")
+when { context.subjectTokenType == "delegation" };
 `;
 
 /** A workload of the trust domain that may connect to B, but holds only its own key. */
@@ -41,6 +47,9 @@ permit (principal == Agent::"${ID_A}", action in [Action::"connect", Action::"ht
 @id("reports-for-people-only")
 forbid (principal, action == Action::"http", resource == Agent::"${ID_B}")
 when { context.direction == "inbound" && context.http.path like "/reports*" } unless { context has delegation };
+
+@id("b-calls-the-reports-tool")
+permit (principal == Agent::"${ID_B}", action in [Action::"connect", Action::"http"], resource == Agent::"${ID_TOOL}");
 
 @id("c-calls-b")
 permit (principal == Agent::"${ID_C}", action in [Action::"connect", Action::"http"], resource == Agent::"${ID_B}");
@@ -87,7 +96,22 @@ export async function runDemo(_args: string[]): Promise<number> {
     say(`broker (${ID_BROKER}) ready: token endpoint https://${brokerAddress}/token`);
     const delegation = { issuer: BROKER_ISSUER, jwks: './broker-jwks.json', broker: { url: `https://${brokerAddress}/token`, spiffeId: ID_BROKER.toString() } };
 
-    const agentB = spawnJsonLines([join(EXAMPLES, 'agent-b.mjs')]);
+    const tool = spawnJsonLines([join(EXAMPLES, 'agent-b.mjs')]);
+    procs.push(tool);
+    const toolPort = (await tool.waitFor((l) => l.msg === 'listening')).port as number;
+    const sidecarTool = await startSigil(
+      await writeConfig(dir, 'sidecar-tool.yaml', {
+        trustDomain: TD.name,
+        identity: { dev: { caDir: './ca', spiffeId: ID_TOOL.toString(), ttl: '15m' } },
+        inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${toolPort}` },
+        policy: { cedar: './policy.cedar' },
+        admin: { listen: '127.0.0.1:0' },
+        delegation,
+      }),
+    );
+    procs.push(sidecarTool.proc);
+
+    const agentB = spawnJsonLines([join(EXAMPLES, 'agent-b.mjs')], { SIGIL_OUTBOUND_FILE: join(dir, 'agent-b-outbound') });
     procs.push(agentB);
     const bPort = (await agentB.waitFor((l) => l.msg === 'listening')).port as number;
 
@@ -96,12 +120,19 @@ export async function runDemo(_args: string[]): Promise<number> {
         trustDomain: TD.name,
         identity: { dev: { caDir: './ca', spiffeId: ID_B.toString(), ttl: '15m' } },
         inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${bPort}`, requireSignedFrames: true },
+        // B's own calls: to the reports tool, exchanging the token alice's call came with — asking
+        // for "admin", which alice never granted.
+        outbound: {
+          listen: '127.0.0.1:0',
+          routes: [{ host: 'reports-tool', address: sidecarTool.ready.inbound as string, spiffeId: ID_TOOL.toString(), exchange: { scope: 'admin' } }],
+        },
         policy: { cedar: './policy.cedar' },
         admin: { listen: '127.0.0.1:0' },
         delegation,
       }),
     );
     procs.push(sidecarB.proc);
+    await writeFile(join(dir, 'agent-b-outbound'), sidecarB.ready.outbound as string);
     const bInbound = sidecarB.ready.inbound as string;
     say(`sidecar B (${ID_B}) ready: inbound ${bInbound} → agent B on 127.0.0.1:${bPort}`);
 
@@ -113,8 +144,6 @@ export async function runDemo(_args: string[]): Promise<number> {
           listen: '127.0.0.1:0',
           routes: [
             { host: 'agent-b', address: bInbound, spiffeId: ID_B.toString(), signFrames: true, exchange: { scope: 'reports.read' } },
-            // The same agent, asking for a scope alice never granted.
-            { host: 'agent-b-admin', address: bInbound, spiffeId: ID_B.toString(), exchange: { scope: 'admin' } },
           ],
         },
         policy: { cedar: './policy.cedar' },
@@ -166,11 +195,17 @@ export async function runDemo(_args: string[]): Promise<number> {
       ok: bare.status === 403 && (bare.body as { policies?: string[] } | undefined)?.policies?.includes('reports-for-people-only') === true,
       detail: `status ${bare.status}, ${JSON.stringify(bare.body)}`,
     });
-    const widen = await plainGet(outboundA, 'agent-b-admin', '/reports/q3', alice);
+    const widen = await plainGet(outboundA, 'agent-b', '/reports/escalate', alice);
+    const escalation = (widen.body as { escalation?: { status: number; body?: { reason?: string; detail?: string } } } | undefined)?.escalation;
     steps.push({
-      name: 'a hop asking for a scope alice never granted ("admin") is refused by the broker',
-      ok: widen.status === 502 && (widen.body as { detail?: string } | undefined)?.detail === 'invalid_scope',
-      detail: `status ${widen.status}, ${JSON.stringify(widen.body)}`,
+      name: 'worker B, acting for alice, asks the reports tool for "admin" (a scope alice never granted): the broker refuses',
+      ok:
+        widen.status === 200 &&
+        escalation?.status === 502 &&
+        escalation.body?.reason === 'exchange_failed' &&
+        escalation.body.detail === 'invalid_scope' &&
+        !tool.lines.some((l) => l.msg === 'request'),
+      detail: `B's sidecar answered B with ${escalation?.status} ${JSON.stringify(escalation?.body ?? null)}; the tool received ${tool.lines.filter((l) => l.msg === 'request').length} requests`,
     });
 
     const selfSigned = await selfSignedSvid(ID_A);
