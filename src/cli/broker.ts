@@ -8,6 +8,7 @@ import { Broker } from '../delegation/broker.js';
 import { SigningKeyRing } from '../delegation/index.js';
 import { createLogger } from '../telemetry/index.js';
 import { parseFlags } from './args.js';
+import { serveUntilSignalled } from './serve.js';
 
 export async function runBroker(args: string[]): Promise<number> {
   if (args[0] === 'keygen') return keygen(args.slice(1));
@@ -15,34 +16,7 @@ export async function runBroker(args: string[]): Promise<number> {
   const config = await loadBrokerConfig(flags.config as string);
   const logger = createLogger({ base: { component: 'broker' } });
   const broker = new Broker(config, logger);
-  let addresses;
-  try {
-    addresses = await broker.start();
-  } catch (err) {
-    await broker.stop().catch(() => {});
-    throw err;
-  }
-  logger.info('ready', { configPath: config.configPath, ...addresses });
-
-  let stopping = false;
-  const shutdown = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    logger.info('shutting down', { signal });
-    broker.stop().then(
-      () => {
-        logger.info('stopped');
-        process.exit(0);
-      },
-      (err: Error) => {
-        logger.error('shutdown failed', { error: err });
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  return 0;
+  return serveUntilSignalled(broker, logger, { configPath: config.configPath });
 }
 
 async function keygen(args: string[]): Promise<number> {
