@@ -205,25 +205,21 @@ export class BusService {
           }
         }
       };
-      // Delegated messages need an asynchronous token check; a chain keeps messages in order.
-      let chain: Promise<void> | undefined;
+      // Delegated messages need an asynchronous token check. While one is pending, later
+      // messages queue behind it (order is kept); otherwise each is handled at once.
+      let queue: Promise<void> | undefined;
       const remove = transport.subscribe(pattern, (subject, payload) => {
         const step = (): void | Promise<void> => {
           const received = this.receive(subject, payload, window);
           if (received instanceof Promise) return received.then((m) => fanOut(subject, m));
           fanOut(subject, received);
         };
-        if (chain) {
-          chain = chain.then(step).catch(() => undefined);
-          return;
-        }
-        const pending = step();
-        if (pending) {
-          const current: Promise<void> = pending.catch(() => undefined).then(() => {
-            if (chain === current) chain = undefined;
-          });
-          chain = current;
-        }
+        const pending = queue ? queue.then(step) : step();
+        if (!pending) return;
+        const tail: Promise<void> = pending.catch(() => undefined).then(() => {
+          if (queue === tail) queue = undefined;
+        });
+        queue = tail;
       });
       entry = { delivers, remove };
       this.subscriptions.set(pattern, entry);

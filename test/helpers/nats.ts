@@ -30,6 +30,17 @@ export async function findNatsServer(): Promise<{ found: string } | { missing: s
   return { missing: 'nats-server not found on PATH', mustFail };
 }
 
+/**
+ * Runs `suite` with the nats-server binary, or — when it is missing — fails the file in CI
+ * (SIGIL_CI) and skips it loudly elsewhere.
+ */
+export async function withNatsServer(t: { fail(m: string): unknown; plan(n: number, m: string): unknown }, suite: (binary: string) => Promise<void>): Promise<void> {
+  const found = await findNatsServer();
+  if ('found' in found) return suite(found.found);
+  if (found.mustFail) t.fail(`${found.missing}, and SIGIL_CI is set: .ci/run must install Debian's nats-server package`);
+  else t.plan(0, `${found.missing}: the signed bus was NOT checked through a real broker (apt-get install nats-server)`);
+}
+
 export interface RunningNats {
   /** tls://127.0.0.1:PORT */
   url: string;

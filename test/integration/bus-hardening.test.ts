@@ -17,7 +17,7 @@ import { nestAct, signDelegationToken, SigningKeyRing, type SigningKey } from '.
 import type { Issued } from '../fixtures/certs.js';
 import { svidOf } from '../helpers/envelope.js';
 import { runSigil, setupTrustDomain, sidecarConfig, tempDir, waitUntil, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
-import { findNatsServer, startNats, type RunningNats } from '../helpers/nats.js';
+import { startNats, withNatsServer, type RunningNats } from '../helpers/nats.js';
 import { adminStatus, metricSum, metrics, openWs, type WsClient } from '../helpers/observe.js';
 
 const TD = 'example.org';
@@ -33,13 +33,7 @@ const POLICY = `
 @id("muted") forbid (principal == Agent::"${ID_MUTED}", action == Action::"bus.deliver", resource);
 `;
 
-const found = await findNatsServer();
-if ('missing' in found) {
-  if (found.mustFail) t.fail(`${found.missing}, and SIGIL_CI is set: .ci/run must install Debian's nats-server package`);
-  else t.plan(0, `${found.missing}: the signed bus was NOT checked through a real broker (apt-get install nats-server)`);
-} else {
-  await suite(found.found);
-}
+await withNatsServer(t, suite);
 
 async function suite(natsBinary: string): Promise<void> {
   let td: TrustDomainFixture;

@@ -20,7 +20,7 @@ import { createEnvelopeSigner } from '../../src/bus/envelope/index.js';
 import { SpiffeId } from '../../src/spiffe/index.js';
 import { certHash, mtlsRequest } from '../helpers/clients.js';
 import { listenOnLoopback, runSigil, setupTrustDomain, sidecarConfig, sleep, tempDir, waitUntil, writeConfig, type RunningSigil, type Teardown, type TrustDomainFixture } from '../helpers/env.js';
-import { findNatsServer, startNats, type RunningNats } from '../helpers/nats.js';
+import { startNats, withNatsServer, type RunningNats } from '../helpers/nats.js';
 import { adminStatus, metricSum, metrics, openWs, type Sample, type WsClient } from '../helpers/observe.js';
 import { startEchoUpstream } from '../helpers/upstream.js';
 
@@ -45,13 +45,7 @@ const POLICY = `
 const STREAM_MS = 9_000;
 const STREAM_EVERY_MS = 40;
 
-const found = await findNatsServer();
-if ('missing' in found) {
-  if (found.mustFail) t.fail(`${found.missing}, and SIGIL_CI is set: .ci/run must install Debian's nats-server package`);
-  else t.plan(0, `${found.missing}: bus resilience (rotation, broker outage, fan-out) was NOT checked through a real broker (apt-get install nats-server)`);
-} else {
-  await suite(found.found);
-}
+await withNatsServer(t, suite);
 
 interface Frame {
   op: string;

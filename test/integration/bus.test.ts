@@ -13,7 +13,7 @@ import t from 'tap';
 import { createEnvelopeSigner, type EnvelopeSigner } from '../../src/bus/envelope/index.js';
 import { createCa, createLeaf, type Issued } from '../fixtures/certs.js';
 import { runSigil, setupTrustDomain, sidecarConfig, tempDir, waitUntil, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
-import { findNatsServer, startNats, type RunningNats } from '../helpers/nats.js';
+import { startNats, withNatsServer, type RunningNats } from '../helpers/nats.js';
 import { svidOf } from '../helpers/envelope.js';
 import { auditLines, metricSum, metrics, openWs, type WsClient } from '../helpers/observe.js';
 
@@ -31,13 +31,7 @@ when { resource.subject like "orders.*" };
 @id("muted") forbid (principal == Agent::"${ID_MUTED}", action == Action::"bus.deliver", resource);
 `;
 
-const found = await findNatsServer();
-if ('missing' in found) {
-  if (found.mustFail) t.fail(`${found.missing}, and SIGIL_CI is set: .ci/run must install Debian's nats-server package`);
-  else t.plan(0, `${found.missing}: the signed bus was NOT checked through a real broker (apt-get install nats-server)`);
-} else {
-  await suite(found.found);
-}
+await withNatsServer(t, suite);
 
 
 const b64url = (v: unknown): string => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
