@@ -14,6 +14,7 @@ import { InboundProxy, OutboundProxy, type HandshakeObservation } from './proxy/
 import { SpiffeId, TrustDomain } from './spiffe/index.js';
 import { AuditLog, SigilMetrics, type Logger, type RequestObservation } from './telemetry/index.js';
 import { PeerVerifier } from './tls/index.js';
+import { Revocations, type LiveWork, type RevocationEntry, type RevocationRecord, type RevocationSettings } from './revocation/index.js';
 
 /** The package version, read once (the build ships package.json beside dist/). */
 const SIGIL_VERSION: string = (() => {
@@ -51,6 +52,10 @@ export class Sidecar {
   private readonly busApi: LocalBusApi | undefined;
   private readonly admin: AdminServer;
   private readonly audit: AuditLog | undefined;
+  private readonly revocations: Revocations;
+  private readonly delegation: ReturnType<typeof buildDelegation> | undefined;
+  /** The revocation epoch the policy's decision cache was last known clean for. */
+  private decisionCacheEpoch = 0;
   private addresses: BoundAddresses | undefined;
   private serving = false;
 
@@ -59,7 +64,16 @@ export class Sidecar {
     this.metrics = new SigilMetrics(config.metrics);
     this.audit = config.audit && new AuditLog({ ...config.audit, logger: logger.child({ component: 'audit' }) });
     this.policy = new PolicyStore(config.policy);
-    this.identity = new IdentityManager((cb) => buildSource(config, cb), config.trust.bundles, logger.child({ component: 'identity' }));
+    this.revocations = this.buildRevocations(logger.child({ component: 'revocation' }));
+    this.verifier.useRevocation({
+      epoch: () => this.revocations.epoch,
+      isRevoked: (serial, fingerprint) => this.revocations.svid(serial, fingerprint) !== undefined,
+    });
+    const refuseIssue = (id: SpiffeId): string | undefined => {
+      const entry = this.revocations.agent(id);
+      return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
+    };
+    this.identity = new IdentityManager((cb) => buildSource(config, cb, refuseIssue), config.trust.bundles, logger.child({ component: 'identity' }));
     const envelope = config.bus?.envelope;
     const frames = new FrameSigning({
       identity: () => this.identity.current(),
@@ -68,11 +82,11 @@ export class Sidecar {
       leewaySeconds: (envelope?.leewayMs ?? 5_000) / 1000,
       maxBytes: envelope?.maxBytes ?? 1024 * 1024,
     });
-    const delegation = config.delegation && buildDelegation(config.delegation, {
+    const delegation = (this.delegation = config.delegation && buildDelegation(config.delegation, {
       identity: () => this.identity.current(),
       verifier: this.verifier,
       observeHandshake: (h: HandshakeObservation) => this.observeHandshake(h),
-    });
+    }));
     const deps = {
       frames,
       ...(delegation?.gate ? { delegation: delegation.gate } : {}),
@@ -85,6 +99,7 @@ export class Sidecar {
       verifier: this.verifier,
       observe: config.metrics.enabled ? (o: RequestObservation) => this.metrics.observeRequest(o) : () => {},
       observeHandshake: (h: HandshakeObservation) => this.observeHandshake(h),
+      live: (work: LiveWork) => this.revocations.registry.register(work),
     };
     if (config.inbound) {
       this.inbound = new InboundProxy({ ...deps, ...config.inbound, logger: logger.child({ component: 'inbound' }) });
@@ -109,14 +124,23 @@ export class Sidecar {
             policyVersion: this.policy.current().version,
           }),
         logger: busLog,
+        trustEpoch: () => this.revocations.epoch,
+        isRevoked: (signer) => this.revocations.svid(signer.serial, signer.fingerprint256) !== undefined,
         ...(delegation ? { delegation: delegation.verifier } : {}),
       });
-      this.busApi = new LocalBusApi(this.bus, { listen: config.bus.local, maxBytes: config.bus.envelope.maxBytes, logger: busLog });
+      this.busApi = new LocalBusApi(this.bus, {
+        listen: config.bus.local,
+        maxBytes: config.bus.envelope.maxBytes,
+        logger: busLog,
+        live: (work) => this.revocations.registry.register(work),
+        self: () => this.identity.current()?.svid.id,
+      });
     }
     this.admin = new AdminServer(config.admin.listen, {
       ready: () => this.isReady(),
       status: () => this.status(),
       reloadPolicy: () => this.policy.reload(),
+      revocations: this.revocations,
       metrics: async (openMetrics) => {
         this.refreshScrapeTimeMetrics();
         return { contentType: this.metrics.contentType(openMetrics), body: await this.metrics.exposition(openMetrics) };
@@ -127,6 +151,7 @@ export class Sidecar {
       this.inbound?.updateIdentity(snapshot);
       this.outbound?.updateIdentity();
       this.bus?.updateIdentity(snapshot);
+      this.revocations.updateIdentity(snapshot);
       this.recordIdentity(snapshot, cause);
     });
     this.identity.on('sourceError', () => this.metrics.svidRotations.inc({ result: 'failure' }));
@@ -156,6 +181,7 @@ export class Sidecar {
   private refreshScrapeTimeMetrics(): void {
     this.metrics.activeConnections.set({ reporter: 'inbound' }, this.inbound?.connectionCount ?? 0);
     this.metrics.activeConnections.set({ reporter: 'outbound' }, this.outbound?.connectionCount ?? 0);
+    this.metrics.setRevocationState(this.revocations.ageSeconds(), this.revocations.set.countsByKind());
     const dropped = this.audit?.dropped ?? 0;
     const counted = this.auditDroppedReported;
     if (dropped > counted) {
@@ -170,6 +196,9 @@ export class Sidecar {
     this.metrics.setPolicyVersion(this.policy.kind, this.policy.current().version);
     const snapshot = await this.identity.start();
     const admin = await this.admin.start();
+    // Before any listener: a sidecar never serves on a partial revocation list (/readyz is 503
+    // meanwhile).
+    await this.revocations.start(snapshot);
     const inbound = this.inbound ? await this.inbound.start(snapshot) : undefined;
     const outbound = this.outbound ? await this.outbound.start() : undefined;
     let bus: AddressInfo | undefined;
@@ -195,6 +224,7 @@ export class Sidecar {
     const drain = this.config.shutdown.drainTimeoutMs;
     await Promise.all([this.inbound?.stop(drain), this.outbound?.stop(drain), this.busApi?.stop()]);
     await this.bus?.stop();
+    await this.revocations.stop();
     await this.admin.stop();
     this.identity.stop();
     this.policy.stop();
@@ -218,7 +248,7 @@ export class Sidecar {
   private decide(request: AuthzRequest, meta?: CallMeta): Decision {
     const measured = this.config.metrics.enabled;
     const started = measured ? process.hrtime.bigint() : 0n;
-    const decision = this.evaluate(request);
+    const decision = this.refusedByRevocation(request) ?? this.evaluate(request);
     if (measured) {
       this.metrics.authzEvaluation.observe(Number(process.hrtime.bigint() - started) / 1e9);
       this.metrics.authzDecisions.inc({
@@ -232,6 +262,71 @@ export class Sidecar {
       this.logger.info('dry-run: would deny', { action: request.action, reason: decision.reason, principal: request.principal.toString(), policies: decision.policies });
     }
     return decision;
+  }
+
+  /**
+   * Revocation comes before the policy and is enforced in dry-run too: a revoked identity, SVID,
+   * task, token or user is refused whatever the policy says. With revocation.failClosedAfter, a
+   * list older than that refuses new connections.
+   */
+  private refusedByRevocation(request: AuthzRequest): Decision | undefined {
+    const revocations = this.revocations;
+    if (revocations.epoch !== this.decisionCacheEpoch) {
+      // Every cache keyed on identity answers is dropped: decisions, verified delegation tokens,
+      // exchanged tokens (verified chains key on the epoch themselves).
+      this.decisionCacheEpoch = revocations.epoch;
+      this.policy.dropCachedDecisions();
+      this.delegation?.verifier.clearCache();
+      this.delegation?.exchange?.clearCache();
+    }
+    const entry = revocations.check(request);
+    const base = { allowed: false, policies: [], wouldDeny: false, policyVersion: this.policy.current().version, request };
+    if (entry) return { ...base, reason: 'revoked', revocation: { kind: entry.kind, id: entry.id } };
+    if (request.action === 'connect' && revocations.stale()) return { ...base, reason: 'revocation_stale' };
+    return undefined;
+  }
+
+  private buildRevocations(log: Logger): Revocations {
+    const r = this.config.revocation;
+    const envelope = this.config.bus?.envelope;
+    const settings: RevocationSettings = {
+      syncIntervalMs: r?.syncIntervalMs ?? 1_000,
+      leewayMs: envelope?.leewayMs ?? 5_000,
+      maxRecordBytes: envelope?.maxBytes ?? 1024 * 1024,
+      ...(r?.file ? { file: r.file } : {}),
+      ...(r?.failClosedAfterMs !== undefined ? { failClosedAfterMs: r.failClosedAfterMs } : {}),
+    };
+    if (r?.nats) {
+      const { ca, ...nats } = r.nats;
+      settings.nats = { ...nats, ...(ca === undefined ? {} : { caPem: readCaFile(ca, 'revocation.nats.tls.ca') }) };
+    }
+    const m = this.metrics;
+    return new Revocations(settings, {
+      identity: () => this.identity.current(),
+      authorize: (signer, record, subject) => this.decide(revocationIssueRequest(signer, record, subject, this.revocations)),
+      auditRejection: (rej) =>
+        this.audit?.recordBusRejection({
+          subject: rej.subject,
+          reason: rej.reason,
+          detail: rej.detail,
+          ...(rej.signer ? { signer: rej.signer.toString() } : {}),
+          self: this.identity.current()?.svid.id.toString() ?? 'unknown',
+          policyVersion: this.policy.current().version,
+        }),
+      observeApplied: (source, result) => m.revocationsApplied.inc({ source, result }),
+      observeCut: (kind, count) => m.revocationCuts.inc({ kind }, count),
+      onAdded: (entry) => this.onRevoked(entry, log),
+      logger: log,
+      name: `${this.config.identity.kind === 'dev' ? this.config.identity.spiffeId : this.config.trustDomain} revocations`,
+    });
+  }
+
+  /** Our own agent revoked: nothing it holds may be used; the dev issuer will not renew it. */
+  private onRevoked(entry: RevocationEntry, log: Logger): void {
+    const own = this.identity.current();
+    if (own && this.revocations.agent(own.svid.id)) {
+      log.error('this sidecar\'s own agent is revoked: every call it makes or serves is refused', { id: entry.id, kind: entry.kind });
+    }
   }
 
   /** No enforcement point may see an exception from evaluation: anything unexpected denies. */
@@ -268,7 +363,7 @@ export class Sidecar {
   /** Ready means able to serve: listeners up and an SVID we can present right now. */
   private isReady(): boolean {
     const snapshot = this.identity.current();
-    return this.serving && snapshot !== undefined && isUsable(snapshot.svid);
+    return this.serving && this.revocations.ready && snapshot !== undefined && isUsable(snapshot.svid);
   }
 
   private status(): unknown {
@@ -290,6 +385,7 @@ export class Sidecar {
       lastRotation: this.lastRotation?.toISOString(),
       connections: { inbound: this.inbound?.connectionCount ?? 0, outbound: this.outbound?.connectionCount ?? 0 },
       bus: this.bus?.status,
+      revocation: this.revocations.status,
       build: { version: SIGIL_VERSION, node: process.version },
       startedAt: this.startedAt.toISOString(),
       listeners: this.addresses,
@@ -305,11 +401,11 @@ function refuseUnimplemented(config: SigilConfig): void {
   }
 }
 
-function buildSource(config: SigilConfig, callbacks: SourceCallbacks): SvidSource {
+function buildSource(config: SigilConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined): SvidSource {
   const identity = config.identity;
   switch (identity.kind) {
     case 'dev':
-      return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs }, callbacks);
+      return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs, refuseIssue }, callbacks);
     case 'files':
       return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
     default:
@@ -317,13 +413,19 @@ function buildSource(config: SigilConfig, callbacks: SourceCallbacks): SvidSourc
   }
 }
 
-/** The NATS server CA file (bus.nats.tls.ca), read once at startup. */
-function readCaFile(path: string): string {
+/** A NATS server CA file (bus.nats.tls.ca, revocation.nats.tls.ca), read once at startup. */
+function readCaFile(path: string, key = 'bus.nats.tls.ca'): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    throw new ConfigError(path, [{ path: 'bus.nats.tls.ca', message: `cannot be read: ${(err as Error).message}` }]);
+    throw new ConfigError(path, [{ path: key, message: `cannot be read: ${(err as Error).message}` }]);
   }
+}
+
+/** `revocation.issue`: may this signer publish this record? (the lifted entry's kind when known) */
+function revocationIssueRequest(signer: SpiffeId, record: RevocationRecord, subject: string, revocations: Revocations): AuthzRequest {
+  const kind = record.op === 'revoke' ? record.entry.kind : (revocations.set.get(record.id)?.kind ?? '');
+  return { action: 'revocation.issue', direction: 'inbound', principal: signer, resource: { type: 'Topic', subject }, peer: signer, revocation: { op: record.op, kind } };
 }
 
 export function formatAddress(address: AddressInfo): string {

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { ReloadOutcome } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
 import { listen } from '../proxy/index.js';
+import { entryToJson, RevocationRefusedError, type Revocations } from '../revocation/index.js';
 
 export interface AdminHooks {
   /** True once an SVID, the bundles and the policy are loaded and every listener is bound. */
@@ -12,7 +13,12 @@ export interface AdminHooks {
   status(): unknown;
   reloadPolicy(): Promise<ReloadOutcome>;
   metrics(openMetrics: boolean): Promise<{ contentType: string; body: string }>;
+  /** The kill switch: POST/GET /v1/revocations, DELETE /v1/revocations/<id>. */
+  revocations?: Pick<Revocations, 'revoke' | 'lift' | 'list'>;
 }
+
+/** Largest admin request body (a revocation is a few hundred bytes). */
+const MAX_BODY_BYTES = 64 * 1024;
 
 export class AdminServer {
   private server: Server | undefined;
@@ -35,13 +41,14 @@ export class AdminServer {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === '/v1/policy/reload') {
       if (req.method !== 'POST') return json(res, 405, { error: 'method_not_allowed' });
       req.resume();
       void this.hooks.reloadPolicy().then((outcome) => answerReload(res, outcome));
       return;
     }
+    if (path === '/v1/revocations' || path.startsWith('/v1/revocations/')) return this.revocation(req, res, path);
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method_not_allowed' });
     switch (path) {
       case '/healthz':
@@ -66,6 +73,66 @@ export class AdminServer {
         return json(res, 404, { error: 'not_found' });
     }
   }
+
+  private revocation(req: IncomingMessage, res: ServerResponse, path: string): void {
+    const revocations = this.hooks.revocations;
+    if (!revocations) return json(res, 404, { error: 'not_found' });
+    const id = path.slice('/v1/revocations/'.length);
+    const refused = (err: unknown): void => {
+      if (!(err instanceof RevocationRefusedError)) return json(res, 500, { error: 'internal_error' });
+      const status = err.code === 'revocation_invalid' ? 400 : err.code === 'not_found' ? 404 : 403;
+      json(res, status, { error: err.code, detail: err.message });
+    };
+    if (path === '/v1/revocations' && req.method === 'GET') {
+      const list = revocations.list();
+      return json(res, 200, { epoch: list.epoch, ageSeconds: list.ageSeconds ?? null, stale: list.stale, revocations: list.entries.map(entryToJson) });
+    }
+    if (path === '/v1/revocations' && req.method === 'POST') {
+      return void readJson(req).then(
+        (body) => {
+          if (body === undefined) return json(res, 400, { error: 'revocation_invalid', detail: `body must be a JSON object of at most ${MAX_BODY_BYTES} bytes` });
+          // `by` names the operator for the audit trail; everything else describes the entry.
+          const { by, ...fields } = body;
+          if (by !== undefined && (typeof by !== 'string' || by === '' || by.length > 128)) return json(res, 400, { error: 'revocation_invalid', detail: 'by: must be text of 1-128 characters' });
+          revocations.revoke(fields, typeof by === 'string' ? by : 'admin').then(
+            (outcome) => json(res, 201, { revocation: entryToJson(outcome.entry), propagated: outcome.propagated }),
+            refused,
+          );
+        },
+        () => json(res, 400, { error: 'revocation_invalid', detail: 'body must be JSON' }),
+      );
+    }
+    if (path.startsWith('/v1/revocations/') && req.method === 'DELETE') {
+      req.resume();
+      const by = new URL(req.url ?? '/', 'http://admin').searchParams.get('by') ?? 'admin';
+      return void revocations.lift(id, by.slice(0, 128)).then((outcome) => json(res, 200, { lifted: entryToJson(outcome.entry), propagated: outcome.propagated }), refused);
+    }
+    return json(res, 405, { error: 'method_not_allowed' });
+  }
+}
+
+/** A JSON object body; undefined when too large or not an object; rejects when not JSON. */
+function readJson(req: IncomingMessage): Promise<Record<string, unknown> | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) tooLarge = true;
+      else chunks.push(chunk);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      if (tooLarge) return resolve(undefined);
+      try {
+        const value: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        resolve(typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined);
+      } catch (err) {
+        reject(err as Error);
+      }
+    });
+  });
 }
 
 function answerReload(res: ServerResponse, outcome: ReloadOutcome): void {

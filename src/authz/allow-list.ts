@@ -26,6 +26,8 @@ export class AllowListAuthorizer implements Authorizer {
   }
 
   authorize(request: AuthzRequest): Decision {
+    // Not a call on a connection: who may revoke is only expressible in Cedar.
+    if (request.action === 'revocation.issue') return { allowed: false, reason: 'policy_denied', policies: [], wouldDeny: false, policyVersion: this.version, request };
     const peer = request.peer.toString();
     let match = this.matches.get(peer);
     if (match === undefined) {
@@ -55,6 +57,9 @@ export class DryRunAuthorizer implements Authorizer {
   constructor(private readonly inner: Authorizer) {
     this.kind = `${inner.kind}+dry-run`;
     this.version = inner.version;
+  }
+  dropCachedDecisions(): void {
+    this.inner.dropCachedDecisions?.();
   }
   authorize(request: AuthzRequest): Decision {
     const decision = this.inner.authorize(request);

@@ -152,8 +152,10 @@ export class CedarAuthorizer implements Authorizer {
   /**
    * Decisions by the full request (principal, action, resource, context). One cache per
    * authorizer, and an authorizer per policy version, so a policy change never sees an old
-   * entry. Only used when no policy reads the time (see CompiledPolicy.readsTime). The
-   * revocation release must add its epoch to the key.
+   * entry. Only used when no policy reads the time (see CompiledPolicy.readsTime). Revocation
+   * is checked before the policy (Sidecar.decide) and never reaches this cache; it is still
+   * dropped whenever the revocation epoch moves (dropCachedDecisions), so no cached answer
+   * outlives a revocation.
    */
   private readonly decisions: Map<string, Pick<Decision, 'allowed' | 'reason' | 'policies'>> | undefined;
   private readonly readsTime: boolean;
@@ -165,6 +167,11 @@ export class CedarAuthorizer implements Authorizer {
     this.version = compiled.version;
     this.readsTime = compiled.readsTime;
     this.decisions = compiled.readsTime ? undefined : new Map();
+  }
+
+  /** Forgets every cached decision (the revocation epoch moved). */
+  dropCachedDecisions(): void {
+    this.decisions?.clear();
   }
 
   authorize(request: AuthzRequest): Decision {
@@ -283,6 +290,10 @@ function contextOf(request: AuthzRequest, withTime: boolean): cedar.Context {
   if (request.delegation) {
     const d = request.delegation;
     context['delegation'] = { sub: d.sub, actors: d.actors, depth: d.depth, scope: d.scope, task: d.task };
+  }
+  if (request.revocation) {
+    context['op'] = request.revocation.op;
+    context['kind'] = request.revocation.kind;
   }
   return context;
 }

@@ -8,7 +8,7 @@ export type Direction = 'inbound' | 'outbound';
  * Actions as DESIGN.md names them. JSON-RPC calls map to `mcp.<method>` / `a2a.<method>`
  * (e.g. `mcp.tools/call`, `a2a.message/send`).
  */
-export type Action = 'connect' | 'http' | 'websocket.message' | `mcp.${string}` | `a2a.${string}` | 'bus.publish' | 'bus.deliver';
+export type Action = 'connect' | 'http' | 'websocket.message' | `mcp.${string}` | `a2a.${string}` | 'bus.publish' | 'bus.deliver' | 'revocation.issue';
 
 /** What an action is performed on. A Tool lives in the agent that serves it. */
 export type Resource =
@@ -69,6 +69,8 @@ export interface AuthzRequest {
   jsonrpc?: JsonRpcContext;
   websocket?: WebSocketContext;
   delegation?: DelegationContext;
+  /** `revocation.issue`: the record's operation and the kind of entry it names. */
+  revocation?: { op: 'revoke' | 'lift'; kind: string };
 }
 
 /** The one value every enforcement point, log line, audit line and response derives from. */
@@ -82,6 +84,8 @@ export interface Decision {
   /** Version of the policy that decided (content hash), for audit. */
   policyVersion: string;
   request: AuthzRequest;
+  /** With reason `revoked`: the entry that revoked something the request involves. */
+  revocation?: { kind: string; id: string };
 }
 
 export interface Authorizer {
@@ -89,6 +93,8 @@ export interface Authorizer {
   /** Content hash of the rules in force. */
   readonly version: string;
   authorize(request: AuthzRequest): Decision;
+  /** Forgets cached decisions (the revocation epoch moved); for authorizers that cache. */
+  dropCachedDecisions?(): void;
 }
 
 export function agentResource(id: SpiffeId): Resource {

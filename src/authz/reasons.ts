@@ -42,6 +42,9 @@ export const REASON_CODES = [
   'scope_widened',
   'delegation_too_deep',
   'exchange_failed',
+  // Revocation (src/revocation): something the request involves is revoked, or the list is too old.
+  'revoked',
+  'revocation_stale',
 ] as const;
 
 export type ReasonCode = (typeof REASON_CODES)[number];

@@ -55,6 +55,11 @@ export class PolicyStore extends EventEmitter<PolicyStoreEvents> {
     return this.authorizer;
   }
 
+  /** Drops the decisions the policy in force has cached (the revocation epoch moved). */
+  dropCachedDecisions(): void {
+    this.authorizer.dropCachedDecisions?.();
+  }
+
   get kind(): string {
     return this.authorizer.kind;
   }

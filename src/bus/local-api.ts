@@ -9,6 +9,8 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { HostPort } from '../config/index.js';
 import { listen } from '../proxy/http-common.js';
 import { errorBody, sendError, sendRawError } from '../proxy/responses.js';
+import type { LiveWork } from '../revocation/index.js';
+import type { SpiffeId } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { BusRefusal, type BusService, type DeliveredMessage, type PublishRequest } from './service.js';
 
@@ -26,6 +28,10 @@ export interface LocalBusApiOptions {
   /** Largest request body / frame accepted from the agent (bytes). */
   maxBytes: number;
   logger: Logger;
+  /** Our own agent (its revocation cancels the local subscriptions). */
+  self?: () => SpiffeId | undefined;
+  /** Registers live work with the revocation registry; returns its removal. */
+  live?: (work: LiveWork) => () => void;
 }
 
 /** Why a publish request (HTTP body or frame) is malformed, or its parsed form. */
@@ -164,7 +170,11 @@ export class LocalBusApi {
     };
     const error = (reason: string, message: string, extra: Record<string, unknown> = {}): void => send({ op: 'error', reason, message, ...extra });
     ws.on('error', () => undefined);
+    // A revocation of our own agent cancels its subscriptions: the client is closed with 1008.
+    const self = this.options.self?.();
+    const unregister = self && this.options.live?.({ kind: 'subscription', agents: [self], close: () => ws.close(1008, 'revoked') });
     ws.on('close', () => {
+      unregister?.();
       for (const remove of subscriptions.values()) remove();
       subscriptions.clear();
     });

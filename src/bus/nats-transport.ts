@@ -35,6 +35,28 @@ export interface NatsTransportOptions {
   logger: Logger;
 }
 
+/**
+ * How every Sigil NATS client connects: TLS with the current SVID as client certificate, the
+ * server verified against `caPem` (default: every authority in the bundles), reconnecting
+ * forever with jitter.
+ */
+export function natsConnectionOptions(servers: string[], name: string, snapshot: IdentitySnapshot, caPem?: string): ConnectionOptions {
+  return {
+    servers,
+    name,
+    tls: { cert: snapshot.svid.certChainPem, key: snapshot.svid.privateKeyPem, ca: caPem ?? snapshot.bundles.allAuthorities().map((c) => c.toString()).join('\n') },
+    reconnect: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    reconnectJitter: 250,
+    reconnectJitterTLS: 500,
+    waitOnFirstConnect: true,
+    ignoreClusterUpdates: true,
+    pingInterval: 10_000,
+    maxPingOut: 3,
+  };
+}
+
 export type MessageHandler = (subject: string, payload: string) => void;
 
 interface PatternState {
@@ -165,22 +187,7 @@ export class NatsTransport {
   }
 
   private open(snapshot: IdentitySnapshot): Promise<NatsConnection> {
-    const caPem = this.options.caPem ?? snapshot.bundles.allAuthorities().map((c) => c.toString()).join('\n');
-    const options: ConnectionOptions = {
-      servers: this.options.servers,
-      name: this.options.name,
-      tls: { cert: snapshot.svid.certChainPem, key: snapshot.svid.privateKeyPem, ca: caPem },
-      reconnect: true,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
-      reconnectJitter: 250,
-      reconnectJitterTLS: 500,
-      waitOnFirstConnect: true,
-      ignoreClusterUpdates: true,
-      pingInterval: 10_000,
-      maxPingOut: 3,
-    };
-    return connect(options);
+    return connect(natsConnectionOptions(this.options.servers, this.options.name, snapshot, this.options.caPem));
   }
 
   private async adopt(nc: NatsConnection): Promise<void> {

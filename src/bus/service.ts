@@ -9,7 +9,7 @@ import type { BusConfig } from '../config/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { SpiffeId } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
-import { createEnvelopeSigner, EnvelopeError, EnvelopeVerifier, ReplayWindow, type EnvelopeSigner, type VerifiedEnvelope } from './envelope/index.js';
+import { createEnvelopeSigner, EnvelopeError, EnvelopeVerifier, ReplayWindow, type EnvelopeSigner, type SignerInfo, type VerifiedEnvelope } from './envelope/index.js';
 import { BusTransportError, NatsTransport } from './nats-transport.js';
 import { publishSubjectProblem, subscriptionProblem } from './subjects.js';
 
@@ -78,6 +78,8 @@ export interface BusServiceOptions {
   auditRejection: (r: BusRejection) => void;
   /** Bumped by revocation changes; verified signer chains are not reused across a change. */
   trustEpoch?: () => number;
+  /** The signer's SVID is revoked (checked on every message, cached chain or not): `svid_revoked`. */
+  isRevoked?: (signer: SignerInfo) => boolean;
   /** Verifies `dlg` delegation tokens (actor = the message signer); without it they are refused. */
   delegation?: DelegationVerifier;
   logger: Logger;
@@ -281,6 +283,7 @@ export class BusService {
         bundles: own.bundles,
         self: own.svid.id,
         ...(this.options.trustEpoch ? { trustEpoch: this.options.trustEpoch() } : {}),
+        ...(this.options.isRevoked ? { isRevoked: this.options.isRevoked } : {}),
       });
     } catch (err) {
       if (err instanceof EnvelopeError) return this.reject(subject, err.code, err.detail);

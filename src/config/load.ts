@@ -54,6 +54,7 @@ export interface SigilConfig {
   policy: { mode: 'enforce' | 'dry-run'; allow?: string[]; cedar?: string };
   bus?: BusConfig;
   delegation?: DelegationConfig;
+  revocation?: RevocationConfig;
   admin: { listen: HostPort };
   /** `sampleAllows`: fraction of allows written, 0..1 (default 1); denies are always written. */
   audit?: { path: string; sampleAllows: number };
@@ -66,6 +67,13 @@ export interface BusConfig {
   local: HostPort;
   nats?: { servers: string[]; ca?: string; bufferMessages: number };
   envelope: { ttlMs: number; maxTtlMs: number; leewayMs: number; maxBytes: number; replayWindowEntries: number };
+}
+
+export interface RevocationConfig {
+  file?: string;
+  nats?: { servers: string[]; ca?: string; subject: string; stream: string; createStream: boolean };
+  failClosedAfterMs?: number;
+  syncIntervalMs: number;
 }
 
 export interface ParseOptions {
@@ -86,6 +94,9 @@ export const DEFAULTS = {
   envelopeMaxBytes: 1024 * 1024,
   replayWindowEntries: 200_000,
   natsBufferMessages: 1000,
+  revocationSubject: 'sigil.revocations',
+  revocationStream: 'SIGIL_REVOCATIONS',
+  revocationSyncInterval: '1s',
 } as const;
 
 /** Reads, parses and validates a config file. Every failure is a `ConfigError`. */
@@ -102,7 +113,7 @@ export function parseConfig(text: string, format: ConfigFormat, configPath: stri
   const data = validateDocument(RootSchema, raw, abs, {
     wording: { knownKeys: KNOWN_KEYS },
     rawIssues: crossFieldIssues(raw, env),
-    dataIssues: (d) => [...listenerIssues(d), ...busIssues(d), ...delegationIssues(d)],
+    dataIssues: (d) => [...listenerIssues(d), ...busIssues(d), ...delegationIssues(d), ...revocationIssues(d)],
   });
   return build(data, abs, env);
 }
@@ -194,6 +205,42 @@ function delegationIssues(data: RawConfig): ConfigIssue[] {
     if (spiffeIdProblem(r.spiffeId)) issues.push({ path: `outbound.routes[${i}].spiffeId`, message: 'must be an exact SPIFFE ID (the audience of exchanged tokens), not a pattern' });
   });
   return issues;
+}
+
+function revocationIssues(data: RawConfig): ConfigIssue[] {
+  const r = data.revocation;
+  const issues: ConfigIssue[] = [];
+  if (!r) return issues;
+  if (r.nats && r.nats.servers === undefined && data.bus?.nats === undefined) {
+    issues.push({ path: 'revocation.nats.servers', message: 'is required when bus.nats is not configured' });
+  }
+  if (r.failClosedAfter !== undefined && !r.nats && r.file === undefined) {
+    issues.push({ path: 'revocation.failClosedAfter', message: 'needs a source whose freshness can be checked (revocation.nats or revocation.file)' });
+  }
+  if (r.syncInterval !== undefined && r.syncInterval < 100) issues.push({ path: 'revocation.syncInterval', message: 'must be at least 100ms' });
+  if (r.failClosedAfter !== undefined && r.failClosedAfter < (r.syncInterval ?? 1000) * 2) {
+    issues.push({ path: 'revocation.failClosedAfter', message: 'must be at least twice revocation.syncInterval, or a healthy list would look stale' });
+  }
+  return issues;
+}
+
+/** revocation: NATS settings default to the bus's connection. */
+function buildRevocation(data: RawConfig, abs: (p: string) => string): RevocationConfig {
+  const r = data.revocation!;
+  const config: RevocationConfig = { syncIntervalMs: r.syncInterval ?? parseDuration(DEFAULTS.revocationSyncInterval) };
+  if (r.file !== undefined) config.file = abs(r.file);
+  if (r.failClosedAfter !== undefined) config.failClosedAfterMs = r.failClosedAfter;
+  if (r.nats) {
+    const ca = r.nats.tls?.ca ?? (r.nats.servers === undefined ? data.bus?.nats?.tls?.ca : undefined);
+    config.nats = {
+      servers: [...(r.nats.servers ?? data.bus?.nats?.servers ?? [])],
+      subject: r.nats.subject ?? DEFAULTS.revocationSubject,
+      stream: r.nats.stream ?? DEFAULTS.revocationStream,
+      createStream: r.nats.createStream ?? true,
+    };
+    if (ca !== undefined) config.nats.ca = abs(ca);
+  }
+  return config;
 }
 
 function busIssues(data: RawConfig): ConfigIssue[] {
@@ -318,6 +365,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     };
     if (d.broker) config.delegation.broker = { url: d.broker.url, spiffeId: d.broker.spiffeId };
   }
+  if (data.revocation) config.revocation = buildRevocation(data, abs);
   if (data.audit) config.audit = { path: abs(data.audit.path), sampleAllows: data.audit.sampleAllows ?? DEFAULTS.auditSampleAllows };
   if (data.metrics?.principalPathSegments !== undefined) config.metrics.principalPathSegments = data.metrics.principalPathSegments;
   return config;

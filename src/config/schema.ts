@@ -239,6 +239,32 @@ export const BusSchema = z.strictObject({
   envelope: EnvelopeSchema.optional(),
 });
 
+const literalSubject = z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, { error: 'must be a NATS subject of literal tokens (no wildcards), e.g. sigil.revocations' });
+
+export const RevocationNatsSchema = z.strictObject({
+  /** Default: bus.nats.servers. */
+  servers: z.array(natsServer).min(1, { error: 'must list at least one server' }).optional(),
+  /** Default: bus.nats.tls. */
+  tls: NatsTlsSchema.optional(),
+  /** Records are published on `<subject>.<entry id>.<op>`. */
+  subject: literalSubject.optional(),
+  /** The JetStream stream holding the current list (for sidecars that start later). */
+  stream: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be 1-64 characters of A-Z a-z 0-9 _ -' }).optional(),
+  /** Create the stream when it is missing (needs JetStream API permissions). */
+  createStream: z.boolean().optional(),
+});
+
+export const RevocationSchema = z.strictObject({
+  /** Propagation over NATS JetStream: signed records, verified and authorized on receipt. */
+  nats: RevocationNatsSchema.optional(),
+  /** A watched YAML/JSON list of entries, for environments without NATS. */
+  file: filePath.optional(),
+  /** Deny new connections while the list is older than this (default: never). */
+  failClosedAfter: duration.optional(),
+  /** How often the list's freshness is confirmed with its sources and expired entries pruned. */
+  syncInterval: duration.optional(),
+});
+
 export const AdminSchema = z.strictObject({
   listen: listen.optional(),
 });
@@ -276,6 +302,7 @@ export const RootSchema = z.strictObject({
   policy: PolicySchema.optional(),
   bus: BusSchema.optional(),
   delegation: DelegationSchema.optional(),
+  revocation: RevocationSchema.optional(),
   admin: AdminSchema.optional(),
   audit: AuditSchema.optional(),
   metrics: MetricsSchema.optional(),
@@ -303,6 +330,9 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   delegation: Object.keys(DelegationSchema.shape),
   'delegation.broker': Object.keys(DelegationBrokerSchema.shape),
   'outbound.routes[].exchange': ['scope'],
+  revocation: Object.keys(RevocationSchema.shape),
+  'revocation.nats': Object.keys(RevocationNatsSchema.shape),
+  'revocation.nats.tls': Object.keys(NatsTlsSchema.shape),
   admin: Object.keys(AdminSchema.shape),
   audit: Object.keys(AuditSchema.shape),
   metrics: Object.keys(MetricsSchema.shape),

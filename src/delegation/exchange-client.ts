@@ -36,6 +36,11 @@ export class ExchangeClient {
 
   constructor(private readonly options: ExchangeClientOptions) {}
 
+  /** Forgets exchanged tokens (the revocation epoch moved: the broker must be asked again). */
+  clearCache(): void {
+    this.cache.clear();
+  }
+
   /** A token for `audience` (and `scope`) in exchange for `subjectToken`; throws ExchangeError. */
   async exchange(subjectToken: string, audience: string, scope: string[] | undefined): Promise<string> {
     const key = `${createHash('sha256').update(subjectToken).digest('base64url')}\n${audience}\n${scope?.join(' ') ?? ''}`;

@@ -12,6 +12,11 @@ export interface DevSourceOptions {
   caDir: string;
   spiffeId: SpiffeId;
   ttlMs: number;
+  /**
+   * Asked before every issuance: a reason not to issue (the agent is revoked — decommissioned),
+   * or undefined. A refused renewal is reported like any other issuance failure.
+   */
+  refuseIssue?: (id: SpiffeId) => string | undefined;
 }
 
 export class DevSourceError extends Error {
@@ -55,6 +60,8 @@ export class DevSvidSource implements SvidSource {
   }
 
   private async mint(): Promise<SvidUpdate> {
+    const refusal = this.options.refuseIssue?.(this.options.spiffeId);
+    if (refusal !== undefined) throw new DevSourceError(`not issuing an SVID for ${this.options.spiffeId}: ${refusal}`);
     const issuedAt = Date.now();
     const issued = await this.issuer!.issue(this.options.spiffeId, this.options.ttlMs);
     this.issuedAt = issuedAt;

@@ -22,6 +22,7 @@ import { errorBody, sendError, sendRawError } from './responses.js';
 import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
 import { delegationHeader, type DelegationGate, type GrantedDelegation } from '../delegation/gate.js';
 import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
+import { svidKeys, type LiveWork, type RevocationEntry } from '../revocation/index.js';
 
 export interface InboundOptions {
   listen: HostPort;
@@ -49,6 +50,8 @@ export interface InboundOptions {
   delegation?: DelegationGate;
   /** Records a refusal that no policy made (e.g. an invalid delegation token) like a decision. */
   refuse?: (request: AuthzRequest, reason: ReasonCode, meta?: CallMeta) => void;
+  /** Registers live work (connections, streams) so a revocation can cut it; returns its removal. */
+  live?: (work: LiveWork) => () => void;
   logger: Logger;
 }
 
@@ -201,6 +204,20 @@ export class InboundProxy {
     });
     this.connections.set(socket, { peer, bundles: snapshot.bundles, connect });
     this.tracker.add(socket);
+    const unregister = this.options.live?.({
+      kind: 'connection',
+      agents: [peer.id, snapshot.svid.id],
+      svid: svidKeys(peer.serial, peer.leafHash),
+      close: (entry) => {
+        this.logRevoked('connection', peer, entry);
+        socket.destroy();
+      },
+    });
+    if (unregister) socket.once('close', unregister);
+  }
+
+  private logRevoked(what: string, peer: VerifiedPeer, entry: RevocationEntry): void {
+    this.options.logger.info(`inbound ${what} cut: revoked`, { reason: 'revoked', kind: entry.kind, revocation: entry.id, peer: peer.id.toString() });
   }
 
   /**
@@ -485,7 +502,7 @@ export class InboundProxy {
     const target = farTarget(this.options.upstream, req.url);
     let refused = false;
     const frames = signed ? this.options.frames : undefined;
-    relayWebSocket({
+    const relay = relayWebSocket({
       req,
       ...(frames ? { codec: () => frames.codec('client', state.peer.id, http.path), answerHeaders: [`${SIGNED_FRAMES_HEADER}: ${SIGNED_FRAMES_VERSION}`] } : {}),
       socket,
@@ -505,7 +522,22 @@ export class InboundProxy {
         this.options.logger.warn('upstream websocket failed', { reason: 'upstream_unavailable', detail: err.code ?? err.message });
         sendRawError(socket, 502, errorBody(502, 'upstream_unavailable', { detail: `upstream ${this.options.upstream}: ${err.code ?? err.message}` }));
       },
-    }).done.then(() => record(refused ? 502 : 101));
+    });
+    const granted = this.delegations.get(req);
+    const unregister = this.options.live?.({
+      kind: 'websocket',
+      agents: [state.peer.id, this.options.identity()!.svid.id],
+      svid: svidKeys(state.peer.serial, state.peer.leafHash),
+      ...(granted ? { delegation: granted.context } : {}),
+      close: (entry) => {
+        this.logRevoked('websocket stream', state.peer, entry);
+        relay.close(1008, 'revoked');
+      },
+    });
+    void relay.done.then(() => {
+      unregister?.();
+      record(refused ? 502 : 101);
+    });
   }
 
   /**

@@ -23,6 +23,7 @@ import { RouteTable, type Route } from './routes.js';
 import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
 import { ExchangeError, type ExchangeClient } from '../delegation/exchange-client.js';
 import { bearerToken } from '../delegation/gate.js';
+import { svidKeys, type LiveWork } from '../revocation/index.js';
 import { FarSideAnswer, farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
 
 export interface OutboundOptions {
@@ -45,6 +46,8 @@ export interface OutboundOptions {
   frames?: FrameSigning;
   /** Trades the agent's bearer token for one addressed to the peer, on routes with `exchange`. */
   exchange?: ExchangeClient;
+  /** Registers live work (pooled connections, streams) so a revocation can cut it. */
+  live?: (work: LiveWork) => () => void;
   logger: Logger;
 }
 
@@ -260,7 +263,8 @@ export class OutboundProxy {
     if (frames) req.headers[SIGNED_FRAMES_HEADER] = SIGNED_FRAMES_VERSION;
     // The server the upgrade was sent to, as verified when its connection was dialed.
     let peer: VerifiedPeer | undefined;
-    relayWebSocket({
+    let unregister: (() => void) | undefined;
+    const relay = relayWebSocket({
       req,
       socket,
       head,
@@ -277,6 +281,16 @@ export class OutboundProxy {
           ws.terminate();
           throw new OutboundError('peer_untrusted', 'the upgraded connection has no verified peer');
         }
+        const verified = peer;
+        unregister = this.options.live?.({
+          kind: 'websocket',
+          agents: [verified.id, this.options.identity()!.svid.id],
+          svid: svidKeys(verified.serial, verified.leafHash),
+          close: (entry) => {
+            this.options.logger.info('outbound websocket stream cut: revoked', { reason: 'revoked', kind: entry.kind, revocation: entry.id, peer: verified.id.toString() });
+            relay.close(1008, 'revoked');
+          },
+        });
         // A route that signs frames only talks to a far side that confirmed it verifies them.
         if (frames && response.headers[SIGNED_FRAMES_HEADER] !== SIGNED_FRAMES_VERSION) {
           ws.terminate();
@@ -299,6 +313,7 @@ export class OutboundProxy {
         sendRawError(socket, status, body);
       },
     });
+    void relay.done.then(() => unregister?.());
   }
 
   /**

@@ -12,6 +12,7 @@ import { isUsable, type IdentitySnapshot } from '../identity/index.js';
 import { ALPN_PROTOCOLS, clientSecureContext, MIN_TLS_VERSION, PeerVerificationError, type PeerVerifier, type VerifiedPeer } from '../tls/index.js';
 import { tlsFailureReason, type HandshakeObservation } from './http-common.js';
 import type { Route } from './routes.js';
+import { svidKeys, type LiveWork } from '../revocation/index.js';
 
 export type OutboundFailure = 'svid_unavailable' | 'peer_unreachable' | 'peer_untrusted' | 'peer_id_mismatch' | 'policy_denied';
 
@@ -40,6 +41,8 @@ export interface PeerAgentDeps {
   /** Evaluates a request with the policy in force and records the decision. */
   decide: Decide;
   verifier: PeerVerifier;
+  /** Registers live work so a revocation can cut it; returns its removal. */
+  live?: (work: LiveWork) => () => void;
 }
 
 interface PooledPeer {
@@ -247,6 +250,8 @@ export class PeerAgent extends HttpAgent {
     });
     if (!decision.allowed) throw new OutboundError('policy_denied', `egress to ${peer.id} denied`, undefined, decision);
     this.peers.set(socket, { peer, generation: snapshot.generation });
+    const unregister = this.deps.live?.({ kind: 'connection', agents: [peer.id, snapshot.svid.id], svid: svidKeys(peer.serial, peer.leafHash), close: () => socket.destroy() });
+    if (unregister) socket.once('close', unregister);
     return socket;
   }
 }

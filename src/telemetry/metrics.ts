@@ -165,6 +165,18 @@ export class SigilMetrics {
     registers: [this.registry, this.openMetricsRegistry],
   });
 
+  // --- Revocation (src/revocation) ----------------------------------------------------------
+  readonly revocation = new RevocationMetrics([this.registry, this.openMetricsRegistry]);
+  get revocationsApplied(): RevocationMetrics['applied'] {
+    return this.revocation.applied;
+  }
+  get revocationCuts(): RevocationMetrics['cuts'] {
+    return this.revocation.cuts;
+  }
+  setRevocationState(ageSeconds: number | undefined, entries: Record<string, number>): void {
+    this.revocation.setState(ageSeconds, entries);
+  }
+
   readonly labelOverflow = new Counter({
     name: 'sigil_metric_label_overflow_total',
     help: 'Observations whose principal label was folded into "other" by the cardinality cap.',
@@ -263,6 +275,53 @@ class PrincipalLabels {
   }
 }
 
+type MetricRegistries = NonNullable<ConstructorParameters<typeof Counter>[0]['registers']>;
+
+/**
+ * The kill switch's metrics, shared by the sidecar and the broker. Labels are closed sets
+ * (source, result, entry kind, live-work kind); never the revoked value.
+ */
+export class RevocationMetrics {
+  /** source: admin | nats | file; result: applied | lifted | duplicate | rejected | expired. */
+  readonly applied: Counter<'source' | 'result'>;
+  /** kind: connection | websocket | subscription. */
+  readonly cuts: Counter<'kind'>;
+  readonly age: Gauge;
+  readonly entries: Gauge<'kind'>;
+
+  constructor(registers: MetricRegistries) {
+    this.applied = new Counter({
+      name: 'sigil_revocations_applied_total',
+      help: 'Revocation records and entries processed, by source and result.',
+      labelNames: ['source', 'result'] as const,
+      registers,
+    });
+    this.cuts = new Counter({
+      name: 'sigil_revocation_cuts_total',
+      help: 'Live connections, WebSocket streams and bus subscriptions closed because of a revocation.',
+      labelNames: ['kind'] as const,
+      registers,
+    });
+    this.age = new Gauge({
+      name: 'sigil_revocation_list_age_seconds',
+      help: 'Seconds since every revocation source last confirmed the list is current (absent without sources).',
+      registers,
+    });
+    this.entries = new Gauge({
+      name: 'sigil_revocation_entries',
+      help: 'Revocation entries in force, by kind.',
+      labelNames: ['kind'] as const,
+      registers,
+    });
+  }
+
+  setState(ageSeconds: number | undefined, entries: Record<string, number>): void {
+    if (ageSeconds === undefined) this.age.reset();
+    else this.age.set(ageSeconds);
+    for (const [kind, n] of Object.entries(entries)) this.entries.set({ kind }, n);
+  }
+}
+
 // --- The token-exchange broker (`sigil broker`, its own admin /metrics) ---------------------
 // Label values come from closed sets (OAuth error codes, the broker's reason codes); never a
 // user, token id or audience.
@@ -323,4 +382,6 @@ export class BrokerMetrics {
     this.policyVersion.reset();
     this.policyVersion.set({ version }, 1);
   }
+
+  readonly revocation = new RevocationMetrics([this.registry]);
 }

@@ -17,6 +17,16 @@ export interface VerifiedPeer {
   leafHash: string;
   /** Epoch ms after which some certificate on the verified path has expired. */
   validTo: number;
+  /** Leaf serial, upper-case hex (as Node reports it): with leafHash, what an SVID revocation names. */
+  serial: string;
+}
+
+/** The revocation state the verifier consults on every verification, cached or not. */
+export interface PeerRevocationCheck {
+  /** Changes whenever the revocation set changes; cached verifications do not survive it. */
+  epoch(): number;
+  /** Whether this leaf (serial, SHA-256 hex) is revoked now. */
+  isRevoked(serial: string, fingerprint: string): boolean;
 }
 
 export class PeerVerificationError extends Error {
@@ -38,12 +48,19 @@ interface CachedPeer {
 const CACHE_LIMIT = 4096;
 
 /**
- * Verified chains are cached per leaf fingerprint, scoped to one BundleSet object: a bundle
- * change produces a new BundleSet, so nothing verified under old trust survives it. The path's
+ * Verified chains are cached per leaf fingerprint, scoped to one BundleSet object and one
+ * revocation epoch: a bundle change produces a new BundleSet and a revocation a new epoch, so
+ * nothing verified under old trust or an old revocation list survives either. The path's
  * validity window is re-checked on every hit, so expiry is never cached away.
  */
 export class PeerVerifier {
-  private cache = new WeakMap<BundleSet, Map<string, CachedPeer>>();
+  private cache = new WeakMap<BundleSet, { epoch: number; peers: Map<string, CachedPeer> }>();
+  private revocation: PeerRevocationCheck | undefined;
+
+  /** From now on, every verification also refuses revoked SVIDs (`svid_revoked`). */
+  useRevocation(check: PeerRevocationCheck): void {
+    this.revocation = check;
+  }
 
   verifySocket(socket: TLSSocket, bundles: BundleSet, now = Date.now()): VerifiedPeer {
     // Only getPeerCertificate(true): on Node 20, calling getPeerX509Certificate() first drops
@@ -51,8 +68,15 @@ export class PeerVerifier {
     const detailed = socket.getPeerCertificate(true);
     if (!detailed?.raw) throw new PeerVerificationError('peer_untrusted', 'no_certificate', 'peer presented no certificate');
     const hit = this.cacheFor(bundles).get(detailed.fingerprint256);
-    if (hit && now >= hit.validFrom && now <= hit.peer.validTo) return hit.peer;
+    if (hit && now >= hit.validFrom && now <= hit.peer.validTo) return this.notRevoked(hit.peer);
     return this.verifyChain(presentedChain(detailed), bundles, now);
+  }
+
+  private notRevoked(peer: VerifiedPeer): VerifiedPeer {
+    if (this.revocation?.isRevoked(peer.serial, peer.leafHash)) {
+      throw new PeerVerificationError('peer_untrusted', 'svid_revoked', `the SVID of ${peer.id} (serial ${peer.serial}) is revoked`);
+    }
+    return peer;
   }
 
   verifyChain(presented: X509Certificate[], bundles: BundleSet, now = Date.now()): VerifiedPeer {
@@ -68,6 +92,7 @@ export class PeerVerifier {
       leaf: verified.leaf,
       leafHash: createHash('sha256').update(verified.leaf.raw).digest('hex'),
       validTo: Math.min(...verified.path.map((c) => new Date(c.validTo).getTime())),
+      serial: verified.leaf.serialNumber,
     };
     const perBundle = this.cacheFor(bundles);
     if (perBundle.size >= CACHE_LIMIT) perBundle.clear();
@@ -75,16 +100,18 @@ export class PeerVerifier {
       peer,
       validFrom: Math.max(...verified.path.map((c) => new Date(c.validFrom).getTime())),
     });
-    return peer;
+    return this.notRevoked(peer);
   }
 
+  /** Verified chains under these bundles and the current revocation epoch. */
   private cacheFor(bundles: BundleSet): Map<string, CachedPeer> {
-    let perBundle = this.cache.get(bundles);
-    if (!perBundle) {
-      perBundle = new Map();
-      this.cache.set(bundles, perBundle);
+    const epoch = this.revocation?.epoch() ?? 0;
+    let scope = this.cache.get(bundles);
+    if (!scope || scope.epoch !== epoch) {
+      scope = { epoch, peers: new Map() };
+      this.cache.set(bundles, scope);
     }
-    return perBundle;
+    return scope.peers;
   }
 }
 

@@ -1,0 +1,97 @@
+// The file source (`revocation.file`): a watched YAML or JSON list of entries, for
+// environments without NATS. The file is the list: an entry removed from it stops applying.
+// An unreadable or invalid new version keeps the last good one (and says why).
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { watchFiles, type FileWatch } from '../identity/index.js';
+import { parseRevocationEntry, RevocationInputError, type RevocationEntry } from './entry.js';
+
+export class RevocationFileError extends Error {
+  readonly code = 'revocation_file_invalid';
+}
+
+export interface RevocationFileOptions {
+  path: string;
+  onLoad: (entries: RevocationEntry[]) => void;
+  onError: (err: RevocationFileError) => void;
+}
+
+export class RevocationFileSource {
+  private watch: FileWatch | undefined;
+  private lastGoodMs: number | undefined;
+  private lastText: string | undefined;
+
+  constructor(private readonly options: RevocationFileOptions) {}
+
+  /** When the file was last read and valid (epoch ms). */
+  get lastSync(): number | undefined {
+    return this.lastGoodMs;
+  }
+
+  /** Reads the file once (an invalid file at startup is fatal) and starts watching it. */
+  async start(): Promise<void> {
+    const entries = await this.read();
+    this.options.onLoad(entries);
+    this.watch = watchFiles([this.options.path], () => void this.reload());
+  }
+
+  /** Re-reads the file; called by the watcher and periodically, so a good file stays fresh. */
+  async reload(): Promise<void> {
+    try {
+      const entries = await this.read();
+      if (entries !== undefined) this.options.onLoad(entries);
+    } catch (err) {
+      this.options.onError(err as RevocationFileError);
+    }
+  }
+
+  stop(): void {
+    this.watch?.close();
+  }
+
+  private async read(): Promise<RevocationEntry[]> {
+    const { path } = this.options;
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      throw new RevocationFileError(`revocation.file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    const entries = parseRevocationFile(text, path, Date.now());
+    this.lastGoodMs = Date.now();
+    this.lastText = text;
+    return entries;
+  }
+
+  /** The text last loaded (for tests and status). */
+  get loadedText(): string | undefined {
+    return this.lastText;
+  }
+}
+
+/**
+ * `{ revocations: [ {kind, value, reason?, expiresAt?, id?} ] }` or the bare list. An entry
+ * without an id gets one derived from its kind and value, so it keeps its id across reloads.
+ */
+export function parseRevocationFile(text: string, path: string, now: number): RevocationEntry[] {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new RevocationFileError(`revocation.file: ${path}: not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || doc === undefined) return [];
+  const list = Array.isArray(doc) ? doc : typeof doc === 'object' && Object.keys(doc).every((k) => k === 'revocations') ? (doc as { revocations?: unknown }).revocations ?? [] : undefined;
+  if (!Array.isArray(list)) throw new RevocationFileError(`revocation.file: ${path}: expected a list of entries or { revocations: [...] }`);
+  return list.map((item, i) => {
+    const raw = typeof item === 'object' && item !== null ? (item as Record<string, unknown>) : {};
+    const id = typeof raw['id'] === 'string' ? raw['id'] : `file-${createHash('sha256').update(`${String(raw['kind'])}\u0000${String(raw['value'])}`).digest('hex').slice(0, 32)}`;
+    try {
+      return parseRevocationEntry(item, { id, revokedBy: `file:${path}`, now });
+    } catch (err) {
+      if (err instanceof RevocationInputError) throw new RevocationFileError(`revocation.file: ${path}: revocations[${i}].${err.field}: ${err.message.slice(err.field.length + 2)}`);
+      throw err;
+    }
+  });
+}

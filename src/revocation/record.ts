@@ -1,0 +1,139 @@
+// Revocation records: one signed message per revoke or lift, in the bus envelope format
+// (docs/envelope.md), published on `<subject>.<entry id>` (docs/revocation.md §3).
+//
+// A record is kept in a JetStream stream for sidecars that start later, so it must verify long
+// after its signer's short-lived SVID expired. It is therefore verified *as of its own iat*: the
+// signer's chain must have been valid when it signed, iat may not be in the future, and the
+// signer must not be revoked now. Replays cannot undo anything: a revoke is applied once per id,
+// and a lift is terminal (see RevocationSet).
+import type { BundleSet, SpiffeId } from '../spiffe/index.js';
+import { EnvelopeError, type EnvelopeSigner, type EnvelopeVerifier, type SignerInfo } from '../bus/envelope/index.js';
+import { entryToJson, isEntryId, parseRevocationEntry, RevocationInputError, type RevocationEntry } from './entry.js';
+
+export type RevocationRecord =
+  | { op: 'revoke'; entry: RevocationEntry }
+  | { op: 'lift'; id: string; liftedBy: string; liftedAt: number };
+
+export const RECORD_VERSION = 1;
+
+export type RecordErrorCode = 'record_malformed' | 'record_subject_mismatch' | 'record_from_future' | EnvelopeError['code'];
+
+export class RecordError extends Error {
+  constructor(
+    readonly code: RecordErrorCode,
+    readonly detail: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function recordSubject(prefix: string, id: string): string {
+  return `${prefix}.${id}`;
+}
+
+function recordId(record: RevocationRecord): string {
+  return record.op === 'revoke' ? record.entry.id : record.id;
+}
+
+export function recordData(record: RevocationRecord): unknown {
+  return record.op === 'revoke'
+    ? { v: RECORD_VERSION, op: 'revoke', entry: entryToJson(record.entry) }
+    : { v: RECORD_VERSION, op: 'lift', id: record.id, liftedBy: record.liftedBy, liftedAt: new Date(record.liftedAt).toISOString() };
+}
+
+export function signRecord(signer: EnvelopeSigner, prefix: string, record: RevocationRecord, nowMs = Date.now()): { subject: string; jws: string } {
+  const subject = recordSubject(prefix, recordId(record));
+  return { subject, jws: signer.sign({ subject, data: recordData(record) }, nowMs).jws };
+}
+
+export interface VerifyRecordContext {
+  verifier: EnvelopeVerifier;
+  bundles: BundleSet;
+  /** The subject prefix records are published under. */
+  prefix: string;
+  /** The NATS subject the record arrived on. */
+  subject: string;
+  nowMs?: number;
+  /** Clock skew tolerated on iat, ms. */
+  leewayMs: number;
+  /** The signer is itself revoked now (checked on every record). */
+  isRevoked: (signer: SignerInfo) => boolean;
+}
+
+export interface VerifiedRecord {
+  record: RevocationRecord;
+  signer: SpiffeId;
+  iat: number;
+}
+
+export function verifyRecord(jws: string, ctx: VerifyRecordContext): VerifiedRecord {
+  const now = ctx.nowMs ?? Date.now();
+  const iat = peekIat(jws);
+  if (iat * 1000 > now + ctx.leewayMs) throw new RecordError('record_from_future', 'iat_in_future', `record iat ${iat} is in the future`);
+  let verified;
+  try {
+    verified = ctx.verifier.verify(jws, { bundles: ctx.bundles, nowMs: iat * 1000, isRevoked: ctx.isRevoked });
+  } catch (err) {
+    if (err instanceof EnvelopeError) throw new RecordError(err.code, err.detail, err.message);
+    throw err;
+  }
+  if (verified.subject !== ctx.subject) {
+    throw new RecordError('record_subject_mismatch', 'subject', `signed for ${JSON.stringify(verified.subject)}, arrived on ${JSON.stringify(ctx.subject)}`);
+  }
+  const record = parseRecordData(verified.data, verified.signer.id.toString(), now);
+  if (recordSubject(ctx.prefix, recordId(record)) !== ctx.subject) {
+    throw new RecordError('record_subject_mismatch', 'id', `record for ${recordId(record)} arrived on ${JSON.stringify(ctx.subject)}`);
+  }
+  return { record, signer: verified.signer.id, iat };
+}
+
+/** Strict: unknown members and wrong types are refused. */
+export function parseRecordData(data: unknown, signer: string, now: number): RevocationRecord {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) throw malformed('data', 'record data must be an object');
+  const o = data as Record<string, unknown>;
+  if (o['v'] !== RECORD_VERSION) throw malformed('version', `record version must be ${RECORD_VERSION}`);
+  if (o['op'] === 'revoke') {
+    onlyKeys(o, ['v', 'op', 'entry']);
+    try {
+      return { op: 'revoke', entry: parseRevocationEntry(o['entry'], { id: '', revokedBy: signer, now }) };
+    } catch (err) {
+      if (err instanceof RevocationInputError) throw malformed(`entry.${err.field}`, err.message);
+      throw err;
+    }
+  }
+  if (o['op'] === 'lift') {
+    onlyKeys(o, ['v', 'op', 'id', 'liftedBy', 'liftedAt']);
+    const id = o['id'];
+    if (typeof id !== 'string' || !isEntryId(id)) throw malformed('id', 'lift record needs a valid entry id');
+    const liftedBy = o['liftedBy'];
+    if (typeof liftedBy !== 'string' || liftedBy === '' || liftedBy.length > 512) throw malformed('liftedBy', 'must be non-empty text');
+    const liftedAt = typeof o['liftedAt'] === 'string' ? Date.parse(o['liftedAt']) : NaN;
+    if (!Number.isFinite(liftedAt)) throw malformed('liftedAt', 'must be an ISO 8601 time');
+    return { op: 'lift', id, liftedBy, liftedAt };
+  }
+  throw malformed('op', 'op must be "revoke" or "lift"');
+}
+
+function onlyKeys(o: Record<string, unknown>, allowed: string[]): void {
+  for (const key of Object.keys(o)) if (!allowed.includes(key)) throw malformed(key, `unknown member ${JSON.stringify(key)}`);
+}
+
+/** The claims' iat, read before verification only to choose the verification time. */
+function peekIat(jws: string): number {
+  const parts = typeof jws === 'string' ? jws.split('.') : [];
+  if (parts.length !== 3) throw malformed('segments', 'not a JWS compact serialization');
+  let claims: unknown;
+  try {
+    claims = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8'));
+  } catch {
+    throw malformed('payload', 'payload is not JSON');
+  }
+  const iat = (claims as { iat?: unknown } | null)?.iat;
+  if (typeof iat !== 'number' || !Number.isSafeInteger(iat) || iat < 0) throw malformed('iat', 'iat must be a NumericDate');
+  return iat;
+}
+
+function malformed(detail: string, message: string): RecordError {
+  return new RecordError('record_malformed', detail, message);
+}

@@ -1,0 +1,351 @@
+// The kill switch at run time: the revocation set, its sources (admin API, NATS records, a
+// watched file), the live registry, and the freshness of the list. The sidecar and the broker
+// each own one; enforcement points ask it through the sidecar's decide() and the peer verifier.
+import { randomUUID } from 'node:crypto';
+import { createEnvelopeSigner, EnvelopeVerifier, type SignerInfo } from '../bus/envelope/index.js';
+import { resourceAgent, type AuthzRequest, type Decision } from '../authz/index.js';
+import type { IdentitySnapshot } from '../identity/index.js';
+import type { SpiffeId } from '../spiffe/index.js';
+import type { Logger } from '../telemetry/index.js';
+import { parseRevocationEntry, svidKeys, type RevocationEntry } from './entry.js';
+import { RevocationFileSource } from './file-source.js';
+import { RevocationFeed } from './nats-feed.js';
+import { RecordError, signRecord, verifyRecord, type RevocationRecord } from './record.js';
+import { LiveRegistry, type LiveKind } from './registry.js';
+import { RevocationSet } from './set.js';
+
+export interface RevocationSettings {
+  file?: string;
+  nats?: {
+    servers: string[];
+    caPem?: string;
+    subject: string;
+    stream: string;
+    createStream: boolean;
+  };
+  /** Deny new connections while the list is older than this. */
+  failClosedAfterMs?: number;
+  syncIntervalMs: number;
+  /** Clock skew tolerated on a record's iat. */
+  leewayMs: number;
+  maxRecordBytes: number;
+}
+
+export type RevocationSource = 'admin' | 'nats' | 'file';
+export type ApplyResult = 'applied' | 'lifted' | 'duplicate' | 'rejected' | 'expired';
+
+export interface RevocationsDeps {
+  identity: () => IdentitySnapshot | undefined;
+  /** May `signer` issue this record (Cedar `revocation.issue`)? Records the decision. */
+  authorize: (signer: SpiffeId, record: RevocationRecord, subject: string) => Decision;
+  /** A record refused before any policy could look at it (forged, tampered, replayed). */
+  auditRejection: (r: { subject: string; reason: string; detail: string; signer?: SpiffeId }) => void;
+  /** Metrics hooks. */
+  observeApplied?: (source: RevocationSource, result: ApplyResult) => void;
+  observeCut?: (kind: LiveKind, count: number) => void;
+  /** Called after an entry was added (any source), after live work was cut. */
+  onAdded?: (entry: RevocationEntry) => void;
+  logger: Logger;
+  /** NATS client name. */
+  name: string;
+}
+
+/** The admin API refused a revocation (e.g. this identity may not issue records). */
+export class RevocationRefusedError extends Error {
+  constructor(
+    readonly code: 'revocation_invalid' | 'not_authorized' | 'not_found',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RevokeOutcome {
+  entry: RevocationEntry;
+  /** Whether the record reached the NATS stream (false: applied here only, retried). */
+  propagated: boolean;
+}
+
+const RETRY_MS = 1_000;
+
+export class Revocations {
+  readonly set = new RevocationSet();
+  readonly registry = new LiveRegistry();
+  private readonly file: RevocationFileSource | undefined;
+  private readonly feed: RevocationFeed | undefined;
+  private readonly verifier: EnvelopeVerifier;
+  private fileIds = new Set<string>();
+  /** Records this process published: their echo from the stream is not a replay. */
+  private readonly published = new Set<string>();
+  /** Records applied here whose publish failed; retried until the stream takes them. */
+  private readonly pending: { subject: string; jws: string }[] = [];
+  private readonly startedAt = Date.now();
+  private synced = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly settings: RevocationSettings, private readonly deps: RevocationsDeps) {
+    this.verifier = new EnvelopeVerifier({ maxBytes: settings.maxRecordBytes, leewaySeconds: settings.leewayMs / 1000 });
+    if (settings.file) {
+      this.file = new RevocationFileSource({
+        path: settings.file,
+        onLoad: (entries) => this.loadFile(entries),
+        onError: (err) => deps.logger.error('revocation file refused; keeping the last good list', { error: err }),
+      });
+    }
+    if (settings.nats) {
+      this.feed = new RevocationFeed({
+        ...settings.nats,
+        syncIntervalMs: settings.syncIntervalMs,
+        name: deps.name,
+        logger: deps.logger,
+        onRecord: (subject, jws) => this.onRecord(subject, jws),
+      });
+    }
+  }
+
+  get epoch(): number {
+    return this.set.epoch;
+  }
+
+  /** Ready once every configured source has delivered the current list. */
+  get ready(): boolean {
+    return this.synced;
+  }
+
+  /**
+   * Loads the file (fatal when invalid) and reads the NATS stream up to its end, retrying until
+   * it can. Resolves only when the list is current, so a sidecar never serves on a partial list.
+   */
+  async start(snapshot: IdentitySnapshot): Promise<void> {
+    await this.file?.start();
+    if (this.feed) {
+      for (;;) {
+        if (this.stopped) return;
+        try {
+          await this.feed.start(snapshot);
+          break;
+        } catch (err) {
+          this.deps.logger.warn('revocation list not loaded yet: NATS unavailable; retrying', { error: err as Error });
+          await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+          snapshot = this.deps.identity() ?? snapshot;
+        }
+      }
+    }
+    this.synced = true;
+    this.timer = setInterval(() => this.tick(), this.settings.syncIntervalMs);
+    this.timer.unref();
+  }
+
+  updateIdentity(snapshot: IdentitySnapshot): void {
+    this.feed?.updateIdentity(snapshot);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.file?.stop();
+    await this.feed?.stop();
+  }
+
+  // ---- hot path -----------------------------------------------------------------------------
+
+  /** The entry that revokes anything this request involves, if any. */
+  check(request: AuthzRequest, now = Date.now()): RevocationEntry | undefined {
+    const set = this.set;
+    if (set.size === 0) return undefined;
+    const target = resourceAgent(request.resource);
+    return (
+      set.agent(request.principal, now) ??
+      (request.peer === request.principal ? undefined : set.agent(request.peer, now)) ??
+      (target === undefined || target === request.principal || target === request.peer ? undefined : set.agent(target, now)) ??
+      (request.delegation ? set.delegation(request.delegation, now) : undefined)
+    );
+  }
+
+  /** By serial or fingerprint (hex, any case, colons allowed). */
+  svid(serial: string, fingerprint: string, now = Date.now()): RevocationEntry | undefined {
+    if (this.set.size === 0) return undefined;
+    return this.set.svid(svidKeys(serial, fingerprint), now);
+  }
+
+  agent(id: SpiffeId, now = Date.now()): RevocationEntry | undefined {
+    return this.set.agent(id, now);
+  }
+
+  // ---- freshness ----------------------------------------------------------------------------
+
+  /** Age of the list in seconds: since every source last confirmed it; undefined without sources. */
+  ageSeconds(now = Date.now()): number | undefined {
+    const syncs = [this.file && (this.file.lastSync ?? this.startedAt), this.feed && (this.feed.lastSync ?? this.startedAt)].filter(
+      (t): t is number => t !== undefined,
+    );
+    if (syncs.length === 0) return undefined;
+    return Math.max(0, (now - Math.min(...syncs)) / 1000);
+  }
+
+  /** True when failClosedAfter is set and the list is older than it. */
+  stale(now = Date.now()): boolean {
+    const bound = this.settings.failClosedAfterMs;
+    if (bound === undefined) return false;
+    const age = this.ageSeconds(now);
+    return age !== undefined && age * 1000 > bound;
+  }
+
+  // ---- admin --------------------------------------------------------------------------------
+
+  async revoke(input: unknown, by: string): Promise<RevokeOutcome> {
+    const now = Date.now();
+    let entry: RevocationEntry;
+    try {
+      const fields = typeof input === 'object' && input !== null ? { ...(input as Record<string, unknown>) } : input;
+      if (fields && typeof fields === 'object') {
+        // Sigil assigns the id and the time; the caller names the subject and the why.
+        for (const key of ['id', 'revokedAt', 'revokedBy']) delete (fields as Record<string, unknown>)[key];
+      }
+      entry = parseRevocationEntry(fields, { id: randomUUID(), revokedBy: by, now });
+    } catch (err) {
+      throw new RevocationRefusedError('revocation_invalid', (err as Error).message);
+    }
+    const record: RevocationRecord = { op: 'revoke', entry };
+    this.authorizeOwn(record);
+    this.apply(record, 'admin');
+    return { entry, propagated: await this.publish(record) };
+  }
+
+  async lift(id: string, by: string): Promise<{ entry: RevocationEntry; propagated: boolean }> {
+    const entry = this.set.get(id);
+    if (!entry || this.fileIds.has(id)) {
+      throw new RevocationRefusedError('not_found', this.fileIds.has(id) ? `${id} comes from revocation.file; remove it there` : `no revocation in force with id ${id}`);
+    }
+    const record: RevocationRecord = { op: 'lift', id, liftedBy: by, liftedAt: Date.now() };
+    this.authorizeOwn(record);
+    this.apply(record, 'admin');
+    return { entry, propagated: await this.publish(record) };
+  }
+
+  list(): { epoch: number; ageSeconds: number | undefined; stale: boolean; entries: RevocationEntry[] } {
+    return { epoch: this.epoch, ageSeconds: this.ageSeconds(), stale: this.stale(), entries: this.set.entries() };
+  }
+
+  /** The status document's revocation section. */
+  get status(): unknown {
+    return {
+      ready: this.synced,
+      entries: this.set.size,
+      epoch: this.epoch,
+      ageSeconds: this.ageSeconds(),
+      stale: this.stale(),
+      liveWork: this.registry.size,
+      sources: { file: this.settings.file !== undefined, nats: this.feed ? { connected: this.feed.connected, pending: this.pending.length } : false },
+    };
+  }
+
+  /** With NATS, the whole fleet will check that our identity may issue the record: check first. */
+  private authorizeOwn(record: RevocationRecord): void {
+    if (!this.feed || !this.settings.nats) return;
+    const own = this.deps.identity();
+    if (!own) throw new RevocationRefusedError('not_authorized', 'no SVID to sign the revocation record with');
+    const subject = this.settings.nats.subject;
+    const decision = this.deps.authorize(own.svid.id, record, subject);
+    if (!decision.allowed) {
+      throw new RevocationRefusedError('not_authorized', `${own.svid.id} may not issue revocation records (Cedar action revocation.issue on Topic "${subject}": ${decision.reason})`);
+    }
+  }
+
+  private async publish(record: RevocationRecord): Promise<boolean> {
+    if (!this.feed || !this.settings.nats) return false;
+    const own = this.deps.identity();
+    if (!own) return false;
+    const signed = signRecord(createEnvelopeSigner(own.svid), this.settings.nats.subject, record);
+    this.published.add(signed.jws);
+    try {
+      await this.feed.publish(signed.subject, signed.jws);
+      return true;
+    } catch (err) {
+      this.deps.logger.warn('revocation applied here but not yet propagated; retrying', { error: err as Error });
+      this.pending.push(signed);
+      return false;
+    }
+  }
+
+  private tick(): void {
+    const gone = this.set.prune(Date.now());
+    for (const entry of gone) this.deps.logger.info('revocation expired', { id: entry.id, kind: entry.kind });
+    void this.file?.reload();
+    if (this.pending.length > 0 && this.feed?.connected) void this.flushPending();
+  }
+
+  private async flushPending(): Promise<void> {
+    while (this.pending.length > 0) {
+      const next = this.pending[0]!;
+      try {
+        await this.feed!.publish(next.subject, next.jws);
+        this.pending.shift();
+      } catch {
+        return;
+      }
+    }
+  }
+
+  private loadFile(entries: RevocationEntry[]): void {
+    const next = new Set(entries.map((e) => e.id));
+    for (const id of this.fileIds) if (!next.has(id)) this.set.withdraw(id);
+    this.fileIds = next;
+    for (const entry of entries) if (!this.set.get(entry.id)) this.apply({ op: 'revoke', entry }, 'file');
+  }
+
+  private onRecord(subject: string, jws: string): void {
+    if (this.published.has(jws)) return; // our own record coming back from the stream
+    const own = this.deps.identity();
+    if (!own || !this.settings.nats) return;
+    let verified;
+    try {
+      verified = verifyRecord(jws, {
+        verifier: this.verifier,
+        bundles: own.bundles,
+        prefix: this.settings.nats.subject,
+        subject,
+        leewayMs: this.settings.leewayMs,
+        isRevoked: (signer: SignerInfo) => this.svid(signer.serial, signer.fingerprint256) !== undefined || this.set.agent(signer.id, Date.now()) !== undefined,
+      });
+    } catch (err) {
+      const e = err instanceof RecordError ? err : new RecordError('record_malformed', 'internal_error', (err as Error).message);
+      return this.reject(subject, e.code, e.detail);
+    }
+    const decision = this.deps.authorize(verified.signer, verified.record, this.settings.nats.subject);
+    if (!decision.allowed) return this.reject(subject, decision.reason, 'revocation.issue not allowed', verified.signer);
+    const result = this.apply(verified.record, 'nats');
+    if (result === 'duplicate') this.reject(subject, 'replay', 'record already applied', verified.signer, false);
+  }
+
+  private reject(subject: string, reason: string, detail: string, signer?: SpiffeId, count = true): void {
+    if (count) this.deps.observeApplied?.('nats', 'rejected');
+    else this.deps.observeApplied?.('nats', 'duplicate');
+    this.deps.auditRejection({ subject, reason, detail, ...(signer ? { signer } : {}) });
+    this.deps.logger.warn('revocation record refused', { subject, reason, detail, signer: signer?.toString() });
+  }
+
+  private apply(record: RevocationRecord, source: RevocationSource): ApplyResult {
+    const now = Date.now();
+    if (record.op === 'lift') {
+      const { outcome, entry } = this.set.lift(record.id);
+      if (outcome === 'lifted') this.deps.logger.info('revocation lifted', { id: record.id, kind: entry?.kind, by: record.liftedBy, source });
+      this.deps.observeApplied?.(source, 'lifted');
+      return 'lifted';
+    }
+    const outcome = this.set.add(record.entry, now);
+    if (outcome === 'duplicate' || outcome === 'lifted_before') return 'duplicate';
+    if (outcome === 'expired') {
+      this.deps.observeApplied?.(source, 'expired');
+      return 'expired';
+    }
+    const entry = record.entry;
+    const cut = this.registry.cut(entry, this.set, now);
+    for (const kind of ['connection', 'websocket', 'subscription'] as const) if (cut[kind] > 0) this.deps.observeCut?.(kind, cut[kind]);
+    this.deps.logger.warn('revoked', { id: entry.id, kind: entry.kind, value: entry.kind === 'token' ? undefined : entry.value, by: entry.revokedBy, source, cut });
+    this.deps.observeApplied?.(source, 'applied');
+    this.deps.onAdded?.(entry);
+    return 'applied';
+  }
+}
