@@ -312,6 +312,7 @@ export class Sidecar {
           ...(rej.signer ? { signer: rej.signer.toString() } : {}),
           self: this.identity.current()?.svid.id.toString() ?? 'unknown',
           policyVersion: this.policy.current().version,
+          action: 'revocation.issue',
         }),
       observeApplied: (source, result) => m.revocationsApplied.inc({ source, result }),
       observeCut: (kind, count) => m.revocationCuts.inc({ kind }, count),

@@ -13,6 +13,12 @@ commands:
   ca init --trust-domain TD --dir DIR [--force] create a development CA
   ca issue --dir DIR --spiffe-id ID [--ttl 15m] --out OUT
                                                 issue an X.509-SVID from a development CA
+  revoke --admin URL (--agent ID|PATTERN | --svid SERIAL|sha256:FINGERPRINT | --task ID | --token JTI
+         | --user SUB | --trust-domain TD) [--reason TEXT] [--ttl DURATION | --expires ISO] [--by NAME] [--json]
+                                                the kill switch: revoke on a sidecar's admin API
+  revoke --admin URL --list [--json]            list the revocations in force
+  revoke --admin URL --lift ID [--by NAME] [--json]
+                                                lift a revocation (sigil revoke --help for details)
   demo                                          end-to-end demo on loopback (no external servers)
   dev-idp init --dir DIR [--issuer URL]         DEV ONLY: create a stand-in identity provider
   dev-token --dir DIR --sub USER --scope "a b" --aud AUD [--ttl 1h] [--may-act ID ...]
@@ -32,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./dev-token.js')).runDevIdp(rest);
     case 'dev-token':
       return (await import('./dev-token.js')).runDevToken(rest);
+    case 'revoke':
+      return (await import('./revoke.js')).runRevoke(rest);
     case 'demo':
       return (await import('./demo.js')).runDemo(rest);
     case undefined:

@@ -207,12 +207,16 @@ function delegationIssues(data: RawConfig): ConfigIssue[] {
   return issues;
 }
 
-function revocationIssues(data: RawConfig): ConfigIssue[] {
+/**
+ * The `revocation` section's cross-field rules (exported for the broker, which has no bus: there
+ * `revocation.nats.servers` is always required and `serversRequired` says why).
+ */
+export function revocationIssues(data: Pick<RawConfig, 'revocation' | 'bus'>, serversRequired = 'is required when bus.nats is not configured'): ConfigIssue[] {
   const r = data.revocation;
   const issues: ConfigIssue[] = [];
   if (!r) return issues;
   if (r.nats && r.nats.servers === undefined && data.bus?.nats === undefined) {
-    issues.push({ path: 'revocation.nats.servers', message: 'is required when bus.nats is not configured' });
+    issues.push({ path: 'revocation.nats.servers', message: serversRequired });
   }
   if (r.failClosedAfter !== undefined && !r.nats && r.file === undefined) {
     issues.push({ path: 'revocation.failClosedAfter', message: 'needs a source whose freshness can be checked (revocation.nats or revocation.file)' });
@@ -224,8 +228,8 @@ function revocationIssues(data: RawConfig): ConfigIssue[] {
   return issues;
 }
 
-/** revocation: NATS settings default to the bus's connection. */
-function buildRevocation(data: RawConfig, abs: (p: string) => string): RevocationConfig {
+/** revocation: NATS settings default to the bus's connection (exported for the broker, which has none). */
+export function buildRevocation(data: Pick<RawConfig, 'revocation' | 'bus'>, abs: (p: string) => string): RevocationConfig {
   const r = data.revocation!;
   const config: RevocationConfig = { syncIntervalMs: r.syncInterval ?? parseDuration(DEFAULTS.revocationSyncInterval) };
   if (r.file !== undefined) config.file = abs(r.file);

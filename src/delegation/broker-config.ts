@@ -4,6 +4,8 @@
 // resolved against the config file's folder. Reading, parsing and the wording of issues are the
 // config module's (shared with `sigil run`); identity and trust reuse the sidecar's schemas and
 // checks. What is here is the broker's own: its schema, cross-field rules and defaults.
+// `revocation` is the sidecar's section (RevocationSchema, its checks and build), except that the
+// broker has no bus to take NATS servers from.
 import path from 'node:path';
 import { z } from 'zod';
 import {
@@ -34,7 +36,10 @@ import {
   type HostPort,
   type IdentityConfig,
   type KnownKeys,
+  type RevocationConfig,
 } from '../config/index.js';
+import { buildRevocation, revocationIssues } from '../config/load.js';
+import { NatsTlsSchema, RevocationNatsSchema, RevocationSchema } from '../config/schema.js';
 import { DEFAULT_LEEWAY_SECONDS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_TTL_SECONDS } from './types.js';
 
 export interface SubjectIssuerConfig {
@@ -82,6 +87,8 @@ export interface BrokerConfig {
   policy: { cedar: string };
   admin: { listen: HostPort };
   shutdown: { drainTimeoutMs: number };
+  /** The kill switch (docs/delegation.md §4): sources of the revocation list; absent = admin API only. */
+  revocation?: RevocationConfig;
 }
 
 export const BROKER_DEFAULTS = {
@@ -165,6 +172,7 @@ export const BrokerRootSchema = z.strictObject({
   policy: BrokerPolicySchema,
   admin: AdminSchema.optional(),
   shutdown: ShutdownSchema.optional(),
+  revocation: RevocationSchema.optional(),
 });
 
 type RawBrokerConfig = z.output<typeof BrokerRootSchema>;
@@ -181,6 +189,9 @@ const KNOWN_KEYS: KnownKeys = {
   policy: Object.keys(BrokerPolicySchema.shape),
   admin: Object.keys(AdminSchema.shape),
   shutdown: Object.keys(ShutdownSchema.shape),
+  revocation: Object.keys(RevocationSchema.shape),
+  'revocation.nats': Object.keys(RevocationNatsSchema.shape),
+  'revocation.nats.tls': Object.keys(NatsTlsSchema.shape),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -255,6 +266,8 @@ function valueIssues(data: RawBrokerConfig): ConfigIssue[] {
   const addrListen = data.listen ?? BROKER_DEFAULTS.listen;
   const addrAdmin = data.admin?.listen ?? BROKER_DEFAULTS.adminListen;
   if (listenersConflict(addrListen, addrAdmin)) issues.push({ path: 'admin.listen', message: `address conflicts with listen (port ${addrAdmin.port})` });
+  // No bus here: revocation.nats.servers cannot default to bus.nats.servers.
+  issues.push(...revocationIssues({ revocation: data.revocation }, 'is required (the broker has no bus.nats to take servers from)'));
   return issues;
 }
 
@@ -291,5 +304,6 @@ function build(data: RawBrokerConfig, configPath: string): BrokerConfig {
     shutdown: { drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(BROKER_DEFAULTS.drainTimeout) },
   };
   if (data.jwksOut !== undefined) config.jwksOut = abs(data.jwksOut);
+  if (data.revocation) config.revocation = buildRevocation({ revocation: data.revocation }, abs);
   return config;
 }

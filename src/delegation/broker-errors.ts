@@ -8,6 +8,7 @@ export type OAuthErrorCode =
   | 'invalid_client'
   | 'unauthorized_client'
   | 'unsupported_grant_type'
+  | 'invalid_grant'
   | 'invalid_scope'
   | 'invalid_target'
   | 'server_error';
@@ -17,6 +18,7 @@ export const OAUTH_ERROR_CODES: readonly OAuthErrorCode[] = [
   'invalid_client',
   'unauthorized_client',
   'unsupported_grant_type',
+  'invalid_grant',
   'invalid_scope',
   'invalid_target',
   'server_error',

@@ -6,12 +6,14 @@
 //   3. actor_token (JWT) `sub` = the mTLS peer            invalid_request (consistency only: no JWT-SVID bundles yet)
 //   4. subject_token verified (user IdP or this broker)   invalid_request
 //      chained: its `aud` must be the mTLS peer           unauthorized_client (a stolen intermediate token)
-//   5. may_act, if present, names the mTLS peer           unauthorized_client
-//   6. new depth ≤ maxDepth                               invalid_request
-//   7. audience: another agent, in a known trust domain   invalid_target
-//   8. Cedar delegation.exchange                          invalid_target (or the deny's @error)
-//   9. scope = requested ∩ parent ∩ per-audience ceiling  invalid_scope when nothing remains
-//  10. exp = min(parent exp, now + maxTtl)                invalid_request when that is not in the future
+//   5. nothing in the delegation is revoked: the actor,   invalid_grant (reason `revoked`)
+//      the chain's actors, the user, the task, the jti
+//   6. may_act, if present, names the mTLS peer           unauthorized_client
+//   7. new depth ≤ maxDepth                               invalid_request
+//   8. audience: another agent, in a known trust domain   invalid_target
+//   9. Cedar delegation.exchange                          invalid_target (or the deny's @error)
+//  10. scope = requested ∩ parent ∩ per-audience ceiling  invalid_scope when nothing remains
+//  11. exp = min(parent exp, now + maxTtl)                invalid_request when that is not in the future
 import { randomBytes } from 'node:crypto';
 import type { SpiffeId } from '../spiffe/index.js';
 import { SpiffeIdPattern } from '../spiffe/index.js';
@@ -50,6 +52,26 @@ export interface ExchangeSettings {
   scopes: AudienceScopes[];
   /** Whether the broker holds a trust bundle for this trust domain (unknown audiences are refused). */
   knowsTrustDomain: (td: string) => boolean;
+  /**
+   * The kill switch: the revocation entry (kind and id) that revokes anything this exchange
+   * involves — the requesting actor, an actor of the parent chain, the user, the chain's task
+   * (chained tokens), the subject token's `jti` — or undefined. Without it nothing is revoked.
+   */
+  revoked?: (q: RevocationQuery) => { kind: string; id: string } | undefined;
+}
+
+/** What an exchange involves, as the revocation check sees it. */
+export interface RevocationQuery {
+  /** The requesting actor (the mTLS peer). */
+  actor: SpiffeId;
+  /** The user. */
+  sub: string;
+  /** The chain's task (chained subject tokens only: a user token has none yet). */
+  task?: string;
+  /** The subject token's `jti`, when it has one. */
+  jti?: string;
+  /** The parent chain's actors (empty for a user token). */
+  actors: string[];
 }
 
 /** RFC 8693 §2.2.1 successful response. */
@@ -76,6 +98,8 @@ export interface ExchangeRecord {
   exp?: number;
   policies?: string[];
   policyVersion?: string;
+  /** The revocation entry that refused the exchange. */
+  revocation?: { kind: string; id: string };
 }
 
 export interface ExchangeOutcome {
@@ -126,6 +150,7 @@ export class TokenExchanger {
     record.sub = subject.sub;
     record.subjectTokenType = subject.kind;
     if (subject.task !== undefined) record.task = subject.task;
+    this.checkRevoked(peer, subject, record);
 
     if (subject.mayAct !== undefined && !subject.mayAct.some((m) => m.sub === peerId)) {
       throw new TokenEndpointError('unauthorized_client', 'the subject token\'s may_act does not name this actor', 'may_act');
@@ -188,6 +213,23 @@ export class TokenExchanger {
     const token = await signDelegationToken(claims, key);
     Object.assign(record, { jti: claims.jti, task: claims.task, kid: key.kid, exp });
     return { access_token: token, issued_token_type: TOKEN_TYPE_ACCESS_TOKEN, token_type: 'Bearer', expires_in: exp - now, scope: claims.scope };
+  }
+
+  /** The kill switch, before anything else looks at the delegation (policy included). */
+  private checkRevoked(peer: SpiffeId, subject: VerifiedSubject, record: ExchangeRecord): void {
+    const revoked = this.settings.revoked;
+    if (!revoked) return;
+    const jti = subject.claims['jti'];
+    const hit = revoked({
+      actor: peer,
+      sub: subject.sub,
+      actors: actorsOf(subject.act),
+      ...(subject.task !== undefined ? { task: subject.task } : {}),
+      ...(typeof jti === 'string' && jti !== '' ? { jti } : {}),
+    });
+    if (!hit) return;
+    record.revocation = { kind: hit.kind, id: hit.id };
+    throw new TokenEndpointError('invalid_grant', `the subject token's delegation is revoked (${hit.kind})`, 'revoked');
   }
 
   /**

@@ -6,6 +6,10 @@
 // Which RFC 8693 error a denial gets: `invalid_target` (the audience is refused) unless a
 // determining `forbid` carries an `@error("unauthorized_client")` or `@error("invalid_scope")`
 // annotation (docs/delegation.md §4).
+//
+// The same file also decides `revocation.issue` (schema/sigil.cedarschema, RevocationContext):
+// which agents' signed revocation records arriving over NATS the broker applies, exactly as a
+// sidecar's policy does (principal = the signer, resource = Topic::"<revocation subject>").
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
@@ -48,6 +52,17 @@ interface LoadedPolicy {
   errors: Map<string, DenialError>;
   /** Whether any permit can apply to `delegation.exchange` (otherwise every exchange is refused). */
   mentionsExchange: boolean;
+  /** Whether any permit can apply to `revocation.issue` (otherwise every NATS record is refused). */
+  mentionsRevocation: boolean;
+}
+
+/** `revocation.issue` for a record that arrived over NATS (or one this broker is about to sign). */
+export interface RevocationDecision {
+  allowed: boolean;
+  policies: string[];
+  /** Set when evaluation failed (fails closed). */
+  evaluationError?: string;
+  policyVersion: string;
 }
 
 export interface BrokerPolicyEvents {
@@ -117,6 +132,21 @@ export class BrokerPolicy extends EventEmitter<BrokerPolicyEvents> {
       return { allowed: false, policies: [], error: 'invalid_target', evaluationError: (err as Error).message, policyVersion: loaded.version };
     }
   }
+
+  /**
+   * May `signer` issue a revocation record (`op` on an entry of `kind`; '' for a lift of an entry
+   * not known here) on `subject`? Evaluated like a sidecar's: principal Agent::"<signer>", action
+   * `revocation.issue`, resource Topic::"<subject>". Never throws: anything unexpected denies.
+   */
+  authorizeRevocation(signer: SpiffeId, subject: string, op: 'revoke' | 'lift', kind: string, time = Math.floor(Date.now() / 1000)): RevocationDecision {
+    const loaded = this.loaded;
+    if (!loaded) return { allowed: false, policies: [], evaluationError: 'no policy loaded', policyVersion: 'none' };
+    try {
+      return evaluateRevocation(loaded, signer, subject, { direction: 'inbound', time, op, kind });
+    } catch (err) {
+      return { allowed: false, policies: [], evaluationError: (err as Error).message, policyVersion: loaded.version };
+    }
+  }
 }
 
 /** Compiles a broker policy: the sidecar's compiler (schema validation) plus `@error` annotations. */
@@ -126,12 +156,14 @@ export function compileBrokerPolicy(text: string, source: string): LoadedPolicy 
   const parts = cedar.policySetTextToParts(text);
   if (parts.type !== 'success') throw new PolicyLoadError(source, parts.errors.map((e) => ({ message: e.message })));
   let mentionsExchange = false;
+  let mentionsRevocation = false;
   parts.policies.forEach((part, index) => {
     const json = cedar.policyToJson(part);
     if (json.type !== 'success') return;
     const policy = json.json as { effect?: string; action?: { op?: string }; annotations?: Record<string, string | null> };
     const id = (typeof policy.annotations?.['id'] === 'string' && policy.annotations['id'] !== '' ? policy.annotations['id'] : undefined) ?? `policy${index}`;
     if (policy.effect === 'permit' && (policy.action?.op === 'All' || JSON.stringify(policy.action).includes('"delegation.exchange"'))) mentionsExchange = true;
+    if (policy.effect === 'permit' && (policy.action?.op === 'All' || JSON.stringify(policy.action).includes('"revocation.issue"'))) mentionsRevocation = true;
     const error = policy.annotations?.['error'];
     if (error === undefined || error === null) return;
     if (!DENIAL_ERRORS.has(error)) {
@@ -142,7 +174,7 @@ export function compileBrokerPolicy(text: string, source: string): LoadedPolicy 
     }
     errors.set(id, error as DenialError);
   });
-  return { version: compiled.version, errors, mentionsExchange };
+  return { version: compiled.version, errors, mentionsExchange, mentionsRevocation };
 }
 
 function agentEntities(id: SpiffeId): cedar.EntityJson[] {
@@ -151,6 +183,27 @@ function agentEntities(id: SpiffeId): cedar.EntityJson[] {
     { uid: { type: 'Agent', id: id.toString() }, attrs: { trustDomain: td, path: id.path }, parents: [{ type: 'TrustDomain', id: td }] },
     { uid: { type: 'TrustDomain', id: td }, attrs: {}, parents: [] },
   ];
+}
+
+/** `revocation.issue`: the signer in its trust domain, the subject as a Topic (as src/authz/cedar.ts builds them). */
+function evaluateRevocation(loaded: LoadedPolicy, signer: SpiffeId, subject: string, context: { direction: 'inbound'; time: number; op: string; kind: string }): RevocationDecision {
+  const entities = agentEntities(signer);
+  entities.push({ uid: { type: 'Topic', id: subject }, attrs: { subject }, parents: [] });
+  const answer = cedar.statefulIsAuthorized({
+    principal: { type: 'Agent', id: signer.toString() },
+    action: { type: 'Action', id: 'revocation.issue' },
+    resource: { type: 'Topic', id: subject },
+    context,
+    entities,
+    preparsedPolicySetId: loaded.version,
+    validateRequest: false,
+  });
+  if (answer.type !== 'success') {
+    return { allowed: false, policies: [], evaluationError: answer.errors.map((e) => e.message).join('; '), policyVersion: loaded.version };
+  }
+  const { decision, diagnostics } = answer.response;
+  const evaluationError = diagnostics.errors.length > 0 ? diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`).join('; ') : undefined;
+  return { allowed: decision === 'allow', policies: diagnostics.reason, policyVersion: loaded.version, ...(evaluationError ? { evaluationError } : {}) };
 }
 
 function evaluate(loaded: LoadedPolicy, request: ExchangeAuthzRequest): ExchangeDecision {

@@ -4,14 +4,23 @@
 //
 //   POST /token                          RFC 8693 token exchange (broker-exchange.ts)
 //   GET  /jwks, /.well-known/jwks.json   the published signing keys (also written to `jwksOut`)
-//   admin (loopback): /healthz /readyz /status /metrics, POST /v1/policy/reload
+//   admin (loopback): /healthz /readyz /status /metrics, POST /v1/policy/reload,
+//                     POST/GET /v1/revocations, DELETE /v1/revocations/<id>
+//
+// The kill switch (src/revocation) as a sidecar enforces it: a revoked SVID fails the mTLS peer
+// check; a revoked actor, chain actor, user, task or token id gets `invalid_grant` before the
+// policy is asked. The list comes from the admin API, `revocation.file` and `revocation.nats`
+// (records authorized by this broker's policy, Cedar `revocation.issue`).
 //
 // Tokens are never logged; every answer carries `Cache-Control: no-store`.
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { AdminServer } from '../admin/index.js';
+import type { AuthzRequest, Decision } from '../authz/index.js';
+import { ConfigError } from '../config/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from '../identity/index.js';
 import { listen } from '../proxy/index.js';
 import { SpiffeId, TrustDomain } from '../spiffe/index.js';
@@ -19,11 +28,12 @@ import type { Logger } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, PeerVerifier, serverContextOptions, type VerifiedPeer } from '../tls/index.js';
 import type { BrokerConfig } from './broker-config.js';
 import { TokenEndpointError } from './broker-errors.js';
-import { ExchangeRefusal, TokenExchanger, type ExchangeRecord } from './broker-exchange.js';
+import { ExchangeRefusal, TokenExchanger, type ExchangeRecord, type RevocationQuery } from './broker-exchange.js';
 import { BrokerKeys } from './broker-keys.js';
 import { BrokerMetrics } from '../telemetry/index.js';
 import { BrokerPolicy } from './broker-policy.js';
 import { JWKSet, jwksFromFile, jwksFromUrl, loadJwksFile, type KeySource, type UserTokenIssuer } from './index.js';
+import { Revocations, svidKeys, type RevocationEntry, type RevocationRecord, type RevocationSettings } from '../revocation/index.js';
 
 /** Largest token request body accepted. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -44,6 +54,7 @@ export class Broker {
   private readonly verifier = new PeerVerifier();
   private readonly admin: AdminServer;
   private readonly exchanger: TokenExchanger;
+  private readonly revocations: Revocations;
   private readonly peers = new WeakMap<TLSSocket, VerifiedPeer>();
   private readonly sockets = new Set<Socket>();
   private server: HttpsServer | undefined;
@@ -54,8 +65,20 @@ export class Broker {
   private brokerSet: { generation: number; set: JWKSet } | undefined;
 
   constructor(private readonly config: BrokerConfig, private readonly logger: Logger) {
-    this.identity = new IdentityManager((cb) => buildSource(config, cb), config.trust.bundles, logger.child({ component: 'identity' }));
     this.policy = new BrokerPolicy(config.policy.cedar);
+    this.revocations = this.buildRevocations(logger.child({ component: 'revocation' }));
+    // As for a sidecar: the dev issuer does not renew the SVID of a revoked (decommissioned) agent.
+    const refuseIssue = (id: SpiffeId): string | undefined => {
+      const entry = this.revocations.agent(id);
+      return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
+    };
+    this.identity = new IdentityManager((cb) => buildSource(config, cb, refuseIssue), config.trust.bundles, logger.child({ component: 'identity' }));
+    // A revoked SVID fails the peer check (handshake and every request); cached verifications
+    // do not survive a change of the list.
+    this.verifier.useRevocation({
+      epoch: () => this.revocations.epoch,
+      isRevoked: (serial, fingerprint) => this.revocations.svid(serial, fingerprint) !== undefined,
+    });
     this.keys = new BrokerKeys({
       dir: config.signingKeys,
       activationDelayMs: config.keyActivationDelayMs,
@@ -83,12 +106,17 @@ export class Broker {
       policy: this.policy,
       scopes: config.scopes,
       knowsTrustDomain: (td) => this.identity.current()?.bundles.get(td) !== undefined,
+      revoked: (q) => this.revokedEntry(q),
     });
     this.admin = new AdminServer(config.admin.listen, {
       ready: () => this.isReady(),
       status: () => this.status(),
       reloadPolicy: () => this.policy.reload(),
-      metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+      revocations: this.revocations,
+      metrics: async () => {
+        this.metrics.revocation.setState(this.revocations.ageSeconds(), this.revocations.set.countsByKind());
+        return { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
+      },
     });
     const policyLog = logger.child({ component: 'policy' });
     this.policy.on('reload', (outcome) => {
@@ -100,7 +128,72 @@ export class Broker {
         policyLog.error('policy reload refused; keeping the last good policy', { version: this.policy.version, error: outcome.error });
       }
     });
-    this.identity.on('update', (snapshot) => this.server?.setSecureContext(serverContextOptions(snapshot)));
+    this.identity.on('update', (snapshot) => {
+      this.server?.setSecureContext(serverContextOptions(snapshot));
+      this.revocations.updateIdentity(snapshot);
+    });
+  }
+
+  private buildRevocations(log: Logger): Revocations {
+    const r = this.config.revocation;
+    // As a sidecar without a bus: the envelope defaults for record leeway and size.
+    const settings: RevocationSettings = {
+      syncIntervalMs: r?.syncIntervalMs ?? 1_000,
+      leewayMs: 5_000,
+      maxRecordBytes: 1024 * 1024,
+      ...(r?.file ? { file: r.file } : {}),
+      ...(r?.failClosedAfterMs !== undefined ? { failClosedAfterMs: r.failClosedAfterMs } : {}),
+    };
+    if (r?.nats) {
+      const { ca, ...nats } = r.nats;
+      settings.nats = { ...nats, ...(ca === undefined ? {} : { caPem: readCaFile(ca, 'revocation.nats.tls.ca') }) };
+    }
+    const applied = this.metrics.revocation.applied;
+    const cuts = this.metrics.revocation.cuts;
+    const identity = this.config.identity;
+    return new Revocations(settings, {
+      identity: () => this.identity.current(),
+      authorize: (signer, record, subject) => this.authorizeRecord(signer, record, subject, log),
+      // No audit log at the broker: Revocations logs every refused record itself.
+      auditRejection: () => {},
+      observeApplied: (source, result) => applied.inc({ source, result }),
+      observeCut: (kind, count) => cuts.inc({ kind }, count),
+      onAdded: (entry) => this.onRevoked(entry, log),
+      logger: log,
+      name: `sigil broker ${identity.kind === 'dev' ? identity.spiffeId : this.config.trustDomain} revocations`,
+    });
+  }
+
+  /** Cedar `revocation.issue` with the broker's policy file, as the Decision Revocations expects. */
+  private authorizeRecord(signer: SpiffeId, record: RevocationRecord, subject: string, log: Logger): Decision {
+    const op = record.op;
+    // A lift names an id: its kind is known only when the entry is in force here.
+    const kind = op === 'revoke' ? record.entry.kind : (this.revocations.set.get(record.id)?.kind ?? '');
+    const request: AuthzRequest = { action: 'revocation.issue', direction: 'inbound', principal: signer, resource: { type: 'Topic', subject }, peer: signer, revocation: { op, kind } };
+    const d = this.policy.authorizeRevocation(signer, subject, op, kind);
+    if (d.evaluationError) log.warn('policy evaluation error (the erroring policy was skipped)', { action: 'revocation.issue', errors: d.evaluationError });
+    return { allowed: d.allowed, reason: d.allowed ? 'allowed' : 'policy_denied', policies: d.policies, wouldDeny: false, policyVersion: d.policyVersion, request };
+  }
+
+  /** Our own agent revoked: say so loudly (tokens it issues are refused by every sidecar). */
+  private onRevoked(entry: RevocationEntry, log: Logger): void {
+    const own = this.identity.current();
+    if (own && this.revocations.agent(own.svid.id)) {
+      log.error('this broker\'s own agent is revoked: sidecars refuse the tokens it issues', { id: entry.id, kind: entry.kind });
+    }
+  }
+
+  /** The entry revoking anything an exchange involves (checked before the policy). */
+  private revokedEntry(q: RevocationQuery): { kind: string; id: string } | undefined {
+    const set = this.revocations.set;
+    if (set.size === 0) return undefined;
+    const now = Date.now();
+    let hit: RevocationEntry | undefined = set.agent(q.actor, now);
+    for (const actor of q.actors) hit ??= set.agentByName(actor, now);
+    hit ??= set.byValue('user', q.sub, now);
+    if (q.task !== undefined) hit ??= set.byValue('task', q.task, now);
+    if (q.jti !== undefined) hit ??= set.byValue('token', q.jti, now);
+    return hit && { kind: hit.kind, id: hit.id };
   }
 
   async start(): Promise<BrokerAddresses> {
@@ -118,9 +211,15 @@ export class Broker {
     if (!loaded.mentionsExchange) {
       this.logger.warn('the broker policy has no permit for delegation.exchange: every exchange will be refused', { policy: this.config.policy.cedar });
     }
+    if (this.config.revocation?.nats && !loaded.mentionsRevocation) {
+      this.logger.warn('the broker policy has no permit for revocation.issue: every revocation record from NATS will be refused', { policy: this.config.policy.cedar });
+    }
     await this.keys.start();
     const snapshot = await this.identity.start();
     const admin = await this.admin.start();
+    // Before the token endpoint listens: never mint on a partial revocation list (/readyz is 503
+    // meanwhile; the admin API already takes revocations).
+    await this.revocations.start(snapshot);
     const bound = await this.startServer(snapshot);
     this.serving = true;
     this.addresses = {
@@ -149,6 +248,7 @@ export class Broker {
         server.closeIdleConnections();
       });
     }
+    await this.revocations.stop();
     await this.admin.stop();
     this.keys.stop();
     this.policy.stop();
@@ -177,13 +277,30 @@ export class Broker {
     });
     // Before the HTTP parser: a peer that fails SPIFFE verification never has a byte read.
     server.prependListener('secureConnection', (socket: TLSSocket) => {
+      let peer: VerifiedPeer;
       try {
-        this.peers.set(socket, this.verifier.verifySocket(socket, this.identity.current()!.bundles));
+        peer = this.verifier.verifySocket(socket, this.identity.current()!.bundles);
       } catch (err) {
         const detail = err instanceof PeerVerificationError ? err.detail : 'internal_error';
         this.logger.info('peer refused', { reason: 'peer_untrusted', detail, remote: socket.remoteAddress });
         socket.destroy();
+        return;
       }
+      // revocation.failClosedAfter: no new connection while the list is older than that.
+      if (this.revocations.stale()) {
+        this.logger.warn('peer refused', { reason: 'revocation_stale', peer: peer.id.toString(), remote: socket.remoteAddress });
+        socket.destroy();
+        return;
+      }
+      this.peers.set(socket, peer);
+      // A revocation of the peer's agent or SVID closes its open (keep-alive) connection.
+      const unregister = this.revocations.registry.register({
+        kind: 'connection',
+        agents: [peer.id],
+        svid: svidKeys(peer.serial, peer.leafHash),
+        close: () => socket.destroy(),
+      });
+      socket.once('close', unregister);
     });
     server.on('tlsClientError', (err, socket) => {
       this.logger.debug('TLS handshake failed', { error: err, remote: socket.remoteAddress });
@@ -261,7 +378,7 @@ export class Broker {
 
   private isReady(): boolean {
     const snapshot = this.identity.current();
-    return this.serving && snapshot !== undefined && isUsable(snapshot.svid);
+    return this.serving && this.revocations.ready && snapshot !== undefined && isUsable(snapshot.svid);
   }
 
   private status(): unknown {
@@ -276,17 +393,18 @@ export class Broker {
       subjectIssuers: this.users.map((u) => ({ issuer: u.issuer, audience: u.audience, ...(u.keys.lastError ? { lastError: u.keys.lastError } : {}) })),
       policy: { version: this.policy.version },
       limits: { maxTtlSeconds: Math.floor(this.config.maxTtlMs / 1000), maxDepth: this.config.maxDepth },
+      revocation: this.revocations.status,
       listeners: this.addresses,
       startedAt: this.startedAt.toISOString(),
     };
   }
 }
 
-function buildSource(config: BrokerConfig, callbacks: SourceCallbacks): SvidSource {
+function buildSource(config: BrokerConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined): SvidSource {
   const identity = config.identity;
   switch (identity.kind) {
     case 'dev':
-      return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs }, callbacks);
+      return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs, refuseIssue }, callbacks);
     case 'files':
       return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
     default:
@@ -344,6 +462,15 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 
 function seconds(started: bigint): number {
   return Number(process.hrtime.bigint() - started) / 1e9;
+}
+
+/** A NATS server CA file (revocation.nats.tls.ca), read once at startup. */
+function readCaFile(path: string, key: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(path, [{ path: key, message: `cannot be read: ${(err as Error).message}` }]);
+  }
 }
 
 function formatAddress(address: AddressInfo): string {

@@ -153,9 +153,13 @@ export function svidKeys(serialHex: string, fingerprintHex: string): [string, st
   return [`serial:${serialHex.toLowerCase().replaceAll(':', '').replace(/^0+(?=.)/, '')}`, `sha256:${fingerprintHex.toLowerCase().replaceAll(':', '')}`];
 }
 
+/** The largest time a Date can hold: anything later could not be written back as ISO 8601. */
+const MAX_TIME_MS = 8.64e15;
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
 function parseTime(field: string, raw: unknown): number {
-  const ms = typeof raw === 'number' ? raw : typeof raw === 'string' ? Date.parse(raw) : NaN;
-  if (!Number.isFinite(ms) || ms < 0) throw new RevocationInputError(field, 'must be an ISO 8601 time or epoch milliseconds');
+  const ms = typeof raw === 'number' ? raw : typeof raw === 'string' && ISO_8601.test(raw) ? Date.parse(raw) : NaN;
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_TIME_MS) throw new RevocationInputError(field, 'must be an ISO 8601 date-time (e.g. 2026-11-22T18:00:00Z) or epoch milliseconds');
   return ms;
 }
 

@@ -8,6 +8,7 @@ import { watchFiles, type FileWatch } from '../identity/index.js';
 import { parseRevocationEntry, RevocationInputError, type RevocationEntry } from './entry.js';
 
 export class RevocationFileError extends Error {
+  override readonly name = 'RevocationFileError';
   readonly code = 'revocation_file_invalid';
 }
 
@@ -39,8 +40,7 @@ export class RevocationFileSource {
   /** Re-reads the file; called by the watcher and periodically, so a good file stays fresh. */
   async reload(): Promise<void> {
     try {
-      const entries = await this.read();
-      if (entries !== undefined) this.options.onLoad(entries);
+      this.options.onLoad(await this.read());
     } catch (err) {
       this.options.onError(err as RevocationFileError);
     }
@@ -85,10 +85,13 @@ export function parseRevocationFile(text: string, path: string, now: number): Re
   const list = Array.isArray(doc) ? doc : typeof doc === 'object' && Object.keys(doc).every((k) => k === 'revocations') ? (doc as { revocations?: unknown }).revocations ?? [] : undefined;
   if (!Array.isArray(list)) throw new RevocationFileError(`revocation.file: ${path}: expected a list of entries or { revocations: [...] }`);
   return list.map((item, i) => {
-    const raw = typeof item === 'object' && item !== null ? (item as Record<string, unknown>) : {};
-    const id = typeof raw['id'] === 'string' ? raw['id'] : `file-${createHash('sha256').update(`${String(raw['kind'])}\u0000${String(raw['value'])}`).digest('hex').slice(0, 32)}`;
     try {
-      return parseRevocationEntry(item, { id, revokedBy: `file:${path}`, now });
+      // Without an id, one derived from the normalized kind and value: stable across reloads,
+      // and the same for two spellings of one SVID.
+      const entry = parseRevocationEntry(item, { id: 'file-pending', revokedBy: `file:${path}`, now });
+      const given = (item as Record<string, unknown>)['id'];
+      if (given === undefined) entry.id = `file-${createHash('sha256').update(`${entry.kind}\u0000${entry.value}`).digest('hex').slice(0, 32)}`;
+      return entry;
     } catch (err) {
       if (err instanceof RevocationInputError) throw new RevocationFileError(`revocation.file: ${path}: revocations[${i}].${err.field}: ${err.message.slice(err.field.length + 2)}`);
       throw err;

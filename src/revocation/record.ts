@@ -1,5 +1,5 @@
 // Revocation records: one signed message per revoke or lift, in the bus envelope format
-// (docs/envelope.md), published on `<subject>.<entry id>` (docs/revocation.md §3).
+// (docs/envelope.md), published on `<subject>.<entry id>.<op>` (docs/revocation.md).
 //
 // A record is kept in a JetStream stream for sidecars that start later, so it must verify long
 // after its signer's short-lived SVID expired. It is therefore verified *as of its own iat*: the
@@ -28,8 +28,13 @@ export class RecordError extends Error {
   }
 }
 
-export function recordSubject(prefix: string, id: string): string {
-  return `${prefix}.${id}`;
+/**
+ * `<prefix>.<entry id>.<op>`: one subject per entry and operation, so the stream (one message
+ * kept per subject) holds an entry's revoke and its lift side by side — a re-published revoke
+ * can never push its lift out of the stream.
+ */
+export function recordSubject(prefix: string, record: RevocationRecord): string {
+  return `${prefix}.${recordId(record)}.${record.op}`;
 }
 
 function recordId(record: RevocationRecord): string {
@@ -43,7 +48,7 @@ export function recordData(record: RevocationRecord): unknown {
 }
 
 export function signRecord(signer: EnvelopeSigner, prefix: string, record: RevocationRecord, nowMs = Date.now()): { subject: string; jws: string } {
-  const subject = recordSubject(prefix, recordId(record));
+  const subject = recordSubject(prefix, record);
   return { subject, jws: signer.sign({ subject, data: recordData(record) }, nowMs).jws };
 }
 
@@ -82,8 +87,8 @@ export function verifyRecord(jws: string, ctx: VerifyRecordContext): VerifiedRec
     throw new RecordError('record_subject_mismatch', 'subject', `signed for ${JSON.stringify(verified.subject)}, arrived on ${JSON.stringify(ctx.subject)}`);
   }
   const record = parseRecordData(verified.data, verified.signer.id.toString(), now);
-  if (recordSubject(ctx.prefix, recordId(record)) !== ctx.subject) {
-    throw new RecordError('record_subject_mismatch', 'id', `record for ${recordId(record)} arrived on ${JSON.stringify(ctx.subject)}`);
+  if (recordSubject(ctx.prefix, record) !== ctx.subject) {
+    throw new RecordError('record_subject_mismatch', 'id', `${record.op} record for ${recordId(record)} arrived on ${JSON.stringify(ctx.subject)}`);
   }
   return { record, signer: verified.signer.id, iat };
 }
@@ -107,7 +112,8 @@ export function parseRecordData(data: unknown, signer: string, now: number): Rev
     const id = o['id'];
     if (typeof id !== 'string' || !isEntryId(id)) throw malformed('id', 'lift record needs a valid entry id');
     const liftedBy = o['liftedBy'];
-    if (typeof liftedBy !== 'string' || liftedBy === '' || liftedBy.length > 512) throw malformed('liftedBy', 'must be non-empty text');
+    // eslint-disable-next-line no-control-regex
+    if (typeof liftedBy !== 'string' || liftedBy === '' || liftedBy.length > 512 || /[\u0000-\u001f\u007f]/.test(liftedBy)) throw malformed('liftedBy', 'must be non-empty text');
     const liftedAt = typeof o['liftedAt'] === 'string' ? Date.parse(o['liftedAt']) : NaN;
     if (!Number.isFinite(liftedAt)) throw malformed('liftedAt', 'must be an ISO 8601 time');
     return { op: 'lift', id, liftedBy, liftedAt };

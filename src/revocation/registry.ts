@@ -25,7 +25,8 @@ export interface LiveWork {
 type Index = Map<string, Set<LiveWork>>;
 
 export class LiveRegistry {
-  private readonly all = new Set<LiveWork>();
+  /** Live work and how to remove it from every index. */
+  private readonly all = new Map<LiveWork, () => void>();
   private readonly index = new Map<RevocationKind, Index>();
 
   constructor() {
@@ -38,13 +39,14 @@ export class LiveRegistry {
 
   /** Adds live work; returns its removal (call it when the work ends). */
   register(work: LiveWork): () => void {
-    this.all.add(work);
     const keys = keysOf(work);
     for (const [kind, value] of keys) add(this.index.get(kind)!, value, work);
-    return () => {
-      this.all.delete(work);
+    const unregister = (): void => {
+      if (!this.all.delete(work)) return;
       for (const [kind, value] of keys) remove(this.index.get(kind)!, value, work);
     };
+    this.all.set(work, unregister);
+    return unregister;
   }
 
   /**
@@ -57,7 +59,9 @@ export class LiveRegistry {
     for (const work of candidates) {
       const hit = revokedBy(work, set, now);
       if (!hit) continue;
-      this.all.delete(work);
+      // Out of every index now: a second entry matching it before its owner unregisters it
+      // (on the socket's close) must not close or count it again.
+      this.all.get(work)?.();
       closed[work.kind]++;
       try {
         work.close(hit);
@@ -69,7 +73,7 @@ export class LiveRegistry {
   }
 
   private candidates(entry: RevocationEntry): LiveWork[] {
-    if (entry.kind === 'trust_domain' || (entry.kind === 'agent' && entry.value.includes('*'))) return [...this.all];
+    if (entry.kind === 'trust_domain' || (entry.kind === 'agent' && entry.value.includes('*'))) return [...this.all.keys()];
     return [...(this.index.get(entry.kind)?.get(entry.value) ?? [])];
   }
 }

@@ -313,16 +313,21 @@ export class Revocations {
       const e = err instanceof RecordError ? err : new RecordError('record_malformed', 'internal_error', (err as Error).message);
       return this.reject(subject, e.code, e.detail);
     }
+    // The decision is audited where it is made (decide); only the refusal is counted here.
     const decision = this.deps.authorize(verified.signer, verified.record, this.settings.nats.subject);
-    if (!decision.allowed) return this.reject(subject, decision.reason, 'revocation.issue not allowed', verified.signer);
+    if (!decision.allowed) return this.reject(subject, decision.reason, 'revocation.issue not allowed', verified.signer, false);
     const result = this.apply(verified.record, 'nats');
-    if (result === 'duplicate') this.reject(subject, 'replay', 'record already applied', verified.signer, false);
+    if (result === 'duplicate') {
+      // A record applied before (or whose entry was lifted) published again: a replay.
+      this.deps.observeApplied?.('nats', 'duplicate');
+      this.deps.auditRejection({ subject, reason: 'replay', detail: 'record already applied or lifted', signer: verified.signer });
+      this.deps.logger.warn('revocation record refused', { subject, reason: 'replay', signer: verified.signer.toString() });
+    }
   }
 
-  private reject(subject: string, reason: string, detail: string, signer?: SpiffeId, count = true): void {
-    if (count) this.deps.observeApplied?.('nats', 'rejected');
-    else this.deps.observeApplied?.('nats', 'duplicate');
-    this.deps.auditRejection({ subject, reason, detail, ...(signer ? { signer } : {}) });
+  private reject(subject: string, reason: string, detail: string, signer?: SpiffeId, audit = true): void {
+    this.deps.observeApplied?.('nats', 'rejected');
+    if (audit) this.deps.auditRejection({ subject, reason, detail, ...(signer ? { signer } : {}) });
     this.deps.logger.warn('revocation record refused', { subject, reason, detail, signer: signer?.toString() });
   }
 

@@ -49,16 +49,18 @@ export interface BusRejectionAudit {
   /** This sidecar's own SPIFFE ID (the would-be recipient). */
   self: string;
   policyVersion: string;
+  /** What the message was: a bus message (default) or a revocation record. */
+  action?: 'bus.deliver' | 'revocation.issue';
 }
 
-/** The audit line for a refused bus message; the source is "unverified" when no signer was proven. */
+/** The audit line for a refused bus message or revocation record; the source is "unverified" when no signer was proven. */
 export function busRejectionLine(r: BusRejectionAudit, time: Date | string = new Date()): AuditLine {
   return {
     time: typeof time === 'string' ? time : time.toISOString(),
     reporter: 'inbound',
     source: r.signer ?? 'unverified',
     destination: r.self,
-    action: 'bus.deliver',
+    action: r.action ?? 'bus.deliver',
     resource: { type: 'Topic', subject: r.subject },
     decision: 'deny',
     wouldDeny: false,

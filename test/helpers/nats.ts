@@ -57,7 +57,7 @@ export interface RunningNats {
 }
 
 /** Starts nats-server with TLS on loopback; client certificates verified against `clientCaPem`. */
-export async function startNats(t: Teardown, binary: string, clientCaPem: string, opts: { maxPayload?: number } = {}): Promise<RunningNats> {
+export async function startNats(t: Teardown, binary: string, clientCaPem: string, opts: { maxPayload?: number; jetstream?: boolean } = {}): Promise<RunningNats> {
   const dir = await tempDir(t, 'sigil-nats-');
   const ca = await createCa({ trustDomain: 'nats.test' });
   const server = await createCert({ signer: ca, role: 'nats-server', ipAddresses: ['127.0.0.1'], dnsNames: ['localhost'], keyUsage: ['digitalSignature', 'keyEncipherment'], extKeyUsage: ['1.3.6.1.5.5.7.3.1'] });
@@ -71,6 +71,7 @@ export async function startNats(t: Teardown, binary: string, clientCaPem: string
 listen: 127.0.0.1:${port}
 http: 127.0.0.1:-1
 max_payload: ${opts.maxPayload ?? 2097152}
+${opts.jetstream ? `jetstream { store_dir: "${join(dir, 'jetstream')}" }` : ''}
 tls {
   cert_file: "${join(dir, 'server.pem')}"
   key_file: "${join(dir, 'server.key')}"
