@@ -75,13 +75,16 @@ export class RevocationFileSource {
  * without an id gets one derived from its kind and value, so it keeps its id across reloads.
  */
 export function parseRevocationFile(text: string, path: string, now: number): RevocationEntry[] {
+  // An empty file is far more often a writer caught between truncate and write than an
+  // operator clearing the list; reading it as "nothing revoked" would fail open.
+  if (text.trim() === '') throw new RevocationFileError(`revocation.file: ${path}: empty; write \`revocations: []\` to clear the list`);
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (err) {
     throw new RevocationFileError(`revocation.file: ${path}: not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`);
   }
-  if (doc === null || doc === undefined) return [];
+  if (doc === null || doc === undefined) throw new RevocationFileError(`revocation.file: ${path}: no document; write \`revocations: []\` to clear the list`);
   const list = Array.isArray(doc) ? doc : typeof doc === 'object' && Object.keys(doc).every((k) => k === 'revocations') ? (doc as { revocations?: unknown }).revocations ?? [] : undefined;
   if (!Array.isArray(list)) throw new RevocationFileError(`revocation.file: ${path}: expected a list of entries or { revocations: [...] }`);
   return list.map((item, i) => {

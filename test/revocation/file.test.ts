@@ -80,9 +80,12 @@ t.test('derived ids: stable across parses, different for different values', asyn
   for (const e of reordered) t.match(e.id, /^file-[0-9a-f]{32}$/);
 });
 
-t.test('empty file and empty lists are no entries', async (t) => {
-  for (const text of ['', '\n', '# only a comment\n', 'null', '~', '[]', '{}', 'revocations:', 'revocations: []', '{"revocations": []}', '---\n']) {
+t.test('an explicitly empty list is no entries; an empty file is refused (a writer caught mid-write must not lift everything)', async (t) => {
+  for (const text of ['[]', '{}', 'revocations:', 'revocations: []', '{"revocations": []}']) {
     t.same(parse(text), [], JSON.stringify(text));
+  }
+  for (const text of ['', '\n', '# only a comment\n', 'null', '~', '---\n']) {
+    t.throws(() => parse(text), RevocationFileError, `${JSON.stringify(text)} is refused`);
   }
 });
 
