@@ -2,7 +2,8 @@
 // a temp dir. A calls B over HTTP and over a WebSocket whose every frame is signed by sidecar A
 // and verified by sidecar B; then impostors try B directly (a self-signed certificate, an
 // untrusted CA, and a workload of the trust domain injecting a forged signed message) and are
-// refused. Prints a summary and exits 0 only if every step behaved as it should.
+// refused. Delegation (alice → A → B via the broker) and the kill switch (alice revoked at B,
+// then lifted) are shown too. Prints a summary and exits 0 only if every step behaved as it should.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -206,6 +207,20 @@ export async function runDemo(_args: string[]): Promise<number> {
         escalation.body.detail === 'invalid_scope' &&
         !tool.lines.some((l) => l.msg === 'request'),
       detail: `B's sidecar answered B with ${escalation?.status} ${JSON.stringify(escalation?.body ?? null)}; the tool received ${tool.lines.filter((l) => l.msg === 'request').length} requests`,
+    });
+
+    // The kill switch: alice's delegation is revoked at sidecar B's admin API (as `sigil revoke
+    // --admin ... --user alice` does); her calls stop at once, A's own calls go on; then lifted.
+    const adminB = `http://${sidecarB.ready.admin as string}/v1/revocations`;
+    const revoked = (await (await fetch(adminB, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'user', value: 'alice', reason: 'demo' }) })).json()) as { revocation?: { id: string } };
+    const asRevoked = await plainGet(outboundA, 'agent-b', '/reports/q3', alice);
+    const stillA = await plainGet(outboundA, 'agent-b', '/hello');
+    const liftedStatus = revoked.revocation ? (await fetch(`${adminB}/${revoked.revocation.id}`, { method: 'DELETE' })).status : 0;
+    const afterLift = await plainGet(outboundA, 'agent-b', '/reports/q3', alice);
+    steps.push({
+      name: 'kill switch: user alice revoked at sidecar B — her chain is refused, A\'s own calls go on, lifting restores it',
+      ok: asRevoked.status === 403 && (asRevoked.body as { reason?: string } | undefined)?.reason === 'revoked' && stillA.status === 200 && liftedStatus === 200 && afterLift.status === 200,
+      detail: `alice's call: ${asRevoked.status} ${JSON.stringify(asRevoked.body)}; A alone: ${stillA.status}; after the lift: ${afterLift.status}`,
     });
 
     const selfSigned = await selfSignedSvid(ID_A);
