@@ -279,7 +279,9 @@ export class Sidecar {
       this.delegation?.verifier.clearCache();
       this.delegation?.exchange?.clearCache();
     }
-    const entry = revocations.check(request);
+    // Our own agent revoked: nothing is done on its behalf or delivered to it any more.
+    const own = this.identity.current()?.svid.id;
+    const entry = revocations.check(request) ?? (own && revocations.set.size > 0 ? revocations.agent(own) : undefined);
     const base = { allowed: false, policies: [], wouldDeny: false, policyVersion: this.policy.current().version, request };
     if (entry) return { ...base, reason: 'revoked', revocation: { kind: entry.kind, id: entry.id } };
     if (request.action === 'connect' && revocations.stale()) return { ...base, reason: 'revocation_stale' };
@@ -303,7 +305,11 @@ export class Sidecar {
     const m = this.metrics;
     return new Revocations(settings, {
       identity: () => this.identity.current(),
-      authorize: (signer, record, subject) => this.decide(revocationIssueRequest(signer, record, subject, this.revocations)),
+      // Who may revoke is never relaxed by dry-run: a would-deny is a deny here.
+      authorize: (signer, record, subject) => {
+        const decision = this.decide(revocationIssueRequest(signer, record, subject));
+        return decision.wouldDeny ? { ...decision, allowed: false } : decision;
+      },
       auditRejection: (rej) =>
         this.audit?.recordBusRejection({
           subject: rej.subject,
@@ -423,9 +429,9 @@ function readCaFile(path: string, key = 'bus.nats.tls.ca'): string {
   }
 }
 
-/** `revocation.issue`: may this signer publish this record? (the lifted entry's kind when known) */
-function revocationIssueRequest(signer: SpiffeId, record: RevocationRecord, subject: string, revocations: Revocations): AuthzRequest {
-  const kind = record.op === 'revoke' ? record.entry.kind : (revocations.set.get(record.id)?.kind ?? '');
+/** `revocation.issue`: may this signer publish this record? */
+function revocationIssueRequest(signer: SpiffeId, record: RevocationRecord, subject: string): AuthzRequest {
+  const kind = record.op === 'revoke' ? record.entry.kind : record.kind;
   return { action: 'revocation.issue', direction: 'inbound', principal: signer, resource: { type: 'Topic', subject }, peer: signer, revocation: { op: record.op, kind } };
 }
 

@@ -93,7 +93,7 @@ export class AdminServer {
           if (body === undefined) return json(res, 400, { error: 'revocation_invalid', detail: `body must be a JSON object of at most ${MAX_BODY_BYTES} bytes` });
           // `by` names the operator for the audit trail; everything else describes the entry.
           const { by, ...fields } = body;
-          if (by !== undefined && (typeof by !== 'string' || by === '' || by.length > 128)) return json(res, 400, { error: 'revocation_invalid', detail: 'by: must be text of 1-128 characters' });
+          if (by !== undefined && !validBy(by)) return json(res, 400, { error: 'revocation_invalid', detail: 'by: must be text of 1-128 characters' });
           revocations.revoke(fields, typeof by === 'string' ? by : 'admin').then(
             (outcome) => json(res, 201, { revocation: entryToJson(outcome.entry), propagated: outcome.propagated }),
             refused,
@@ -105,10 +105,17 @@ export class AdminServer {
     if (path.startsWith('/v1/revocations/') && req.method === 'DELETE') {
       req.resume();
       const by = new URL(req.url ?? '/', 'http://admin').searchParams.get('by') ?? 'admin';
-      return void revocations.lift(id, by.slice(0, 128)).then((outcome) => json(res, 200, { lifted: entryToJson(outcome.entry), propagated: outcome.propagated }), refused);
+      if (!validBy(by)) return json(res, 400, { error: 'revocation_invalid', detail: 'by: must be text of 1-128 characters' });
+      return void revocations.lift(id, by).then((outcome) => json(res, 200, { lifted: entryToJson(outcome.entry), propagated: outcome.propagated }), refused);
     }
     return json(res, 405, { error: 'method_not_allowed' });
   }
+}
+
+/** `by` names an operator: short text without control characters. */
+function validBy(by: unknown): by is string {
+  // eslint-disable-next-line no-control-regex
+  return typeof by === 'string' && by.length > 0 && by.length <= 128 && !/[\u0000-\u001f\u007f]/.test(by);
 }
 
 /** A JSON object body; undefined when too large or not an object; rejects when not JSON. */

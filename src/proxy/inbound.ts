@@ -18,7 +18,7 @@ import { DELEGATION_HEADER, forwardableRequestHeaders, setIdentityHeaders, strip
 import { tlsFailureReason, type HandshakeObservation, callObservation, type CallOutcome, beginCall, forwardResponseHeaders, frameBufferedBody, guardUpgradeSocket, httpContext, listen, needsBufferedBody, onClientError, nonCanonicalTarget } from './http-common.js';
 import { answerRefusal, asksForToolsList, authorizeCalls, filterContext, inspectWebSocketText, memoAllowed, readRequestBody, respondFiltered, sendJson } from './jsonrpc-http.js';
 import type { AllowedTool, FilterContext, JsonRpcParse } from './jsonrpc.js';
-import { errorBody, sendError, sendRawError } from './responses.js';
+import { denialBody, errorBody, sendError, sendRawError } from './responses.js';
 import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
 import { delegationHeader, type DelegationGate, type GrantedDelegation } from '../delegation/gate.js';
 import { farSideHeaders, farTarget, openWebSocket, relayWebSocket, websocketContext, type MessageVerdict, type RelayedMessage } from './websocket.js';
@@ -284,7 +284,7 @@ export class InboundProxy {
     if (outcome) outcome.decision = decision ?? state?.connect;
     if (decision?.allowed) return true;
     const d = this.logDenied(req, decision ?? state?.connect);
-    sendError(res, 403, errorBody(403, d.reason, { policies: d.policies }));
+    sendError(res, 403, denialBody(d));
     return false;
   }
 
@@ -344,7 +344,7 @@ export class InboundProxy {
     if (admitted !== 'admitted') {
       const d = this.logDenied(req, admitted.decision);
       // A connection refused at connect time is closed after the answer; a per-request deny keeps it.
-      sendError(res, 403, errorBody(403, d.reason, { policies: d.policies }), d.action !== 'http');
+      sendError(res, 403, denialBody(d), d.action !== 'http');
       return;
     }
     this.forward(req, res, meta, decidedUnder).catch((err: Error) => {
@@ -487,7 +487,7 @@ export class InboundProxy {
     }
     if (admitted !== 'admitted') {
       const d = this.logDenied(req, admitted.decision);
-      sendRawError(socket, 403, errorBody(403, d.reason, { policies: d.policies }));
+      sendRawError(socket, 403, denialBody(d));
       return record(403);
     }
     const tlsSocket = req.socket as TLSSocket;
@@ -583,8 +583,13 @@ export class InboundProxy {
   }
 
   /** Logs a refusal; a refusal without a decision is an unexpected state and fails closed. */
-  private logDenied(req: IncomingMessage, decision: Decision | undefined): { reason: ReasonCode; policies: string[]; action?: string } {
-    const refusal = { reason: decision?.reason ?? 'internal_error', policies: decision?.policies ?? [], action: decision?.request.action };
+  private logDenied(req: IncomingMessage, decision: Decision | undefined): { reason: ReasonCode; policies: string[]; action?: string; revocation?: { kind: string; id: string } } {
+    const refusal = {
+      reason: decision?.reason ?? 'internal_error',
+      policies: decision?.policies ?? [],
+      action: decision?.request.action,
+      ...(decision?.revocation ? { revocation: decision.revocation } : {}),
+    };
     this.options.logger.info('inbound request denied', {
       reason: refusal.reason,
       action: refusal.action,

@@ -18,7 +18,7 @@ import { type HandshakeObservation, callObservation, type CallOutcome, beginCall
 import { OutboundError, PeerAgent } from './peer-agent.js';
 import { authorizeCalls, inspectWebSocketText, readRequestBody, REQUEST_REF_HEADER, sendJson } from './jsonrpc-http.js';
 import type { JsonRpcCall } from './jsonrpc.js';
-import { errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
+import { denialBody, errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
 import { RouteTable, type Route } from './routes.js';
 import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
 import { ExchangeError, type ExchangeClient } from '../delegation/exchange-client.js';
@@ -410,7 +410,7 @@ export class OutboundProxy {
     this.options.logger.info('outbound request refused', { reason: err.code, route: route?.host, detail: err.detail ?? err.message });
     switch (err.code) {
       case 'policy_denied':
-        return [403, errorBody(403, err.decision?.reason ?? 'policy_denied', { policies: err.decision?.policies ?? [] })];
+        return [403, err.decision ? denialBody(err.decision) : errorBody(403, 'policy_denied', { policies: [] })];
       case 'svid_unavailable':
         return [503, errorBody(503, 'svid_unavailable', { detail: err.message })];
       default:

@@ -9,6 +9,8 @@ export interface ErrorBody {
   reason: ReasonCode;
   policies?: string[];
   detail?: string;
+  /** With reason `revoked`: the kind and id of the revocation entry (never the revoked value). */
+  revocation?: { kind: string; id: string };
 }
 
 const ERROR_NAMES: Record<number, string> = {
@@ -26,6 +28,11 @@ const ERROR_NAMES: Record<number, string> = {
 
 export function errorBody(status: number, reason: ReasonCode, extra: Omit<ErrorBody, 'error' | 'reason'> = {}): ErrorBody {
   return { error: ERROR_NAMES[status] ?? 'error', reason, ...extra };
+}
+
+/** The 403 body for a denied decision: reason, deciding policies, and the revocation if any. */
+export function denialBody(decision: { reason: ReasonCode; policies: string[]; revocation?: { kind: string; id: string } }): ErrorBody {
+  return errorBody(403, decision.reason, { policies: decision.policies, ...(decision.revocation ? { revocation: decision.revocation } : {}) });
 }
 
 export function sendError(res: ServerResponse, status: number, body: ErrorBody, close = false): void {

@@ -70,6 +70,12 @@ export class RevocationFileSource {
   }
 }
 
+function defaultRevokedAt(item: unknown, now: number): number {
+  const raw = typeof item === 'object' && item !== null ? (item as Record<string, unknown>)['expiresAt'] : undefined;
+  const expiresAt = typeof raw === 'number' ? raw : typeof raw === 'string' ? Date.parse(raw) : NaN;
+  return Number.isFinite(expiresAt) && expiresAt <= now ? expiresAt - 1 : now;
+}
+
 /**
  * `{ revocations: [ {kind, value, reason?, expiresAt?, id?} ] }` or the bare list. An entry
  * without an id gets one derived from its kind and value, so it keeps its id across reloads.
@@ -91,7 +97,9 @@ export function parseRevocationFile(text: string, path: string, now: number): Re
     try {
       // Without an id, one derived from the normalized kind and value: stable across reloads,
       // and the same for two spellings of one SVID.
-      const entry = parseRevocationEntry(item, { id: 'file-pending', revokedBy: `file:${path}`, now });
+      // revokedAt defaults to the read time, except for an entry whose expiresAt has passed:
+      // that one is valid and simply no longer applies (it must not break the whole file).
+      const entry = parseRevocationEntry(item, { id: 'file-pending', revokedBy: `file:${path}`, now: defaultRevokedAt(item, now) });
       const given = (item as Record<string, unknown>)['id'];
       if (given === undefined) entry.id = `file-${createHash('sha256').update(`${entry.kind}\u0000${entry.value}`).digest('hex').slice(0, 32)}`;
       return entry;

@@ -8,15 +8,16 @@
 // and a lift is terminal (see RevocationSet).
 import type { BundleSet, SpiffeId } from '../spiffe/index.js';
 import { EnvelopeError, type EnvelopeSigner, type EnvelopeVerifier, type SignerInfo } from '../bus/envelope/index.js';
-import { entryToJson, isEntryId, parseRevocationEntry, RevocationInputError, type RevocationEntry } from './entry.js';
+import { entryToJson, isEntryId, parseRevocationEntry, REVOCATION_KINDS, RevocationInputError, type RevocationEntry, type RevocationKind } from './entry.js';
 
 export type RevocationRecord =
   | { op: 'revoke'; entry: RevocationEntry }
-  | { op: 'lift'; id: string; liftedBy: string; liftedAt: number };
+  | { op: 'lift'; id: string; kind: RevocationKind; liftedBy: string; liftedAt: number };
 
 export const RECORD_VERSION = 1;
 
-export type RecordErrorCode = 'record_malformed' | 'record_subject_mismatch' | 'record_from_future' | EnvelopeError['code'];
+/** Reason codes from the closed set (src/authz/reasons.ts); `detail` says more. */
+export type RecordErrorCode = 'envelope_malformed' | 'subject_mismatch' | 'envelope_expired' | EnvelopeError['code'];
 
 export class RecordError extends Error {
   constructor(
@@ -44,7 +45,7 @@ function recordId(record: RevocationRecord): string {
 export function recordData(record: RevocationRecord): unknown {
   return record.op === 'revoke'
     ? { v: RECORD_VERSION, op: 'revoke', entry: entryToJson(record.entry) }
-    : { v: RECORD_VERSION, op: 'lift', id: record.id, liftedBy: record.liftedBy, liftedAt: new Date(record.liftedAt).toISOString() };
+    : { v: RECORD_VERSION, op: 'lift', id: record.id, kind: record.kind, liftedBy: record.liftedBy, liftedAt: new Date(record.liftedAt).toISOString() };
 }
 
 export function signRecord(signer: EnvelopeSigner, prefix: string, record: RevocationRecord, nowMs = Date.now()): { subject: string; jws: string } {
@@ -75,7 +76,7 @@ export interface VerifiedRecord {
 export function verifyRecord(jws: string, ctx: VerifyRecordContext): VerifiedRecord {
   const now = ctx.nowMs ?? Date.now();
   const iat = peekIat(jws);
-  if (iat * 1000 > now + ctx.leewayMs) throw new RecordError('record_from_future', 'iat_in_future', `record iat ${iat} is in the future`);
+  if (iat * 1000 > now + ctx.leewayMs) throw new RecordError('envelope_expired', 'iat_in_future', `record iat ${iat} is in the future`);
   let verified;
   try {
     verified = ctx.verifier.verify(jws, { bundles: ctx.bundles, nowMs: iat * 1000, isRevoked: ctx.isRevoked });
@@ -84,11 +85,11 @@ export function verifyRecord(jws: string, ctx: VerifyRecordContext): VerifiedRec
     throw err;
   }
   if (verified.subject !== ctx.subject) {
-    throw new RecordError('record_subject_mismatch', 'subject', `signed for ${JSON.stringify(verified.subject)}, arrived on ${JSON.stringify(ctx.subject)}`);
+    throw new RecordError('subject_mismatch', 'subject', `signed for ${JSON.stringify(verified.subject)}, arrived on ${JSON.stringify(ctx.subject)}`);
   }
   const record = parseRecordData(verified.data, verified.signer.id.toString(), now);
   if (recordSubject(ctx.prefix, record) !== ctx.subject) {
-    throw new RecordError('record_subject_mismatch', 'id', `${record.op} record for ${recordId(record)} arrived on ${JSON.stringify(ctx.subject)}`);
+    throw new RecordError('subject_mismatch', 'id', `${record.op} record for ${recordId(record)} arrived on ${JSON.stringify(ctx.subject)}`);
   }
   return { record, signer: verified.signer.id, iat };
 }
@@ -101,24 +102,36 @@ export function parseRecordData(data: unknown, signer: string, now: number): Rev
   if (o['op'] === 'revoke') {
     onlyKeys(o, ['v', 'op', 'entry']);
     try {
-      return { op: 'revoke', entry: parseRevocationEntry(o['entry'], { id: '', revokedBy: signer, now }) };
+      const entry = parseRevocationEntry(o['entry'], { id: '', revokedBy: signer, now });
+      if (isLocalId(entry.id)) throw malformed('entry.id', 'ids starting with "file-" belong to a sidecar\'s own revocation file');
+      return { op: 'revoke', entry };
     } catch (err) {
       if (err instanceof RevocationInputError) throw malformed(`entry.${err.field}`, err.message);
       throw err;
     }
   }
   if (o['op'] === 'lift') {
-    onlyKeys(o, ['v', 'op', 'id', 'liftedBy', 'liftedAt']);
+    onlyKeys(o, ['v', 'op', 'id', 'kind', 'liftedBy', 'liftedAt']);
     const id = o['id'];
     if (typeof id !== 'string' || !isEntryId(id)) throw malformed('id', 'lift record needs a valid entry id');
+    if (isLocalId(id)) throw malformed('id', 'entries from a sidecar\'s revocation file cannot be lifted remotely');
+    // The kind travels with the lift so every receiver — also one that never saw the entry —
+    // authorizes the lift the same way (a policy may allow lifting some kinds only).
+    const kind = o['kind'];
+    if (typeof kind !== 'string' || !(REVOCATION_KINDS as readonly string[]).includes(kind)) throw malformed('kind', `must be one of ${REVOCATION_KINDS.join(', ')}`);
     const liftedBy = o['liftedBy'];
     // eslint-disable-next-line no-control-regex
     if (typeof liftedBy !== 'string' || liftedBy === '' || liftedBy.length > 512 || /[\u0000-\u001f\u007f]/.test(liftedBy)) throw malformed('liftedBy', 'must be non-empty text');
     const liftedAt = typeof o['liftedAt'] === 'string' ? Date.parse(o['liftedAt']) : NaN;
     if (!Number.isFinite(liftedAt)) throw malformed('liftedAt', 'must be an ISO 8601 time');
-    return { op: 'lift', id, liftedBy, liftedAt };
+    return { op: 'lift', id, kind: kind as RevocationKind, liftedBy, liftedAt };
   }
   throw malformed('op', 'op must be "revoke" or "lift"');
+}
+
+/** Ids the file source derives; they never travel in records. */
+function isLocalId(id: string): boolean {
+  return id.startsWith('file-');
 }
 
 function onlyKeys(o: Record<string, unknown>, allowed: string[]): void {
@@ -141,5 +154,5 @@ function peekIat(jws: string): number {
 }
 
 function malformed(detail: string, message: string): RecordError {
-  return new RecordError('record_malformed', detail, message);
+  return new RecordError('envelope_malformed', `record_${detail}`, message);
 }

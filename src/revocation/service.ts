@@ -67,6 +67,7 @@ export interface RevokeOutcome {
 }
 
 const RETRY_MS = 1_000;
+const PUBLISHED_MEMORY = 10_000;
 
 export class Revocations {
   readonly set = new RevocationSet();
@@ -218,7 +219,7 @@ export class Revocations {
     if (!entry || this.fileIds.has(id)) {
       throw new RevocationRefusedError('not_found', this.fileIds.has(id) ? `${id} comes from revocation.file; remove it there` : `no revocation in force with id ${id}`);
     }
-    const record: RevocationRecord = { op: 'lift', id, liftedBy: by, liftedAt: Date.now() };
+    const record: RevocationRecord = { op: 'lift', id, kind: entry.kind, liftedBy: by, liftedAt: Date.now() };
     this.authorizeOwn(record);
     this.apply(record, 'admin');
     return { entry, propagated: await this.publish(record) };
@@ -258,6 +259,8 @@ export class Revocations {
     const own = this.deps.identity();
     if (!own) return false;
     const signed = signRecord(createEnvelopeSigner(own.svid), this.settings.nats.subject, record);
+    // Bounded: an echo older than this many records is handled as a duplicate (harmless).
+    if (this.published.size >= PUBLISHED_MEMORY) this.published.clear();
     this.published.add(signed.jws);
     try {
       await this.feed.publish(signed.subject, signed.jws);
@@ -310,7 +313,7 @@ export class Revocations {
         isRevoked: (signer: SignerInfo) => this.svid(signer.serial, signer.fingerprint256) !== undefined || this.set.agent(signer.id, Date.now()) !== undefined,
       });
     } catch (err) {
-      const e = err instanceof RecordError ? err : new RecordError('record_malformed', 'internal_error', (err as Error).message);
+      const e = err instanceof RecordError ? err : new RecordError('envelope_malformed', 'internal_error', (err as Error).message);
       return this.reject(subject, e.code, e.detail);
     }
     // The decision is audited where it is made (decide); only the refusal is counted here.
@@ -348,7 +351,9 @@ export class Revocations {
     const entry = record.entry;
     const cut = this.registry.cut(entry, this.set, now);
     for (const kind of ['connection', 'websocket', 'subscription'] as const) if (cut[kind] > 0) this.deps.observeCut?.(kind, cut[kind]);
-    this.deps.logger.warn('revoked', { id: entry.id, kind: entry.kind, value: entry.kind === 'token' ? undefined : entry.value, by: entry.revokedBy, source, cut });
+    // A user's sub and a token id stay out of the logs (they are in the audit trail's scope).
+    const value = entry.kind === 'user' || entry.kind === 'token' ? undefined : entry.value;
+    this.deps.logger.warn('revoked', { id: entry.id, kind: entry.kind, value, by: entry.revokedBy, source, cut });
     this.deps.observeApplied?.(source, 'applied');
     this.deps.onAdded?.(entry);
     return 'applied';

@@ -37,6 +37,8 @@ export interface AuditLine {
   delegation?: { sub: string; actors: string[]; depth: number; scope: string[]; task: string; jti?: string };
   /** A bus message refused before policy: why, in a bounded detail string. */
   bus?: { detail: string };
+  /** With reason `revoked`: the revocation entry that refused the call. */
+  revocation?: { kind: string; id: string };
 }
 
 /** A bus message refused before any policy decision (signature, chain, claims, replay). */
@@ -115,6 +117,7 @@ export function auditLine(decision: Decision, meta: CallMeta | undefined, time: 
     http: http && { method: http.method, path: q === -1 ? http.path : http.path.slice(0, q), host: http.host },
     jsonrpc: req.jsonrpc && { method: req.jsonrpc.method, tool: req.jsonrpc.tool },
     delegation: d && { sub: d.sub, actors: d.actors, depth: d.depth, scope: d.scope, task: d.task, jti: d.jti },
+    revocation: decision.revocation && { kind: decision.revocation.kind, id: decision.revocation.id },
   };
 }
 

@@ -304,7 +304,7 @@ export class RevocationMetrics {
     });
     this.age = new Gauge({
       name: 'sigil_revocation_list_age_seconds',
-      help: 'Seconds since every revocation source last confirmed the list is current (absent without sources).',
+      help: 'Seconds since every revocation source last confirmed the list is current (0 without sources).',
       registers,
     });
     this.entries = new Gauge({

@@ -236,6 +236,8 @@ t.test('the admin API refuses bad input with the field named, and unknown ids', 
   const notJson = await fetch(`http://${b.admin}/v1/revocations`, { method: 'POST', body: '{nope' });
   t.equal(notJson.status, 400, 'a body that is not JSON');
   t.equal((await lift('0000000000000000')).status, 404, 'lifting an unknown id');
+  const badBy = await admin('/v1/revocations/0000000000000000?by=', { method: 'DELETE' });
+  t.match(badBy, { status: 400, json: { error: 'revocation_invalid', detail: /^by: / } }, 'an empty ?by= is refused');
   const good = await revoke({ kind: 'task', value: 'expiring', expiresAt: new Date(Date.now() + 60_000).toISOString(), by: 'oncall' });
   t.equal(good.status, 201, 'positive control: a valid entry is accepted');
   t.match(good.json.revocation, { kind: 'task', value: 'expiring', revokedBy: 'oncall' });

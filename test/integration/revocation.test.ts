@@ -46,6 +46,7 @@ async function suite(natsBinary: string): Promise<void> {
   let td: TrustDomainFixture;
   let nats: RunningNats;
   const sidecars: Record<'a' | 'b' | 'c', RunningSigil> = {} as never;
+  let dry: RunningSigil;
   const configs: Record<'a' | 'b' | 'c', string> = {} as never;
   let auditB: string;
   let leafA: Issued;
@@ -90,6 +91,9 @@ async function suite(natsBinary: string): Promise<void> {
       },
     });
     sidecars.a = await runSigil(t, configs['a']);
+    // A sidecar whose policy is in dry-run: who may revoke is still enforced there.
+    await writeFile(join(dir, 'policy-dry.cedar'), POLICY);
+    dry = await runSigil(t, await sidecarYaml('dry', 'spiffe://example.org/agent/dry', { inbound: { listen: '127.0.0.1:0', upstream: appC.url }, policy: { cedar: './policy-dry.cedar', mode: 'dry-run' } }));
     leafA = await td.leaf(ID_A);
     leafD = await td.leaf(ID_D);
     const evilLeaf = await td.leaf(ID_EVIL);
@@ -115,6 +119,9 @@ async function suite(natsBinary: string): Promise<void> {
     const first = await viaA('agent-b');
     t.equal(first.gotHttpResponse && first.status, 200, 'positive control: A → B works before the revocation');
     const stream: WsClient = await openWs(`ws://${sidecars.a.outbound}/chat`, { headers: { host: 'agent-b' } });
+    const busA: WsClient = await openWs(`ws://${String(sidecars.a.ready.bus)}/bus`);
+    busA.ws.send(JSON.stringify({ op: 'subscribe', id: 's', subject: 'news.>' }));
+    t.equal(JSON.parse((await busA.next()).data.toString()).op, 'subscribed', 'positive control: agent A subscribes on its local bus');
     t.equal((await stream.roundTrip('hello')).data.toString(), 'hello', 'positive control: A\'s WebSocket stream to B echoes');
     t.ok((await adminStatus(sidecars.b)).connections.inbound >= 1, 'B holds A\'s kept-alive mTLS connection(s)');
     for (const s of [sidecars.a, sidecars.b, sidecars.c]) {
@@ -138,6 +145,7 @@ async function suite(natsBinary: string): Promise<void> {
       const r = await callAs(sidecars[name], leafA);
       t.equal(r.gotHttpResponse && r.status, 403, `${name} refuses A`);
       t.equal(r.gotHttpResponse && r.json?.reason, 'revoked', `${name}: reason revoked`);
+      t.same(r.gotHttpResponse && r.json?.revocation, { kind: 'agent', id }, `${name}: the body names the entry kind and id`);
       const d = await callAs(sidecars[name], leafD);
       t.equal(d.gotHttpResponse && d.status, 200, `positive control: ${name} still serves d`);
     }
@@ -148,6 +156,7 @@ async function suite(natsBinary: string): Promise<void> {
 
     const closed = await stream.closeWithin(1_000);
     t.same(closed, { code: 1008, reason: 'revoked' }, 'A\'s WebSocket stream was closed with 1008 revoked');
+    t.same(await busA.closeWithin(1_000), { code: 1008, reason: 'revoked' }, 'A\'s local bus subscriptions were cancelled (1008 revoked)');
     await waitUntil(async () => (await adminStatus(sidecars.b)).connections.inbound === 0, 1_000, 20);
     t.pass('B cut the kept-alive mTLS connection from A\'s sidecar');
     const cuts = metricSum(await metrics(sidecars.b), 'sigil_revocation_cuts_total');
@@ -208,6 +217,7 @@ async function suite(natsBinary: string): Promise<void> {
     t.equal(r.gotHttpResponse && r.status, 200, 'd is still served: neither record was applied');
     t.notOk(await listed(sidecars.b, 'forged-0001'), 'the unauthorized signer\'s record is not in b\'s list');
     t.notOk(await listed(sidecars.b, 'tamper-0001'), 'the tampered record is not in b\'s list');
+    t.notOk(await listed(dry, 'forged-0001'), 'a sidecar in dry-run refuses the unauthorized signer too');
     const audit = await auditLines(auditB, (l) => l.action === 'revocation.issue', 3_000);
     t.ok(audit.some((l) => l.action === 'revocation.issue' && l.reason === 'policy_denied' && l.source === ID_EVIL), 'b audited the unauthorized signer');
     t.ok(audit.some((l) => l.action === 'revocation.issue' && l.reason === 'signature_invalid'), 'b audited the tampered record');
@@ -216,6 +226,8 @@ async function suite(natsBinary: string): Promise<void> {
     const made = await revoke(sidecars.c, { kind: 'agent', value: ID_D, reason: 'drill' });
     const id = made.json.revocation.id as string;
     await waitUntil(() => listed(sidecars.b, id), 2_000, 10);
+    await waitUntil(() => listed(dry, id), 2_000, 10);
+    t.pass('positive control: the dry-run sidecar applies the authorized record');
     const refused = await callAs(sidecars.b, leafD);
     t.equal(refused.gotHttpResponse && refused.status, 403, 'positive control: c\'s genuine revocation of d is enforced at b');
     const lifted = await admin(sidecars.c, `/v1/revocations/${id}`, { method: 'DELETE' });

@@ -89,6 +89,13 @@ t.test('an explicitly empty list is no entries; an empty file is refused (a writ
   }
 });
 
+t.test('an entry whose expiresAt has passed (and no revokedAt) is valid: it just no longer applies', async (t) => {
+  const [e] = parse(`- {kind: task, value: old, expiresAt: 2020-01-01T00:00:00Z}\n`);
+  t.ok(e!.expiresAt! < NOW && e!.revokedAt < e!.expiresAt!, 'parsed, with a revocation time before its expiry');
+  const [f] = parse(`- {kind: task, value: new, expiresAt: 2099-01-01T00:00:00Z}\n`);
+  t.equal(f!.revokedAt, NOW, 'positive control: an entry still in force is dated at the read time');
+});
+
 t.test('unknown top-level keys and other shapes are refused', async (t) => {
   for (const text of [
     'revocation:\n  - {kind: task, value: a}\n',
@@ -125,7 +132,7 @@ t.test('invalid entries name revocations[i].field', async (t) => {
     ['control character', `- {kind: user, value: "a\\u0007b"}\n`, /revocations\[0\]\.value: /],
     ['bad id', `- {id: short, kind: task, value: a}\n`, /revocations\[0\]\.id: must be 8-64 characters/],
     ['id not a string', `- {id: 123456789, kind: task, value: a}\n`, /revocations\[0\]\.id: /],
-    ['expiry before the revocation', `- {kind: task, value: a, expiresAt: 2020-01-01T00:00:00Z}\n`, /revocations\[0\]\.expiresAt: must be after the revocation time$/],
+    ['expiry before the revocation', `- {kind: task, value: a, revokedAt: 2021-01-01T00:00:00Z, expiresAt: 2020-01-01T00:00:00Z}\n`, /revocations\[0\]\.expiresAt: must be after the revocation time$/],
     ['bad time', `- {kind: task, value: a, expiresAt: next tuesday}\n`, /revocations\[0\]\.expiresAt: /],
     ['not an object', `- {kind: task, value: a}\n- just a string\n`, /revocations\[1\]\.entry: must be an object$/],
     ['a list item', `- [kind, task]\n`, /revocations\[0\]\.entry: must be an object$/],

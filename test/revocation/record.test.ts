@@ -88,7 +88,7 @@ t.test('revoke: sign, then verify round trip', async (t) => {
 });
 
 t.test('lift: sign, then verify round trip', async (t) => {
-  const record: RevocationRecord = { op: 'lift', id: 'lift-target-01', liftedBy: 'admin:bob', liftedAt: NOW };
+  const record: RevocationRecord = { op: 'lift', id: 'lift-target-01', kind: 'task', liftedBy: 'admin:bob', liftedAt: NOW };
   const signed = signRecord(signer, PREFIX, record, NOW);
   t.equal(signed.subject, `${PREFIX}.lift-target-01.lift`, 'subject: <prefix>.<id>.<op>');
   const v = verifyRecord(signed.jws, ctx(signed.subject));
@@ -99,20 +99,20 @@ t.test('lift: sign, then verify round trip', async (t) => {
 t.test('records are published on <prefix>.<id>.<op>', async (t) => {
   const e = entry();
   const revoke = signRecord(signer, PREFIX, { op: 'revoke', entry: e }, NOW);
-  const lift = signRecord(signer, PREFIX, { op: 'lift', id: e.id, liftedBy: 'admin', liftedAt: NOW }, NOW);
+  const lift = signRecord(signer, PREFIX, { op: 'lift', id: e.id, kind: 'task', liftedBy: 'admin', liftedAt: NOW }, NOW);
   t.equal(revoke.subject, `${PREFIX}.${e.id}.revoke`);
   t.equal(lift.subject, `${PREFIX}.${e.id}.lift`);
   t.not(revoke.subject, lift.subject, 'a lift does not replace its revoke in a max-1-per-subject stream');
   t.equal(outcome(revoke.jws, ctx(revoke.subject)), 'ok', 'positive control');
   t.equal(outcome(lift.jws, ctx(lift.subject)), 'ok', 'positive control');
   // A record arriving on the subject of the other op is refused.
-  t.equal(outcome(revoke.jws, ctx(lift.subject)), 'record_subject_mismatch/subject', 'a revoke replayed on the lift subject');
-  t.equal(outcome(lift.jws, ctx(revoke.subject)), 'record_subject_mismatch/subject', 'a lift replayed on the revoke subject');
+  t.equal(outcome(revoke.jws, ctx(lift.subject)), 'subject_mismatch/subject', 'a revoke replayed on the lift subject');
+  t.equal(outcome(lift.jws, ctx(revoke.subject)), 'subject_mismatch/subject', 'a lift replayed on the revoke subject');
   // Signed for the other op's subject: the signature covers the subject, the op does not fit it.
   const revokeOnLift = signer.sign({ subject: lift.subject, data: recordData({ op: 'revoke', entry: e }) }, NOW).jws;
-  t.equal(outcome(revokeOnLift, ctx(lift.subject)), 'record_subject_mismatch/id', 'a revoke signed for the lift subject');
-  const liftOnRevoke = signer.sign({ subject: revoke.subject, data: recordData({ op: 'lift', id: e.id, liftedBy: 'x', liftedAt: NOW }) }, NOW).jws;
-  t.equal(outcome(liftOnRevoke, ctx(revoke.subject)), 'record_subject_mismatch/id', 'a lift signed for the revoke subject');
+  t.equal(outcome(revokeOnLift, ctx(lift.subject)), 'subject_mismatch/id', 'a revoke signed for the lift subject');
+  const liftOnRevoke = signer.sign({ subject: revoke.subject, data: recordData({ op: 'lift', id: e.id, kind: 'task', liftedBy: 'x', liftedAt: NOW }) }, NOW).jws;
+  t.equal(outcome(liftOnRevoke, ctx(revoke.subject)), 'subject_mismatch/id', 'a lift signed for the revoke subject');
 });
 
 t.test('verification is as of iat: a record outlives its signer SVID', async (t) => {
@@ -141,7 +141,7 @@ t.test('a record backdated before its signer SVID was valid is refused', async (
 t.test('a record from the future is refused', async (t) => {
   const e = entry();
   const far = signRecord(signer, PREFIX, { op: 'revoke', entry: e }, NOW + 60_000);
-  t.equal(outcome(far.jws, ctx(far.subject)), 'record_from_future/iat_in_future');
+  t.equal(outcome(far.jws, ctx(far.subject)), 'envelope_expired/iat_in_future');
   t.equal(outcome(far.jws, ctx(far.subject, { leewayMs: 120_000 })), 'ok', 'within a larger leeway');
   const near = signRecord(signer, PREFIX, { op: 'revoke', entry: e }, NOW + 3_000);
   t.equal(outcome(near.jws, ctx(near.subject)), 'ok', 'positive control: within the leeway');
@@ -181,8 +181,8 @@ t.test('a record arriving on another subject than it was signed for is refused',
   const b = entry();
   const signedA = signRecord(signer, PREFIX, { op: 'revoke', entry: a }, NOW);
   const subjectB = subjectOf({ op: 'revoke', entry: b });
-  t.equal(outcome(signedA.jws, ctx(subjectB)), 'record_subject_mismatch/subject');
-  t.equal(outcome(signedA.jws, ctx(`other.prefix.${a.id}`)), 'record_subject_mismatch/subject');
+  t.equal(outcome(signedA.jws, ctx(subjectB)), 'subject_mismatch/subject');
+  t.equal(outcome(signedA.jws, ctx(`other.prefix.${a.id}`)), 'subject_mismatch/subject');
   t.equal(outcome(signedA.jws, ctx(signedA.subject)), 'ok', 'positive control');
 });
 
@@ -193,12 +193,12 @@ t.test('a record whose id does not match its subject is refused', async (t) => {
   const subjectB = subjectOf({ op: 'revoke', entry: b });
   // Signed directly with the envelope signer: a revoke for A, on (and signed for) B's subject.
   const mismatched = signer.sign({ subject: subjectB, data: recordData({ op: 'revoke', entry: a }) }, NOW).jws;
-  t.equal(outcome(mismatched, ctx(subjectB)), 'record_subject_mismatch/id');
-  const lift = signer.sign({ subject: subjectB, data: recordData({ op: 'lift', id: a.id, liftedBy: 'x', liftedAt: NOW }) }, NOW).jws;
-  t.equal(outcome(lift, ctx(subjectB)), 'record_subject_mismatch/id', 'a lift for A on B’s subject');
+  t.equal(outcome(mismatched, ctx(subjectB)), 'subject_mismatch/id');
+  const lift = signer.sign({ subject: subjectB, data: recordData({ op: 'lift', id: a.id, kind: 'task', liftedBy: 'x', liftedAt: NOW }) }, NOW).jws;
+  t.equal(outcome(lift, ctx(subjectB)), 'subject_mismatch/id', 'a lift for A on B’s subject');
   // Right id, wrong prefix: signed for and arriving on `other.<id>`, verified under PREFIX.
   const otherPrefix = signRecord(signer, 'other', { op: 'revoke', entry: a }, NOW);
-  t.equal(outcome(otherPrefix.jws, ctx(otherPrefix.subject)), 'record_subject_mismatch/id', 'a record under another prefix');
+  t.equal(outcome(otherPrefix.jws, ctx(otherPrefix.subject)), 'subject_mismatch/id', 'a record under another prefix');
   t.equal(outcome(otherPrefix.jws, ctx(otherPrefix.subject, { prefix: 'other' })), 'ok', 'positive control: under its own prefix');
   // Positive control: the same direct signing path with a matching subject verifies.
   const matching = signer.sign({ subject: subjectA, data: recordData({ op: 'revoke', entry: a }) }, NOW).jws;
@@ -230,30 +230,30 @@ t.test('malformed record data is refused', async (t) => {
     `${PREFIX}.malformed-0001.${(data as { op?: unknown } | null)?.op === 'lift' ? 'lift' : 'revoke'}`;
   const e = entry({ id: 'malformed-0001' });
   const revokeData = recordData({ op: 'revoke', entry: e }) as Record<string, unknown>;
-  const liftData = recordData({ op: 'lift', id: 'malformed-0001', liftedBy: 'admin', liftedAt: NOW }) as Record<string, unknown>;
+  const liftData = recordData({ op: 'lift', id: 'malformed-0001', kind: 'task', liftedBy: 'admin', liftedAt: NOW }) as Record<string, unknown>;
   const entryJson = revokeData['entry'] as Record<string, unknown>;
   const cases: Array<[string, unknown, string]> = [
-    ['unknown member on revoke', { ...revokeData, note: 'x' }, 'record_malformed/note'],
-    ['unknown member on lift', { ...liftData, entry: entryJson }, 'record_malformed/entry'],
-    ['unknown entry field', { ...revokeData, entry: { ...entryJson, comment: 'x' } }, 'record_malformed/entry.comment'],
-    ['entry missing', { v: 1, op: 'revoke' }, 'record_malformed/entry.entry'],
-    ['entry with a bad kind', { ...revokeData, entry: { ...entryJson, kind: 'everything' } }, 'record_malformed/entry.kind'],
-    ['entry without id', { ...revokeData, entry: { ...entryJson, id: undefined } }, 'record_malformed/entry.id'],
-    ['wrong version', { ...revokeData, v: 2 }, 'record_malformed/version'],
-    ['version as a string', { ...revokeData, v: '1' }, 'record_malformed/version'],
-    ['version missing', { op: 'revoke', entry: entryJson }, 'record_malformed/version'],
-    ['bad op', { ...revokeData, op: 'delete' }, 'record_malformed/op'],
-    ['op missing', { v: 1, entry: entryJson }, 'record_malformed/op'],
-    ['op in the wrong case', { ...revokeData, op: 'REVOKE' }, 'record_malformed/op'],
-    ['lift without id', { v: 1, op: 'lift', liftedBy: 'admin', liftedAt: new Date(NOW).toISOString() }, 'record_malformed/id'],
-    ['lift with an invalid id', { ...liftData, id: 'bad.id.x' }, 'record_malformed/id'],
-    ['lift without liftedBy', { ...liftData, liftedBy: undefined }, 'record_malformed/liftedBy'],
-    ['lift with empty liftedBy', { ...liftData, liftedBy: '' }, 'record_malformed/liftedBy'],
-    ['lift with liftedAt as a number', { ...liftData, liftedAt: NOW }, 'record_malformed/liftedAt'],
-    ['lift with liftedAt not a time', { ...liftData, liftedAt: 'soon' }, 'record_malformed/liftedAt'],
-    ['data is an array', [revokeData], 'record_malformed/data'],
-    ['data is a string', 'revoke everything', 'record_malformed/data'],
-    ['data is null', null, 'record_malformed/data'],
+    ['unknown member on revoke', { ...revokeData, note: 'x' }, 'envelope_malformed/record_note'],
+    ['unknown member on lift', { ...liftData, entry: entryJson }, 'envelope_malformed/record_entry'],
+    ['unknown entry field', { ...revokeData, entry: { ...entryJson, comment: 'x' } }, 'envelope_malformed/record_entry.comment'],
+    ['entry missing', { v: 1, op: 'revoke' }, 'envelope_malformed/record_entry.entry'],
+    ['entry with a bad kind', { ...revokeData, entry: { ...entryJson, kind: 'everything' } }, 'envelope_malformed/record_entry.kind'],
+    ['entry without id', { ...revokeData, entry: { ...entryJson, id: undefined } }, 'envelope_malformed/record_entry.id'],
+    ['wrong version', { ...revokeData, v: 2 }, 'envelope_malformed/record_version'],
+    ['version as a string', { ...revokeData, v: '1' }, 'envelope_malformed/record_version'],
+    ['version missing', { op: 'revoke', entry: entryJson }, 'envelope_malformed/record_version'],
+    ['bad op', { ...revokeData, op: 'delete' }, 'envelope_malformed/record_op'],
+    ['op missing', { v: 1, entry: entryJson }, 'envelope_malformed/record_op'],
+    ['op in the wrong case', { ...revokeData, op: 'REVOKE' }, 'envelope_malformed/record_op'],
+    ['lift without id', { v: 1, op: 'lift', liftedBy: 'admin', liftedAt: new Date(NOW).toISOString() }, 'envelope_malformed/record_id'],
+    ['lift with an invalid id', { ...liftData, id: 'bad.id.x' }, 'envelope_malformed/record_id'],
+    ['lift without liftedBy', { ...liftData, liftedBy: undefined }, 'envelope_malformed/record_liftedBy'],
+    ['lift with empty liftedBy', { ...liftData, liftedBy: '' }, 'envelope_malformed/record_liftedBy'],
+    ['lift with liftedAt as a number', { ...liftData, liftedAt: NOW }, 'envelope_malformed/record_liftedAt'],
+    ['lift with liftedAt not a time', { ...liftData, liftedAt: 'soon' }, 'envelope_malformed/record_liftedAt'],
+    ['data is an array', [revokeData], 'envelope_malformed/record_data'],
+    ['data is a string', 'revoke everything', 'envelope_malformed/record_data'],
+    ['data is null', null, 'envelope_malformed/record_data'],
   ];
   for (const [what, data, expected] of cases) {
     const subject = subjectFor(data);
@@ -270,14 +270,14 @@ t.test('malformed record data is refused', async (t) => {
 t.test('a non-JWS or an unreadable iat is malformed', async (t) => {
   const subject = `${PREFIX}.whatever-01.revoke`;
   const cases: Array<[string, string, string]> = [
-    ['not a JWS', 'not-a-jws', 'record_malformed/segments'],
-    ['four segments', 'a.b.c.d', 'record_malformed/segments'],
-    ['payload not JSON', `${b64url('{}')}.${b64url('not json')}.sig`, 'record_malformed/payload'],
-    ['payload null', `${b64url('{}')}.${b64url('null')}.sig`, 'record_malformed/iat'],
-    ['iat missing', `${b64url('{}')}.${b64url('{"sub":"x"}')}.sig`, 'record_malformed/iat'],
-    ['iat a string', `${b64url('{}')}.${b64url('{"iat":"1"}')}.sig`, 'record_malformed/iat'],
-    ['iat fractional', `${b64url('{}')}.${b64url('{"iat":1.5}')}.sig`, 'record_malformed/iat'],
-    ['iat negative', `${b64url('{}')}.${b64url('{"iat":-1}')}.sig`, 'record_malformed/iat'],
+    ['not a JWS', 'not-a-jws', 'envelope_malformed/record_segments'],
+    ['four segments', 'a.b.c.d', 'envelope_malformed/record_segments'],
+    ['payload not JSON', `${b64url('{}')}.${b64url('not json')}.sig`, 'envelope_malformed/record_payload'],
+    ['payload null', `${b64url('{}')}.${b64url('null')}.sig`, 'envelope_malformed/record_iat'],
+    ['iat missing', `${b64url('{}')}.${b64url('{"sub":"x"}')}.sig`, 'envelope_malformed/record_iat'],
+    ['iat a string', `${b64url('{}')}.${b64url('{"iat":"1"}')}.sig`, 'envelope_malformed/record_iat'],
+    ['iat fractional', `${b64url('{}')}.${b64url('{"iat":1.5}')}.sig`, 'envelope_malformed/record_iat'],
+    ['iat negative', `${b64url('{}')}.${b64url('{"iat":-1}')}.sig`, 'envelope_malformed/record_iat'],
   ];
   for (const [what, jws, expected] of cases) t.equal(outcome(jws, ctx(subject)), expected, what);
   t.equal(outcome(`${b64url('{}')}.${b64url(`{"iat":${Math.floor(NOW / 1000)}}`)}.sig`, ctx(subject)).split('/')[0], 'envelope_malformed', 'a readable iat gets as far as the envelope verifier');
@@ -286,8 +286,8 @@ t.test('a non-JWS or an unreadable iat is malformed', async (t) => {
 t.test('parseRecordData fills what a record may leave out, and nothing else', async (t) => {
   const r = parseRecordData({ v: 1, op: 'revoke', entry: { id: 'minimal-0001', kind: 'user', value: 'mallory' } }, OPS, NOW);
   t.same(r, { op: 'revoke', entry: { id: 'minimal-0001', kind: 'user', value: 'mallory', reason: '', revokedBy: OPS, revokedAt: NOW } }, 'revokedBy = signer, revokedAt = now');
-  const lift = parseRecordData({ v: 1, op: 'lift', id: 'minimal-0001', liftedBy: 'admin:bob', liftedAt: '2030-01-01T00:00:00Z' }, OPS, NOW);
-  t.same(lift, { op: 'lift', id: 'minimal-0001', liftedBy: 'admin:bob', liftedAt: Date.parse('2030-01-01T00:00:00Z') });
-  t.throws(() => parseRecordData({ v: 1, op: 'lift', liftedBy: 'x', liftedAt: '2030-01-01T00:00:00Z' }, OPS, NOW), { code: 'record_malformed', detail: 'id' });
-  t.throws(() => parseRecordData({ v: 1, op: 'revoke', entry: { kind: 'user', value: 'mallory' } }, OPS, NOW), { code: 'record_malformed', detail: 'entry.id' }, 'a record entry must carry its id');
+  const lift = parseRecordData({ v: 1, op: 'lift', id: 'minimal-0001', kind: 'task', liftedBy: 'admin:bob', liftedAt: '2030-01-01T00:00:00Z' }, OPS, NOW);
+  t.same(lift, { op: 'lift', id: 'minimal-0001', kind: 'task', liftedBy: 'admin:bob', liftedAt: Date.parse('2030-01-01T00:00:00Z') });
+  t.throws(() => parseRecordData({ v: 1, op: 'lift', liftedBy: 'x', liftedAt: '2030-01-01T00:00:00Z' }, OPS, NOW), { code: 'envelope_malformed', detail: 'record_id' });
+  t.throws(() => parseRecordData({ v: 1, op: 'revoke', entry: { kind: 'user', value: 'mallory' } }, OPS, NOW), { code: 'envelope_malformed', detail: 'record_entry.id' }, 'a record entry must carry its id');
 });
