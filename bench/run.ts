@@ -1,10 +1,11 @@
-// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope|delegation]...
+// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope|delegation|revocation]...
 // Runs the hot-path benchmarks in sequence, each with its baseline side by side.
 import { runAuthzBench } from './authz.js';
 import { runDelegationBench } from './delegation.js';
 import { runEnvelopeBench } from './envelope.js';
 import { runHandshakeBench } from './handshake.js';
 import { runProxyBench } from './proxy.js';
+import { runRevocationBench } from './revocation/index.js';
 
 const BENCHES: Record<string, () => Promise<void>> = {
   handshake: () => runHandshakeBench(),
@@ -12,6 +13,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   authz: () => runAuthzBench(),
   envelope: () => runEnvelopeBench(),
   delegation: () => runDelegationBench(),
+  revocation: () => runRevocationBench(),
 };
 
 async function main(): Promise<number> {

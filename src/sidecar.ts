@@ -81,10 +81,18 @@ export class Sidecar {
       maxTtlSeconds: (envelope?.maxTtlMs ?? 300_000) / 1000,
       leewaySeconds: (envelope?.leewayMs ?? 5_000) / 1000,
       maxBytes: envelope?.maxBytes ?? 1024 * 1024,
+      trustEpoch: () => this.revocations.epoch,
+      isRevoked: (signer) => this.revocations.svid(signer.serial, signer.fingerprint256) !== undefined,
     });
     const delegation = (this.delegation = config.delegation && buildDelegation(config.delegation, {
       identity: () => this.identity.current(),
       verifier: this.verifier,
+      revoked: (request) => {
+        const entry = this.revocations.check(request);
+        return entry && { kind: entry.kind, id: entry.id };
+      },
+      live: (work) => this.revocations.registry.register(work),
+      revocationEpoch: () => this.revocations.epoch,
       observeHandshake: (h: HandshakeObservation) => this.observeHandshake(h),
     }));
     const deps = {
@@ -100,6 +108,7 @@ export class Sidecar {
       observe: config.metrics.enabled ? (o: RequestObservation) => this.metrics.observeRequest(o) : () => {},
       observeHandshake: (h: HandshakeObservation) => this.observeHandshake(h),
       live: (work: LiveWork) => this.revocations.registry.register(work),
+      revocationEpoch: () => this.revocations.epoch,
     };
     if (config.inbound) {
       this.inbound = new InboundProxy({ ...deps, ...config.inbound, logger: logger.child({ component: 'inbound' }) });
@@ -125,6 +134,7 @@ export class Sidecar {
           }),
         logger: busLog,
         trustEpoch: () => this.revocations.epoch,
+        reservedSubjects: [config.revocation?.nats?.subject ?? 'sigil.revocations'],
         isRevoked: (signer) => this.revocations.svid(signer.serial, signer.fingerprint256) !== undefined,
         ...(delegation ? { delegation: delegation.verifier } : {}),
       });
@@ -198,7 +208,7 @@ export class Sidecar {
     const admin = await this.admin.start();
     // Before any listener: a sidecar never serves on a partial revocation list (/readyz is 503
     // meanwhile).
-    await this.revocations.start(snapshot);
+    await this.revocations.start();
     const inbound = this.inbound ? await this.inbound.start(snapshot) : undefined;
     const outbound = this.outbound ? await this.outbound.start() : undefined;
     let bus: AddressInfo | undefined;
@@ -279,8 +289,9 @@ export class Sidecar {
       this.delegation?.verifier.clearCache();
       this.delegation?.exchange?.clearCache();
     }
-    // Our own agent revoked: nothing is done on its behalf or delivered to it any more.
-    const own = this.identity.current()?.svid.id;
+    // Our own agent revoked: nothing is done on its behalf or delivered to it any more. Records
+    // are the exception: this sidecar must still learn that its agent was lifted.
+    const own = request.action === 'revocation.issue' ? undefined : this.identity.current()?.svid.id;
     const entry = revocations.check(request) ?? (own && revocations.set.size > 0 ? revocations.agent(own) : undefined);
     const base = { allowed: false, policies: [], wouldDeny: false, policyVersion: this.policy.current().version, request };
     if (entry) return { ...base, reason: 'revoked', revocation: { kind: entry.kind, id: entry.id } };

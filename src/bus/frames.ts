@@ -6,7 +6,7 @@
 import type { ReasonCode } from '../authz/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { SpiffeId } from '../spiffe/index.js';
-import { createEnvelopeSigner, EnvelopeError, EnvelopeVerifier, ReplayWindow, type EnvelopeSigner } from './envelope/index.js';
+import { createEnvelopeSigner, EnvelopeError, EnvelopeVerifier, ReplayWindow, type EnvelopeSigner, type SignerInfo } from './envelope/index.js';
 
 /** Sent by the dialing sidecar on the upgrade; its value is the framing version. */
 export const SIGNED_FRAMES_HEADER = 'x-sigil-signed-frames';
@@ -35,6 +35,8 @@ export interface FrameSigningOptions {
   leewaySeconds: number;
   maxBytes: number;
   trustEpoch?: () => number;
+  /** The frame signer's SVID is revoked: the frame is refused (`svid_revoked`). */
+  isRevoked?: (signer: SignerInfo) => boolean;
 }
 
 /** The subject of a stream's frames: binds each frame to the request path it was sent on. */
@@ -71,6 +73,7 @@ export class FrameSigning {
             bundles: own.bundles,
             self: own.svid.id,
             ...(this.options.trustEpoch ? { trustEpoch: this.options.trustEpoch() } : {}),
+            ...(this.options.isRevoked ? { isRevoked: this.options.isRevoked } : {}),
           });
           // The frame must come from the sidecar at the other end of this very connection.
           if (!v.signer.id.equals(peer)) return { refused: 'issuer_mismatch', detail: `signed by ${v.signer.id.toString()}, not the connection's peer` };

@@ -80,6 +80,12 @@ export interface BusServiceOptions {
   trustEpoch?: () => number;
   /** The signer's SVID is revoked (checked on every message, cached chain or not): `svid_revoked`. */
   isRevoked?: (signer: SignerInfo) => boolean;
+  /**
+   * Subject prefixes agents may not publish on (the revocation records' subject): the records'
+   * own `typ` already keeps bus messages from passing as records; this keeps them out of the
+   * revocation stream altogether.
+   */
+  reservedSubjects?: string[];
   /** Verifies `dlg` delegation tokens (actor = the message signer); without it they are refused. */
   delegation?: DelegationVerifier;
   logger: Logger;
@@ -146,6 +152,8 @@ export class BusService {
   publish(request: PublishRequest, meta?: CallMeta): Published {
     const problem = publishSubjectProblem(request.subject);
     if (problem) return this.refuse('bad_request', 400, `subject: ${problem}`);
+    const reserved = this.options.reservedSubjects?.find((p) => request.subject === p || request.subject.startsWith(`${p}.`));
+    if (reserved) return this.refuse('bad_request', 400, `subject: ${reserved}.> is reserved for revocation records`);
     const own = this.options.identity();
     if (!own || !this.signer) return this.refuse('svid_unavailable', 503, 'no SVID to sign with');
     const decision = this.options.decide(
@@ -305,6 +313,9 @@ export class BusService {
   }
 
   private authorizeDelivery(subject: string, verified: VerifiedEnvelope, replay: ReplayWindow, delegation: DelegationContext | undefined): DeliveredMessage | undefined {
+    // The signer's SVID again: a delegated message waited for its token's verification, and a
+    // revocation may have come in meanwhile (agent-level ones are in the decision below).
+    if (delegation && this.options.isRevoked?.(verified.signer)) return this.reject(subject, 'svid_revoked', 'revoked', verified.signer.id);
     // The agent gets the data re-serialized as JSON; a structure too deep for that is refused here.
     if (verified.data !== undefined && tooDeep(verified.data, MAX_DATA_DEPTH)) {
       return this.reject(subject, 'envelope_malformed', `data nested deeper than ${MAX_DATA_DEPTH} levels`, verified.signer.id);

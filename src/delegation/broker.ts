@@ -167,8 +167,8 @@ export class Broker {
   /** Cedar `revocation.issue` with the broker's policy file, as the Decision Revocations expects. */
   private authorizeRecord(signer: SpiffeId, record: RevocationRecord, subject: string, log: Logger): Decision {
     const op = record.op;
-    // A lift names an id: its kind is known only when the entry is in force here.
-    const kind = op === 'revoke' ? record.entry.kind : (this.revocations.set.get(record.id)?.kind ?? '');
+    // A lift carries the kind of the entry it lifts (checked against the entry where known).
+    const kind = op === 'revoke' ? record.entry.kind : record.kind;
     const request: AuthzRequest = { action: 'revocation.issue', direction: 'inbound', principal: signer, resource: { type: 'Topic', subject }, peer: signer, revocation: { op, kind } };
     const d = this.policy.authorizeRevocation(signer, subject, op, kind);
     if (d.evaluationError) log.warn('policy evaluation error (the erroring policy was skipped)', { action: 'revocation.issue', errors: d.evaluationError });
@@ -219,7 +219,7 @@ export class Broker {
     const admin = await this.admin.start();
     // Before the token endpoint listens: never mint on a partial revocation list (/readyz is 503
     // meanwhile; the admin API already takes revocations).
-    await this.revocations.start(snapshot);
+    await this.revocations.start();
     const bound = await this.startServer(snapshot);
     this.serving = true;
     this.addresses = {

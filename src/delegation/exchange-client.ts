@@ -29,6 +29,8 @@ export interface ExchangeClientOptions {
   url: URL;
   /** An agent that dials the broker over mTLS and verifies its SPIFFE ID (a PeerAgent). */
   agent: Agent;
+  /** The revocation epoch: a cached token is never reused across a revocation. */
+  epoch?: () => number;
 }
 
 export class ExchangeClient {
@@ -43,7 +45,7 @@ export class ExchangeClient {
 
   /** A token for `audience` (and `scope`) in exchange for `subjectToken`; throws ExchangeError. */
   async exchange(subjectToken: string, audience: string, scope: string[] | undefined): Promise<string> {
-    const key = `${createHash('sha256').update(subjectToken).digest('base64url')}\n${audience}\n${scope?.join(' ') ?? ''}`;
+    const key = `${this.options.epoch?.() ?? 0}\n${createHash('sha256').update(subjectToken).digest('base64url')}\n${audience}\n${scope?.join(' ') ?? ''}`;
     const hit = this.cache.get(key);
     if (hit && Date.now() < hit.expiresAt - EXPIRY_MARGIN_MS) return hit.token;
     const form = new URLSearchParams({

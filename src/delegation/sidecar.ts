@@ -2,7 +2,8 @@
 // verification against the broker's JWKS) and, when a broker is configured, the exchange client
 // for outbound routes. The broker is dialed like a route peer (PeerAgent): mTLS with our SVID,
 // its SVID verified per SPIFFE and required to be exactly the configured broker ID.
-import type { Decision } from '../authz/index.js';
+import type { AuthzRequest, Decision } from '../authz/index.js';
+import type { LiveWork } from '../revocation/index.js';
 import type { DelegationConfig } from '../config/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { HandshakeObservation } from '../proxy/http-common.js';
@@ -17,6 +18,12 @@ export interface DelegationDeps {
   identity: () => IdentitySnapshot | undefined;
   verifier: PeerVerifier;
   observeHandshake: (h: HandshakeObservation) => void;
+  /** The revocation entry refusing this request, if any (the broker itself may be revoked). */
+  revoked?: (request: AuthzRequest) => { kind: string; id: string } | undefined;
+  /** Registers connections to the broker so a revocation of it cuts them. */
+  live?: (work: LiveWork) => () => void;
+  /** The revocation epoch: exchanged tokens are not reused across a revocation. */
+  revocationEpoch?: () => number;
 }
 
 export function buildDelegation(config: DelegationConfig, deps: DelegationDeps): { verifier: DelegationVerifier; gate: DelegationGate; exchange?: ExchangeClient } {
@@ -37,11 +44,16 @@ export function buildDelegation(config: DelegationConfig, deps: DelegationDeps):
       verifier: deps.verifier,
       observeHandshake: deps.observeHandshake,
       // The broker is named in our own config; reaching it is not an agent's egress to police.
-      decide: (request) => allow(request),
+      // Only revocation applies: a revoked broker (agent or SVID) is not dialed or used.
+      decide: (request) => {
+        const revoked = deps.revoked?.(request);
+        return revoked ? { ...allow(request), allowed: false, reason: 'revoked', revocation: revoked } : allow(request);
+      },
       onRequestBound: () => undefined,
+      ...(deps.live ? { live: deps.live } : {}),
     },
   );
-  return { verifier, gate, exchange: new ExchangeClient({ url, agent }) };
+  return { verifier, gate, exchange: new ExchangeClient({ url, agent, ...(deps.revocationEpoch ? { epoch: deps.revocationEpoch } : {}) }) };
 }
 
 function allow(request: Decision['request']): Decision {

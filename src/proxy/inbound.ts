@@ -52,6 +52,8 @@ export interface InboundOptions {
   refuse?: (request: AuthzRequest, reason: ReasonCode, meta?: CallMeta) => void;
   /** Registers live work (connections, streams) so a revocation can cut it; returns its removal. */
   live?: (work: LiveWork) => () => void;
+  /** Changes with every revocation: a request decided before one is decided again before forwarding. */
+  revocationEpoch?: () => number;
   logger: Logger;
 }
 
@@ -271,12 +273,17 @@ export class InboundProxy {
     };
   }
 
+  /** What a decision depends on besides the request: the policy version and the revocation epoch. */
+  private decisionScope(): string {
+    return `${this.options.policyVersion()}#${this.options.revocationEpoch?.() ?? 0}`;
+  }
+
   /**
    * A request decided when its head arrived may reach the point of forwarding after a policy
-   * reload (its body took a while): it must then pass the policy now in force.
+   * reload or a revocation (its body took a while): it must then pass what is in force now.
    */
   private stillAllowed(req: IncomingMessage, res: ServerResponse, meta: CallMeta, decidedUnder: string): boolean {
-    if (this.options.policyVersion() === decidedUnder) return true;
+    if (this.decisionScope() === decidedUnder) return true;
     const state = this.connections.get(req.socket);
     const own = this.options.identity();
     const decision = state && own && state.connect.allowed ? this.httpDecision(req, state, own, meta) : undefined;
@@ -296,7 +303,7 @@ export class InboundProxy {
       return;
     }
     const meta = beginCall(req);
-    const decidedUnder = this.options.policyVersion();
+    const decidedUnder = this.decisionScope();
     if (this.needsDelegationCheck(req)) {
       void this.checkDelegation(req, meta).then((refusal) => {
         if (!refusal) return this.serveRequest(req, res, meta, decidedUnder);
@@ -353,6 +360,28 @@ export class InboundProxy {
     });
   }
 
+  /**
+   * A request made under a delegation (a long body, a streamed or SSE answer) is live work of
+   * that task, user and token: revoking any of them cuts it (its connection is closed).
+   */
+  private registerDelegated(req: IncomingMessage, res: ServerResponse): void {
+    const granted = this.delegations.get(req);
+    const state = this.connections.get(req.socket);
+    const own = this.options.identity();
+    if (!granted || !state || !own || !this.options.live) return;
+    const unregister = this.options.live({
+      kind: 'connection',
+      agents: [state.peer.id, own.svid.id],
+      svid: svidKeys(state.peer.serial, state.peer.leafHash),
+      delegation: granted.context,
+      close: (entry) => {
+        this.logRevoked('delegated request', state.peer, entry);
+        req.socket.destroy();
+      },
+    });
+    res.once('close', unregister);
+  }
+
   /** One `sigil_requests_total` observation per request, once its response is complete. */
   private recordWhenDone(req: IncomingMessage, res: ServerResponse): void {
     const started = process.hrtime.bigint();
@@ -369,6 +398,7 @@ export class InboundProxy {
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse, meta: CallMeta, decidedUnder: string): Promise<void> {
+    this.registerDelegated(req, res);
     const options: httpProxy.ServerOptions = { target: this.options.upstream, agent: this.upstreamAgent };
     const body = await readRequestBody(req, res, { force: needsBufferedBody(req), inspect: this.options.inspectCalls() });
     if (!body) {

@@ -144,8 +144,9 @@ function normalizeSvid(raw: string): string {
     if (hex.length !== 64) throw new RevocationInputError('value', 'a SHA-256 fingerprint has 64 hex digits');
     return `sha256:${hex}`;
   }
-  if (hex.length > 40) throw new RevocationInputError('value', 'a certificate serial has at most 20 bytes (40 hex digits)');
-  return `serial:${hex.replace(/^0+(?=.)/, '')}`;
+  const serial = hex.replace(/^0+(?=.)/, '');
+  if (serial.length > 40) throw new RevocationInputError('value', 'a certificate serial has at most 20 bytes (40 hex digits)');
+  return `serial:${serial}`;
 }
 
 /** The two keys an SVID can be revoked by, in the normalized form of normalizeSvid. */

@@ -91,8 +91,12 @@ export function parseRevocationFile(text: string, path: string, now: number): Re
     throw new RevocationFileError(`revocation.file: ${path}: not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`);
   }
   if (doc === null || doc === undefined) throw new RevocationFileError(`revocation.file: ${path}: no document; write \`revocations: []\` to clear the list`);
-  const list = Array.isArray(doc) ? doc : typeof doc === 'object' && Object.keys(doc).every((k) => k === 'revocations') ? (doc as { revocations?: unknown }).revocations ?? [] : undefined;
-  if (!Array.isArray(list)) throw new RevocationFileError(`revocation.file: ${path}: expected a list of entries or { revocations: [...] }`);
+  // Only an explicit list: `revocations:` with nothing after it, or `{}`, is what a writer caught
+  // mid-write leaves behind as often as an operator's intent, and reading it as "nothing
+  // revoked" would fail open. Clearing the list is `revocations: []` (or `[]`).
+  const keys = typeof doc === 'object' && !Array.isArray(doc) ? Object.keys(doc) : [];
+  const list = Array.isArray(doc) ? doc : keys.length === 1 && keys[0] === 'revocations' ? (doc as { revocations?: unknown }).revocations : undefined;
+  if (!Array.isArray(list)) throw new RevocationFileError(`revocation.file: ${path}: expected a list of entries or { revocations: [...] } (write \`revocations: []\` to clear it)`);
   return list.map((item, i) => {
     try {
       // Without an id, one derived from the normalized kind and value: stable across reloads,

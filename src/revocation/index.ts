@@ -4,7 +4,7 @@ export type { RevocationEntry, RevocationKind } from './entry.js';
 export { RevocationSet } from './set.js';
 export { LiveRegistry, revokedBy } from './registry.js';
 export type { LiveKind, LiveWork } from './registry.js';
-export { RecordError, parseRecordData, recordSubject, signRecord, verifyRecord } from './record.js';
+export { RECORD_TYP, RecordError, createRecordSigner, createRecordVerifier, parseRecordData, recordData, recordSubject, signRecord, verifyRecord } from './record.js';
 export type { RevocationRecord, VerifiedRecord } from './record.js';
 export { RevocationFileError, RevocationFileSource, parseRevocationFile } from './file-source.js';
 export { RevocationFeed } from './nats-feed.js';

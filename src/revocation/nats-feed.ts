@@ -1,15 +1,32 @@
-// Revocation records over NATS JetStream (docs/revocation.md §3). One stream holds the records
-// on `<subject>.<entry id>.<op>` with one message kept per subject, so it is the current list:
-// a sidecar that starts late reads it from the first message, then keeps receiving new records
-// on the same ordered consumer. A JetStream stream was chosen over a KV bucket because the
-// records are already self-describing signed envelopes and the per-subject limit gives the
-// same "latest value per key" semantics without a second encoding.
+// Revocation records over NATS JetStream (docs/revocation.md). One stream holds the records on
+// `<subject>.<entry id>.<op>`, one message per subject, so it is the current list: a sidecar
+// that starts late reads it from the first message, then keeps receiving new records on the
+// same ordered consumer. A JetStream stream was chosen over a KV bucket because the records are
+// already self-describing signed envelopes and the per-subject limit gives the same "latest
+// value per key" semantics without a second encoding.
 //
-// Freshness: every `syncIntervalMs` the stream's last sequence is compared with the last one
-// applied; equal means this sidecar has the whole list, and `lastSync` moves forward. While
-// NATS is unreachable it does not, and the list's age grows (sigil_revocation_list_age_seconds).
+// The stream is created write-once: a record, once stored, can be neither replaced (discard
+// new per subject), deleted nor purged — so whoever may publish on the subjects can add junk
+// (refused by every receiver) but cannot erase a revocation for the sidecars that start later.
+//
+// Freshness: every `syncIntervalMs` the stream is asked for its state. The same stream (by its
+// creation time) at a last sequence this feed has handled means the whole list is applied, and
+// `lastSync` moves forward. A stream that was deleted and created again is read from its start;
+// a consumer that ended is opened again. While NATS is unreachable nothing moves and the list's
+// age grows (sigil_revocation_list_age_seconds).
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import {
+  DeliverPolicy,
+  DiscardPolicy,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type StreamInfo,
+} from '@nats-io/jetstream';
 import { natsConnectionOptions } from '../bus/nats-transport.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
@@ -24,9 +41,16 @@ export interface RevocationFeedOptions {
   createStream: boolean;
   syncIntervalMs: number;
   name: string;
+  /** The current identity: every (re)connection presents the SVID current at that moment. */
+  identity: () => IdentitySnapshot | undefined;
   logger: Logger;
-  /** Called for every record in stream order; never throws back into the feed. */
-  onRecord: (subject: string, jws: string) => void;
+  /** Called for every record in stream order with the time the stream stored it; never throws back. */
+  onRecord: (subject: string, jws: string, storedAtMs: number) => void;
+}
+
+/** The stream already holds a record on this subject (records are write-once). */
+export class RecordExistsError extends Error {
+  readonly code = 'record_exists';
 }
 
 interface Live {
@@ -36,15 +60,19 @@ interface Live {
   messages: ConsumerMessages;
 }
 
+const CATCH_UP_TIMEOUT_MS = 15_000;
+
 export class RevocationFeed {
   private live: Live | undefined;
+  /** Last stream sequence handed to onRecord, in the stream created at `streamCreated`. */
   private applied = 0;
+  private streamCreated: string | undefined;
   private lastSyncMs: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private serial: string | undefined;
-  private caughtUp: (() => void) | undefined;
-  private target = 0;
+  private reopening: Promise<void> | undefined;
+  private protectedStream = true;
 
   constructor(private readonly options: RevocationFeedOptions) {}
 
@@ -57,15 +85,21 @@ export class RevocationFeed {
     return this.live !== undefined && !this.live.nc.isClosed();
   }
 
+  /** Whether the stream refuses replacing, deleting and purging records (see the header). */
+  get streamProtected(): boolean {
+    return this.protectedStream;
+  }
+
   /**
    * Connects, makes sure the stream exists, and resolves once every record the stream held at
-   * that moment has been handed to onRecord. Rejects when NATS cannot be reached; the caller
-   * retries (start may be called again).
+   * that moment has been handed to onRecord. Rejects when that cannot be done (NATS down, no
+   * stream, catch-up stalled); the caller retries.
    */
-  async start(snapshot: IdentitySnapshot): Promise<void> {
+  async start(): Promise<void> {
+    const snapshot = this.options.identity();
+    if (!snapshot) throw new Error('no SVID to connect to NATS with');
+    this.live = await this.open(snapshot);
     this.serial = snapshot.svid.serial;
-    const live = await this.open(snapshot, 1);
-    this.live = live;
     this.timer ??= setInterval(() => void this.checkSync(), this.options.syncIntervalMs);
     this.timer.unref();
   }
@@ -74,23 +108,20 @@ export class RevocationFeed {
   async publish(subject: string, jws: string): Promise<void> {
     const live = this.live;
     if (!live || live.nc.isClosed()) throw new Error('not connected to NATS');
-    await live.js.publish(subject, jws, { timeout: 2_000 });
+    try {
+      await live.js.publish(subject, jws, { timeout: 2_000 });
+    } catch (err) {
+      if (/maximum messages per subject exceeded/i.test((err as Error).message)) {
+        throw new RecordExistsError(`the stream already holds a record on ${subject}`);
+      }
+      throw err;
+    }
   }
 
-  /** A new SVID: reconnect with it and continue after the last applied record. */
+  /** A new SVID: reconnect with it and continue after the last handled record. */
   updateIdentity(snapshot: IdentitySnapshot): void {
     if (this.stopped || !this.live || snapshot.svid.serial === this.serial) return;
-    this.serial = snapshot.svid.serial;
-    const old = this.live;
-    this.open(snapshot, this.applied + 1).then(
-      (live) => {
-        if (this.stopped) return void live.nc.close();
-        this.live = live;
-        old.messages.stop();
-        void old.nc.drain().catch(() => undefined);
-      },
-      (err: Error) => this.options.logger.warn('revocation feed: reconnect with the rotated SVID failed; keeping the current connection', { error: err }),
-    );
+    void this.replace('rotated SVID');
   }
 
   async stop(): Promise<void> {
@@ -98,24 +129,49 @@ export class RevocationFeed {
     if (this.timer) clearInterval(this.timer);
     const live = this.live;
     this.live = undefined;
-    if (live) {
-      live.messages.stop();
-      await live.nc.drain().catch(() => live.nc.close());
-    }
+    if (live) await close(live);
   }
 
-  private async open(snapshot: IdentitySnapshot, fromSeq: number): Promise<Live> {
-    const nc = await connect({ ...natsConnectionOptions(this.options.servers, this.options.name, snapshot, this.options.caPem), waitOnFirstConnect: false, maxReconnectAttempts: -1 });
+  /** Opens a new connection and consumer (after the last handled record) and drops the old. */
+  private replace(why: string): Promise<void> {
+    const snapshot = this.options.identity();
+    if (!snapshot) return Promise.resolve();
+    this.reopening ??= this.open(snapshot)
+      .then(
+        async (live) => {
+          if (this.stopped) return void (await close(live));
+          const old = this.live;
+          this.live = live;
+          this.serial = snapshot.svid.serial;
+          if (old) await close(old);
+          this.options.logger.info('revocation feed reopened', { why });
+        },
+        (err: Error) => this.options.logger.warn('revocation feed: reopening failed; retrying at the next check', { why, error: err }),
+      )
+      .finally(() => (this.reopening = undefined));
+    return this.reopening;
+  }
+
+  private async open(snapshot: IdentitySnapshot): Promise<Live> {
+    const nc = await connect({ ...natsConnectionOptions(this.options.servers, this.options.name, snapshot, this.options.caPem), waitOnFirstConnect: false });
     try {
       const jsm = await jetstreamManager(nc, { timeout: 5_000 });
-      const { last, messages: held } = await this.ensureStream(jsm);
+      const info = await this.ensureStream(jsm);
+      this.adoptStream(info);
       const js = jetstream(nc);
-      const consumer = await js.consumers.get(this.options.stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSeq });
+      const consumer = await js.consumers.get(this.options.stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.applied + 1 });
       const messages = await consumer.consume();
-      this.target = last;
-      const caughtUp = this.applied >= last || held === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.caughtUp = resolve));
-      void this.pump(messages);
-      await caughtUp;
+      const target = info.state.last_seq;
+      let caughtUp: () => void = () => {};
+      const done = this.applied >= target || info.state.messages === 0 ? Promise.resolve() : new Promise<void>((resolve) => (caughtUp = resolve));
+      void this.pump(messages, target, () => caughtUp());
+      const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`revocation stream not read to its end within ${CATCH_UP_TIMEOUT_MS / 1000}s`)), CATCH_UP_TIMEOUT_MS).unref());
+      try {
+        await Promise.race([done, timeout]);
+      } catch (err) {
+        messages.stop();
+        throw err;
+      }
       this.lastSyncMs = Date.now();
       return { nc, js, jsm, messages };
     } catch (err) {
@@ -124,55 +180,83 @@ export class RevocationFeed {
     }
   }
 
-  /** The stream's last sequence, creating the stream first where allowed. */
-  private async ensureStream(jsm: JetStreamManager): Promise<{ last: number; messages: number }> {
+  /** A stream that is not the one read so far (deleted and created again) is read from its start. */
+  private adoptStream(info: StreamInfo): void {
+    if (this.streamCreated !== undefined && (info.created !== this.streamCreated || info.state.last_seq < this.applied)) {
+      this.options.logger.warn('the revocation stream was created again; reading it from the start', { stream: this.options.stream });
+      this.applied = 0;
+    }
+    this.streamCreated = info.created;
+    const c = info.config;
+    this.protectedStream = c.discard === DiscardPolicy.New && c.discard_new_per_subject === true && c.deny_delete === true && c.deny_purge === true;
+    if (!this.protectedStream) {
+      this.options.logger.error('the revocation stream lets stored records be replaced, deleted or purged: whoever can publish on its subjects can erase revocations for sidecars that start later', {
+        stream: this.options.stream,
+        fix: 'recreate it with discard: new, discard_new_per_subject, deny_delete, deny_purge (docs/revocation.md)',
+      });
+    }
+  }
+
+  /** The stream's state, creating the stream first where allowed. */
+  private async ensureStream(jsm: JetStreamManager): Promise<StreamInfo> {
     try {
-      const { state } = await jsm.streams.info(this.options.stream);
-      return { last: state.last_seq, messages: state.messages };
+      return await jsm.streams.info(this.options.stream);
     } catch (err) {
-      if (!this.options.createStream || !/not found/i.test((err as Error).message)) throw err;
+      if (!/not found/i.test((err as Error).message)) throw err;
+      if (!this.options.createStream) throw new Error(`the revocation stream ${this.options.stream} does not exist and revocation.nats.createStream is false`);
     }
     const info = await jsm.streams.add({
       name: this.options.stream,
       subjects: [`${this.options.subject}.*.*`],
       max_msgs_per_subject: 1,
+      discard: DiscardPolicy.New,
+      discard_new_per_subject: true,
+      deny_delete: true,
+      deny_purge: true,
       retention: RetentionPolicy.Limits,
       storage: StorageType.File,
     });
     this.options.logger.info('revocation stream created', { stream: this.options.stream, subject: `${this.options.subject}.*.*` });
-    return { last: info.state.last_seq, messages: info.state.messages };
+    return info;
   }
 
-  private async pump(messages: ConsumerMessages): Promise<void> {
+  private async pump(messages: ConsumerMessages, target: number, caughtUp: () => void): Promise<void> {
     try {
       for await (const m of messages) {
-        if (m.seq <= this.applied) continue; // already applied on a previous connection
+        if (m.seq <= this.applied) continue; // already handled on a previous connection
         this.applied = m.seq;
         try {
-          this.options.onRecord(m.subject, m.string());
+          this.options.onRecord(m.subject, m.string(), Number(BigInt(m.info.timestampNanos) / 1_000_000n));
         } catch (err) {
           this.options.logger.error('revocation record handler failed', { error: err as Error });
         }
-        // Caught up: at the stream's last sequence as of connecting, or nothing left pending
-        // (the last records may have been replaced meanwhile).
-        if (this.caughtUp && (this.applied >= this.target || m.info.pending === 0)) {
-          this.caughtUp();
-          this.caughtUp = undefined;
-        }
+        // Caught up: at the stream's last sequence as of connecting, or nothing left pending.
+        if (this.applied >= target || m.info.pending === 0) caughtUp();
       }
     } catch (err) {
-      if (!this.stopped) this.options.logger.warn('revocation feed consumer ended', { error: err as Error });
+      if (!this.stopped) this.options.logger.warn('revocation feed consumer failed', { error: err as Error });
     }
+    // A consumer that ends while its connection is current is opened again.
+    if (!this.stopped && this.live?.messages === messages) void this.replace('consumer ended');
   }
 
   private async checkSync(): Promise<void> {
     const live = this.live;
-    if (!live || live.nc.isClosed() || this.stopped) return;
+    if (!live || live.nc.isClosed() || this.stopped || this.reopening) return;
     try {
       const info = await live.jsm.streams.info(this.options.stream);
+      if (info.created !== this.streamCreated || info.state.last_seq < this.applied) {
+        await this.replace('stream created again');
+        return;
+      }
       if (info.state.last_seq <= this.applied) this.lastSyncMs = Date.now();
     } catch {
-      // Unreachable: the list ages; the caller reports it.
+      // Unreachable or gone: the list ages; the caller reports it.
     }
   }
+}
+
+async function close(live: Live): Promise<void> {
+  live.messages.stop();
+  await live.nc.drain().catch(() => live.nc.close().catch(() => undefined));
 }

@@ -7,7 +7,8 @@
 // signer must not be revoked now. Replays cannot undo anything: a revoke is applied once per id,
 // and a lift is terminal (see RevocationSet).
 import type { BundleSet, SpiffeId } from '../spiffe/index.js';
-import { EnvelopeError, type EnvelopeSigner, type EnvelopeVerifier, type SignerInfo } from '../bus/envelope/index.js';
+import { createEnvelopeSigner, EnvelopeError, EnvelopeVerifier, type EnvelopeSigner, type SignerInfo } from '../bus/envelope/index.js';
+import type { X509Svid } from '../identity/index.js';
 import { entryToJson, isEntryId, parseRevocationEntry, REVOCATION_KINDS, RevocationInputError, type RevocationEntry, type RevocationKind } from './entry.js';
 
 export type RevocationRecord =
@@ -15,6 +16,23 @@ export type RevocationRecord =
   | { op: 'lift'; id: string; kind: RevocationKind; liftedBy: string; liftedAt: number };
 
 export const RECORD_VERSION = 1;
+
+/**
+ * The records' JWS `typ`. Bus messages use `sigil-msg+jws`: a message an agent has its sidecar
+ * sign on the bus can therefore never verify as a revocation record, whatever its subject and
+ * data, and a record never verifies as a bus message.
+ */
+export const RECORD_TYP = 'sigil-revocation+jws';
+
+/** A signer for revocation records with this SVID. */
+export function createRecordSigner(svid: X509Svid): EnvelopeSigner {
+  return createEnvelopeSigner(svid, { typ: RECORD_TYP });
+}
+
+/** A verifier for revocation records (only `typ: sigil-revocation+jws`). */
+export function createRecordVerifier(opts: { maxBytes: number; leewaySeconds: number }): EnvelopeVerifier {
+  return new EnvelopeVerifier({ ...opts, typ: RECORD_TYP });
+}
 
 /** Reason codes from the closed set (src/authz/reasons.ts); `detail` says more. */
 export type RecordErrorCode = 'envelope_malformed' | 'subject_mismatch' | 'envelope_expired' | EnvelopeError['code'];
@@ -49,6 +67,7 @@ export function recordData(record: RevocationRecord): unknown {
 }
 
 export function signRecord(signer: EnvelopeSigner, prefix: string, record: RevocationRecord, nowMs = Date.now()): { subject: string; jws: string } {
+  if (signer.typ !== RECORD_TYP) throw new TypeError(`revocation records need a record signer (typ ${RECORD_TYP}); see createRecordSigner`);
   const subject = recordSubject(prefix, record);
   return { subject, jws: signer.sign({ subject, data: recordData(record) }, nowMs).jws };
 }
@@ -63,9 +82,18 @@ export interface VerifyRecordContext {
   nowMs?: number;
   /** Clock skew tolerated on iat, ms. */
   leewayMs: number;
+  /**
+   * When the stream stored the record (epoch ms). A record must have been stored within
+   * MAX_STORE_DELAY_MS of its iat: verification is as of iat, so without this bound anyone with
+   * any key the signer ever had could sign "old" records today.
+   */
+  storedAtMs?: number;
   /** The signer is itself revoked now (checked on every record). */
   isRevoked: (signer: SignerInfo) => boolean;
 }
+
+/** How long after signing a record may reach the stream (issuers sign just before publishing). */
+export const MAX_STORE_DELAY_MS = 30_000;
 
 export interface VerifiedRecord {
   record: RevocationRecord;
@@ -74,9 +102,16 @@ export interface VerifiedRecord {
 }
 
 export function verifyRecord(jws: string, ctx: VerifyRecordContext): VerifiedRecord {
+  if (ctx.verifier.typ !== RECORD_TYP) throw new TypeError(`revocation records need a record verifier (typ ${RECORD_TYP}); see createRecordVerifier`);
   const now = ctx.nowMs ?? Date.now();
   const iat = peekIat(jws);
   if (iat * 1000 > now + ctx.leewayMs) throw new RecordError('envelope_expired', 'iat_in_future', `record iat ${iat} is in the future`);
+  if (ctx.storedAtMs !== undefined) {
+    const delay = ctx.storedAtMs - iat * 1000;
+    if (delay > MAX_STORE_DELAY_MS + ctx.leewayMs || delay < -ctx.leewayMs) {
+      throw new RecordError('envelope_expired', 'iat_not_at_store_time', `record iat ${iat} is not within ${MAX_STORE_DELAY_MS / 1000}s of when the stream stored it`);
+    }
+  }
   let verified;
   try {
     verified = ctx.verifier.verify(jws, { bundles: ctx.bundles, nowMs: iat * 1000, isRevoked: ctx.isRevoked });

@@ -2,15 +2,15 @@
 // watched file), the live registry, and the freshness of the list. The sidecar and the broker
 // each own one; enforcement points ask it through the sidecar's decide() and the peer verifier.
 import { randomUUID } from 'node:crypto';
-import { createEnvelopeSigner, EnvelopeVerifier, type SignerInfo } from '../bus/envelope/index.js';
+import type { EnvelopeVerifier, SignerInfo } from '../bus/envelope/index.js';
 import { resourceAgent, type AuthzRequest, type Decision } from '../authz/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { SpiffeId } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { parseRevocationEntry, svidKeys, type RevocationEntry } from './entry.js';
 import { RevocationFileSource } from './file-source.js';
-import { RevocationFeed } from './nats-feed.js';
-import { RecordError, signRecord, verifyRecord, type RevocationRecord } from './record.js';
+import { RecordExistsError, RevocationFeed } from './nats-feed.js';
+import { createRecordSigner, createRecordVerifier, RecordError, signRecord, verifyRecord, type RevocationRecord } from './record.js';
 import { LiveRegistry, type LiveKind } from './registry.js';
 import { RevocationSet } from './set.js';
 
@@ -68,6 +68,7 @@ export interface RevokeOutcome {
 
 const RETRY_MS = 1_000;
 const PUBLISHED_MEMORY = 10_000;
+const MAX_PENDING = 10_000;
 
 export class Revocations {
   readonly set = new RevocationSet();
@@ -79,14 +80,15 @@ export class Revocations {
   /** Records this process published: their echo from the stream is not a replay. */
   private readonly published = new Set<string>();
   /** Records applied here whose publish failed; retried until the stream takes them. */
-  private readonly pending: { subject: string; jws: string }[] = [];
+  private readonly pending: RevocationRecord[] = [];
+  private flushing = false;
   private readonly startedAt = Date.now();
   private synced = false;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly settings: RevocationSettings, private readonly deps: RevocationsDeps) {
-    this.verifier = new EnvelopeVerifier({ maxBytes: settings.maxRecordBytes, leewaySeconds: settings.leewayMs / 1000 });
+    this.verifier = createRecordVerifier({ maxBytes: settings.maxRecordBytes, leewaySeconds: settings.leewayMs / 1000 });
     if (settings.file) {
       this.file = new RevocationFileSource({
         path: settings.file,
@@ -99,8 +101,9 @@ export class Revocations {
         ...settings.nats,
         syncIntervalMs: settings.syncIntervalMs,
         name: deps.name,
+        identity: deps.identity,
         logger: deps.logger,
-        onRecord: (subject, jws) => this.onRecord(subject, jws),
+        onRecord: (subject, jws, storedAtMs) => this.onRecord(subject, jws, storedAtMs),
       });
     }
   }
@@ -118,18 +121,17 @@ export class Revocations {
    * Loads the file (fatal when invalid) and reads the NATS stream up to its end, retrying until
    * it can. Resolves only when the list is current, so a sidecar never serves on a partial list.
    */
-  async start(snapshot: IdentitySnapshot): Promise<void> {
+  async start(): Promise<void> {
     await this.file?.start();
     if (this.feed) {
       for (;;) {
         if (this.stopped) return;
         try {
-          await this.feed.start(snapshot);
+          await this.feed.start();
           break;
         } catch (err) {
-          this.deps.logger.warn('revocation list not loaded yet: NATS unavailable; retrying', { error: err as Error });
+          this.deps.logger.warn('revocation list not loaded yet; retrying', { error: err as Error });
           await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
-          snapshot = this.deps.identity() ?? snapshot;
         }
       }
     }
@@ -238,7 +240,10 @@ export class Revocations {
       ageSeconds: this.ageSeconds(),
       stale: this.stale(),
       liveWork: this.registry.size,
-      sources: { file: this.settings.file !== undefined, nats: this.feed ? { connected: this.feed.connected, pending: this.pending.length } : false },
+      sources: {
+        file: this.settings.file !== undefined,
+        nats: this.feed ? { connected: this.feed.connected, pending: this.pending.length, streamProtected: this.feed.streamProtected } : false,
+      },
     };
   }
 
@@ -254,39 +259,62 @@ export class Revocations {
     }
   }
 
+  /** Signs (with the SVID current now) and stores a record; false when it has to wait. */
   private async publish(record: RevocationRecord): Promise<boolean> {
-    if (!this.feed || !this.settings.nats) return false;
+    if (!this.feed) return false;
+    try {
+      await this.signAndStore(record);
+      return true;
+    } catch (err) {
+      if (err instanceof RecordExistsError) {
+        this.deps.logger.error('revocation applied here but NOT propagated: the stream already holds a record on its subject', { error: err });
+        return false;
+      }
+      this.deps.logger.warn('revocation applied here but not yet propagated; retrying', { error: err as Error });
+      if (this.pending.length >= MAX_PENDING) {
+        this.deps.logger.error('too many revocation records waiting for NATS; the oldest is dropped (it stays applied here)', { max: MAX_PENDING });
+        this.pending.shift();
+      }
+      this.pending.push(record);
+      return false;
+    }
+  }
+
+  /**
+   * Signed at the moment it is sent: a record is only valid when the stream stores it shortly
+   * after its iat (record.ts MAX_STORE_DELAY_MS), so a record that waited is signed afresh.
+   */
+  private async signAndStore(record: RevocationRecord): Promise<void> {
     const own = this.deps.identity();
-    if (!own) return false;
-    const signed = signRecord(createEnvelopeSigner(own.svid), this.settings.nats.subject, record);
+    if (!own || !this.feed || !this.settings.nats) throw new Error('no SVID to sign the record with');
+    const signed = signRecord(createRecordSigner(own.svid), this.settings.nats.subject, record);
     // Bounded: an echo older than this many records is handled as a duplicate (harmless).
     if (this.published.size >= PUBLISHED_MEMORY) this.published.clear();
     this.published.add(signed.jws);
-    try {
-      await this.feed.publish(signed.subject, signed.jws);
-      return true;
-    } catch (err) {
-      this.deps.logger.warn('revocation applied here but not yet propagated; retrying', { error: err as Error });
-      this.pending.push(signed);
-      return false;
-    }
+    await this.feed.publish(signed.subject, signed.jws);
   }
 
   private tick(): void {
     const gone = this.set.prune(Date.now());
     for (const entry of gone) this.deps.logger.info('revocation expired', { id: entry.id, kind: entry.kind });
     void this.file?.reload();
-    if (this.pending.length > 0 && this.feed?.connected) void this.flushPending();
+    if (this.pending.length > 0 && this.feed?.connected && !this.flushing) {
+      this.flushing = true;
+      void this.flushPending().finally(() => (this.flushing = false));
+    }
   }
 
   private async flushPending(): Promise<void> {
     while (this.pending.length > 0) {
       const next = this.pending[0]!;
       try {
-        await this.feed!.publish(next.subject, next.jws);
+        await this.signAndStore(next);
         this.pending.shift();
-      } catch {
-        return;
+      } catch (err) {
+        if (!(err instanceof RecordExistsError)) return; // still unreachable: next tick
+        // Stored by an earlier attempt whose answer was lost, or the subject is taken.
+        this.deps.logger.warn('a waiting revocation record was already in the stream', { error: err });
+        this.pending.shift();
       }
     }
   }
@@ -298,7 +326,7 @@ export class Revocations {
     for (const entry of entries) if (!this.set.get(entry.id)) this.apply({ op: 'revoke', entry }, 'file');
   }
 
-  private onRecord(subject: string, jws: string): void {
+  private onRecord(subject: string, jws: string, storedAtMs: number): void {
     if (this.published.has(jws)) return; // our own record coming back from the stream
     const own = this.deps.identity();
     if (!own || !this.settings.nats) return;
@@ -309,6 +337,7 @@ export class Revocations {
         bundles: own.bundles,
         prefix: this.settings.nats.subject,
         subject,
+        storedAtMs,
         leewayMs: this.settings.leewayMs,
         isRevoked: (signer: SignerInfo) => this.svid(signer.serial, signer.fingerprint256) !== undefined || this.set.agent(signer.id, Date.now()) !== undefined,
       });
@@ -317,6 +346,12 @@ export class Revocations {
       return this.reject(subject, e.code, e.detail);
     }
     // The decision is audited where it is made (decide); only the refusal is counted here.
+    const record = verified.record;
+    if (record.op === 'lift') {
+      // The kind a lift claims is what it was authorized for: it must be the entry's.
+      const known = this.set.get(record.id);
+      if (known && known.kind !== record.kind) return this.reject(subject, 'subject_mismatch', `lift claims kind ${record.kind}, the entry is ${known.kind}`, verified.signer);
+    }
     const decision = this.deps.authorize(verified.signer, verified.record, this.settings.nats.subject);
     if (!decision.allowed) return this.reject(subject, decision.reason, 'revocation.issue not allowed', verified.signer, false);
     const result = this.apply(verified.record, 'nats');

@@ -13,7 +13,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import t from 'tap';
 import { createEnvelopeSigner } from '../../src/bus/envelope/index.js';
-import { signRecord } from '../../src/revocation/index.js';
+import { createRecordSigner, signRecord } from '../../src/revocation/index.js';
 import type { Issued } from '../fixtures/certs.js';
 import { mtlsRequest, plainRequest, type HttpResult } from '../helpers/clients.js';
 import { runSigil, setupTrustDomain, sidecarConfig, sleep, tempDir, waitUntil, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
@@ -28,6 +28,8 @@ const ID_B = 'spiffe://example.org/agent/b';
 const ID_C = 'spiffe://example.org/agent/c';
 const ID_D = 'spiffe://example.org/agent/d';
 const ID_EVIL = 'spiffe://example.org/agent/evil';
+/** May issue records for task entries only. */
+const ID_T = 'spiffe://example.org/ops/tasks';
 const SUBJECT = 'sigil.revocations';
 
 // Every agent of the trust domain may call every other and use the bus; only agent c (the
@@ -36,6 +38,7 @@ const POLICY = `
 @id("calls") permit (principal in TrustDomain::"${TD}", action in [Action::"connect", Action::"http", Action::"websocket.message"], resource);
 @id("bus") permit (principal in TrustDomain::"${TD}", action in [Action::"bus.publish", Action::"bus.deliver"], resource);
 @id("revokers") permit (principal == Agent::"${ID_C}", action == Action::"revocation.issue", resource == Topic::"${SUBJECT}");
+@id("task-revokers") permit (principal == Agent::"${ID_T}", action == Action::"revocation.issue", resource == Topic::"${SUBJECT}") when { context.kind == "task" };
 `;
 
 await withNatsServer(t, suite);
@@ -197,16 +200,37 @@ async function suite(natsBinary: string): Promise<void> {
     t.pass('b counted it as rejected, reason revoked');
   });
 
+  t.test('an agent cannot have its sidecar sign a revocation record through the bus', async (t) => {
+    // Agent c sits next to the sidecar that may issue records; its bus API signs with c's SVID.
+    const lift = { v: 1, op: 'lift', id: '00000000-0000-4000-8000-000000000000', kind: 'agent', liftedBy: 'x', liftedAt: new Date().toISOString() };
+    const r = await fetch(`http://${String(sidecars.c.ready.bus)}/bus/publish`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ subject: `${SUBJECT}.00000000-0000-4000-8000-000000000000.lift`, data: lift }),
+    });
+    t.equal(r.status, 400, 'publishing on the revocation subjects is refused');
+    t.match(await r.json(), { reason: 'bad_request', detail: /reserved for revocation records/ });
+    const ok = await fetch(`http://${String(sidecars.c.ready.bus)}/bus/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ subject: 'news.ok', data: lift }) });
+    t.equal(ok.status, 202, 'positive control: the same data on an ordinary subject is published');
+    // Even delivered straight into the stream, a bus-signed message is not a record (its typ).
+    const js = jetstream(attacker);
+    const busSigned = createEnvelopeSigner(svidOf(await td.leaf(ID_C))).sign({ subject: `${SUBJECT}.00000000-0000-4000-8000-000000000001.revoke`, data: { v: 1, op: 'revoke', entry: { id: '00000000-0000-4000-8000-000000000001', kind: 'trust_domain', value: TD, reason: 'x', revokedBy: 'x', revokedAt: new Date().toISOString() } } });
+    await js.publish(`${SUBJECT}.00000000-0000-4000-8000-000000000001.revoke`, busSigned.jws);
+    await sleep(300);
+    t.notOk(await listed(sidecars.b, '00000000-0000-4000-8000-000000000001'), 'a bus-signed "record" is refused by b');
+    t.equal((await callAs(sidecars.b, leafD)).gotHttpResponse, true, 'the trust domain was not revoked');
+  });
+
   t.test('forged, tampered and replayed revocation records are refused and audited', async (t) => {
     const js = jetstream(attacker);
     const entryFor = (value: string, id: string): Record<string, unknown> => ({ id, kind: 'agent', value, reason: 'x', revokedBy: 'x', revokedAt: Date.now() });
     const victim = ID_D;
     // 1. An agent the policy does not allow to revoke (evil) signs a valid-looking record.
-    const evil = createEnvelopeSigner(svidOf(await td.leaf(ID_EVIL)));
+    const evil = createRecordSigner(svidOf(await td.leaf(ID_EVIL)));
     const forged = signRecord(evil, SUBJECT, { op: 'revoke', entry: entryFor(victim, 'forged-0001') as never });
     await js.publish(forged.subject, forged.jws);
     // 2. c's signature over a record, with the payload changed to another victim.
-    const cSigner = createEnvelopeSigner(svidOf(await td.leaf(ID_C)));
+    const cSigner = createRecordSigner(svidOf(await td.leaf(ID_C)));
     const genuine = signRecord(cSigner, SUBJECT, { op: 'revoke', entry: entryFor(ID_B, 'tamper-0001') as never });
     const [h, p, s] = genuine.jws.split('.');
     const claims = JSON.parse(Buffer.from(p!, 'base64url').toString());
@@ -235,13 +259,73 @@ async function suite(natsBinary: string): Promise<void> {
     await waitUntil(async () => !(await listed(sidecars.b, id)), 2_000, 10);
     const back = await callAs(sidecars.b, leafD);
     t.equal(back.gotHttpResponse && back.status, 200, 'd is served again after the lift');
-    // The attacker re-publishes the original revoke record (it is still in the stream's history as seen by a sniffer).
+    // The attacker re-publishes the original revoke record, byte for byte: the write-once stream
+    // refuses it (receivers would also ignore it: a lifted id stays lifted, test/revocation/set).
     const original = await fetchStoredRevoke(id);
-    await js.publish(`${SUBJECT}.${id}.revoke`, original);
+    await t.rejects(js.publish(`${SUBJECT}.${id}.revoke`, original), /maximum messages per subject exceeded/, 'the stream refuses the replayed record');
+    // On another subject its signature does not fit (the subject is signed).
+    await js.publish(`${SUBJECT}.${id}x.revoke`, original).catch(() => undefined);
     await sleep(500);
     t.notOk(await listed(sidecars.b, id), 'the replayed revoke does not come back after the lift');
     const again = await callAs(sidecars.b, leafD);
     t.equal(again.gotHttpResponse && again.status, 200, 'd is still served after the replay');
+  });
+
+  t.test('stored records cannot be replaced; lifts must name the right kind; old-dated records are refused', async (t) => {
+    const js = jetstream(attacker);
+    // A revocation of agent x by c, then an attempt to overwrite the stored record with junk.
+    const made = await revoke(sidecars.c, { kind: 'agent', value: 'spiffe://example.org/agent/x', reason: 'overwrite drill' });
+    const id = made.json.revocation.id as string;
+    await waitUntil(() => listed(sidecars.b, id), 2_000, 10);
+    await t.rejects(js.publish(`${SUBJECT}.${id}.revoke`, 'junk'), /maximum messages per subject exceeded/, 'the stream refuses to replace a stored record');
+    const jsm = await js.jetstreamManager();
+    await t.rejects(jsm.streams.purge('SIGIL_REVOCATIONS'), /purge not permitted/, 'the stream refuses purges');
+    // A signer Cedar lets lift task entries only claims kind "task" for the agent entry.
+    const tSigner = createRecordSigner(svidOf(await td.leaf(ID_T)));
+    const wrongKind = signRecord(tSigner, SUBJECT, { op: 'lift', id, kind: 'task', liftedBy: 'mallory', liftedAt: Date.now() });
+    await js.publish(wrongKind.subject, wrongKind.jws);
+    await sleep(400);
+    t.ok(await listed(sidecars.b, id), 'a lift claiming another kind than the entry\'s is refused');
+    const task = await revoke(sidecars.c, { kind: 'task', value: 'overwrite-task' });
+    const taskId = task.json.revocation.id as string;
+    await waitUntil(() => listed(sidecars.b, taskId), 2_000, 10);
+    const rightKind = signRecord(tSigner, SUBJECT, { op: 'lift', id: taskId, kind: 'task', liftedBy: 'ops', liftedAt: Date.now() });
+    await js.publish(rightKind.subject, rightKind.jws);
+    await waitUntil(async () => !(await listed(sidecars.b, taskId)), 2_000, 10);
+    t.pass('positive control: the same signer lifts a task entry');
+    // A record signed with c's key but dated two minutes before the stream stores it.
+    const cSigner = createRecordSigner(svidOf(await td.leaf(ID_C)));
+    const old = signRecord(cSigner, SUBJECT, { op: 'revoke', entry: { id: 'backdated-0001', kind: 'agent', value: ID_D, reason: 'x', revokedBy: 'x', revokedAt: Date.now() - 120_000 } }, Date.now() - 120_000);
+    await js.publish(old.subject, old.jws);
+    const fresh = signRecord(cSigner, SUBJECT, { op: 'revoke', entry: { id: 'fresh-0001', kind: 'task', value: 'fresh-task', reason: 'x', revokedBy: 'x', revokedAt: Date.now() } });
+    await js.publish(fresh.subject, fresh.jws);
+    await waitUntil(() => listed(sidecars.b, 'fresh-0001'), 2_000, 10);
+    t.pass('positive control: a record signed just before it was stored is applied');
+    t.notOk(await listed(sidecars.b, 'backdated-0001'), 'a record dated long before it was stored is refused');
+    const audit = await auditLines(auditB, (l) => l.action === 'revocation.issue' && l.bus?.detail === 'iat_not_at_store_time', 2_000);
+    t.ok(audit.length >= 1, 'and audited');
+    // The late joiner still gets x's revocation (the junk never replaced it).
+    const late = await runSigil(t, await sidecarYaml('late', 'spiffe://example.org/agent/late', { inbound: { listen: '127.0.0.1:0', upstream: 'http://127.0.0.1:9' } }));
+    const list = (await admin(late, '/v1/revocations')).json.revocations as { id: string }[];
+    t.ok(list.some((e) => e.id === id), 'a sidecar started after the overwrite attempt has the revocation');
+    t.notOk(list.some((e) => e.id === taskId), 'and the lift');
+  });
+
+  t.test('a revoked agent lifted again is served again, also by its own sidecar', async (t) => {
+    const before = (await admin(sidecars.c, '/v1/revocations')).json.revocations as { id: string; value: string }[];
+    const entryA = before.find((e) => e.value === ID_A);
+    t.ok(entryA, 'A is still revoked');
+    t.equal((await admin(sidecars.c, `/v1/revocations/${entryA!.id}`, { method: 'DELETE' })).status, 200, 'c lifts it');
+    for (const [name, s] of Object.entries(sidecars)) {
+      await waitUntil(async () => !(await listed(s, entryA!.id)), 2_000, 10);
+      t.pass(`${name} applied the lift (a's own sidecar too)`);
+    }
+    const own = await plainRequest({ address: sidecars.a.outbound, path: '/work', headers: { host: 'agent-c' } });
+    t.equal(own.gotHttpResponse && own.status, 200, 'A\'s calls go through its own sidecar again');
+    const served = await callAs(sidecars.b, leafA);
+    t.equal(served.gotHttpResponse && served.status, 200, 'b serves A again');
+    const again = await revoke(sidecars.c, { kind: 'agent', value: ID_A, reason: 'revoked again for the rest of the suite' });
+    await waitUntil(() => listed(sidecars.b, again.json.revocation.id), 2_000, 10);
   });
 
   /** The stored revoke record for `id`, as it sits in the stream (a replay needs the exact bytes). */
@@ -266,6 +350,15 @@ async function suite(natsBinary: string): Promise<void> {
     t.equal(r.gotHttpResponse && r.json?.reason, 'revoked', 'A is refused from the first request');
     const d = await callAs(sidecars.b, leafD);
     t.equal(d.gotHttpResponse && d.status, 200, 'positive control: d is served (its revocation was lifted)');
+  });
+
+  t.test('a stream deleted and created again is read again by running sidecars', async (t) => {
+    const jsm = await jetstream(attacker).jetstreamManager();
+    await jsm.streams.delete('SIGIL_REVOCATIONS');
+    const made = await revoke(sidecars.c, { kind: 'task', value: 'after-recreate' });
+    t.equal(made.status, 201, 'c applies it (the publish waits for a stream)');
+    await waitUntil(() => listed(sidecars.b, made.json.revocation.id), 10_000, 100);
+    t.pass('b receives records from the new stream (deleting the stream loses what it held: deny stream deletion in NATS permissions, docs/revocation.md)');
   });
 
   t.test('without NATS the list ages; failClosedAfter refuses new connections; it recovers', async (t) => {

@@ -81,10 +81,10 @@ t.test('derived ids: stable across parses, different for different values', asyn
 });
 
 t.test('an explicitly empty list is no entries; an empty file is refused (a writer caught mid-write must not lift everything)', async (t) => {
-  for (const text of ['[]', '{}', 'revocations:', 'revocations: []', '{"revocations": []}']) {
+  for (const text of ['[]', 'revocations: []', '{"revocations": []}']) {
     t.same(parse(text), [], JSON.stringify(text));
   }
-  for (const text of ['', '\n', '# only a comment\n', 'null', '~', '---\n']) {
+  for (const text of ['', '\n', '# only a comment\n', 'null', '~', '---\n', '{}', 'revocations:', 'revocations: ~']) {
     t.throws(() => parse(text), RevocationFileError, `${JSON.stringify(text)} is refused`);
   }
 });
@@ -107,7 +107,7 @@ t.test('unknown top-level keys and other shapes are refused', async (t) => {
     '42',
     'true',
   ]) {
-    t.match(errorOf(text), /^revocation\.file: \/etc\/sigil\/revocations\.yaml: expected a list of entries or \{ revocations: \[\.\.\.\] \}$/, JSON.stringify(text));
+    t.match(errorOf(text), /^revocation\.file: \/etc\/sigil\/revocations\.yaml: expected a list of entries or \{ revocations: \[\.\.\.\] \} \(write `revocations: \[\]` to clear it\)$/, JSON.stringify(text));
   }
 });
 

@@ -2,6 +2,7 @@
 // expired (verified as of their own iat), and nothing a sidecar should not trust.
 import t from 'tap';
 import { EnvelopeVerifier, createEnvelopeSigner, type EnvelopeSigner, type SignerInfo } from '../../src/bus/envelope/index.js';
+import { RECORD_TYP, createRecordSigner, createRecordVerifier } from '../../src/revocation/index.js';
 import {
   RecordError,
   parseRecordData,
@@ -31,7 +32,7 @@ t.before(async () => {
   ca = await createCa({ trustDomain: ORG });
   leaf = await createLeaf(ca, OPS);
   bundles = bundlesOf([ORG, ca]);
-  signer = createEnvelopeSigner(svidOf(leaf));
+  signer = createRecordSigner(svidOf(leaf));
 });
 
 let seq = 0;
@@ -43,7 +44,7 @@ function entry(over: Record<string, unknown> = {}): RevocationEntry {
 }
 
 function ctx(subject: string, over: Partial<VerifyRecordContext> = {}): VerifyRecordContext {
-  return { verifier: new EnvelopeVerifier(), bundles, prefix: PREFIX, subject, nowMs: NOW, leewayMs: 5_000, isRevoked: () => false, ...over };
+  return { verifier: createRecordVerifier({ maxBytes: 1 << 20, leewaySeconds: 5 }), bundles, prefix: PREFIX, subject, nowMs: NOW, leewayMs: 5_000, isRevoked: () => false, ...over };
 }
 
 /** 'ok', or "code/detail" of the RecordError (anything else is re-thrown: a test failure). */
@@ -123,7 +124,7 @@ t.test('verification is as of iat: a record outlives its signer SVID', async (t)
   t.equal(outcome(signed.jws, ctx(signed.subject, { nowMs: later })), 'ok');
   // Controls: the leaf really is expired at `later` — a plain envelope verification then fails,
   // and the signer itself refuses to sign at that time.
-  t.throws(() => new EnvelopeVerifier().verify(signed.jws, { bundles, nowMs: later }), { code: 'signer_untrusted' });
+  t.throws(() => createRecordVerifier({ maxBytes: 1 << 20, leewaySeconds: 5 }).verify(signed.jws, { bundles, nowMs: later }), { code: 'signer_untrusted' });
   t.throws(() => signRecord(signer, PREFIX, { op: 'revoke', entry: e }, later), { code: 'svid_unavailable', detail: 'svid_expired' });
 });
 
@@ -132,7 +133,7 @@ t.test('a record backdated before its signer SVID was valid is refused', async (
   const subj = subjectOf({ op: 'revoke', entry: e });
   const data = recordData({ op: 'revoke', entry: e });
   const forge = (iatMs: number): string =>
-    craft({ header: headerFor('ES256', leaf), claims: claimsFor(OPS, iatMs, { sub: subj, data }), alg: 'ES256', key: leaf.privateKey });
+    craft({ header: { ...headerFor('ES256', leaf), typ: RECORD_TYP }, claims: claimsFor(OPS, iatMs, { sub: subj, data }), alg: 'ES256', key: leaf.privateKey });
   t.equal(outcome(forge(NOW), ctx(subj)), 'ok', 'positive control: the hand-built record verifies at a valid iat');
   const before = Date.parse(leaf.cert.validFrom) - HOUR;
   t.match(outcome(forge(before), ctx(subj)), /^signer_untrusted\//, 'iat before notBefore: the chain was not valid then');
@@ -162,14 +163,14 @@ t.test('a tampered record is refused', async (t) => {
 
 t.test('a signer from an untrusted CA is refused', async (t) => {
   const rogueCa = await createCa({ trustDomain: ORG });
-  const rogueSigner = createEnvelopeSigner(svidOf(await createLeaf(rogueCa, OPS)));
+  const rogueSigner = createRecordSigner(svidOf(await createLeaf(rogueCa, OPS)));
   const e = entry();
   const signed = signRecord(rogueSigner, PREFIX, { op: 'revoke', entry: e }, NOW);
   t.match(outcome(signed.jws, ctx(signed.subject)), /^signer_untrusted\//, 'same trust domain, other CA');
   t.equal(outcome(signed.jws, ctx(signed.subject, { bundles: bundlesOf([ORG, rogueCa]) })), 'ok', 'positive control: trusted once its CA is in the bundle');
 
   const partnerCa = await createCa({ trustDomain: 'partner.example' });
-  const partner = createEnvelopeSigner(svidOf(await createLeaf(partnerCa, 'spiffe://partner.example/ops/admin')));
+  const partner = createRecordSigner(svidOf(await createLeaf(partnerCa, 'spiffe://partner.example/ops/admin')));
   const p = signRecord(partner, PREFIX, { op: 'revoke', entry: e }, NOW);
   t.match(outcome(p.jws, ctx(p.subject)), /^signer_untrusted\//, 'a trust domain without a bundle');
   t.match(outcome(p.jws, ctx(p.subject, { bundles: bundlesOf([ORG, ca, partnerCa]) })), /^signer_untrusted\//, 'its CA in another trust domain’s bundle is not enough');
@@ -290,4 +291,15 @@ t.test('parseRecordData fills what a record may leave out, and nothing else', as
   t.same(lift, { op: 'lift', id: 'minimal-0001', kind: 'task', liftedBy: 'admin:bob', liftedAt: Date.parse('2030-01-01T00:00:00Z') });
   t.throws(() => parseRecordData({ v: 1, op: 'lift', liftedBy: 'x', liftedAt: '2030-01-01T00:00:00Z' }, OPS, NOW), { code: 'envelope_malformed', detail: 'record_id' });
   t.throws(() => parseRecordData({ v: 1, op: 'revoke', entry: { kind: 'user', value: 'mallory' } }, OPS, NOW), { code: 'envelope_malformed', detail: 'record_entry.id' }, 'a record entry must carry its id');
+});
+
+t.test('a bus message can never pass as a revocation record, nor a record as a bus message (distinct typ)', async (t) => {
+  const e = entry();
+  const record = signRecord(signer, PREFIX, { op: 'revoke', entry: e }, NOW);
+  t.equal(outcome(record.jws, ctx(record.subject)), 'ok', 'positive control: a record verifies as a record');
+  // What an agent gets when it has its sidecar sign "a record" through the bus API.
+  const busSigned = createEnvelopeSigner(svidOf(leaf)).sign({ subject: record.subject, data: recordData({ op: 'revoke', entry: e }) }, NOW).jws;
+  t.equal(outcome(busSigned, ctx(record.subject)), 'envelope_malformed/typ_mismatch', 'a bus-signed message with record data is refused');
+  t.throws(() => new EnvelopeVerifier().verify(record.jws, { bundles, nowMs: NOW }), { code: 'envelope_malformed', detail: 'typ_mismatch' }, 'the bus verifier refuses a record');
+  t.throws(() => signRecord(createEnvelopeSigner(svidOf(leaf)), PREFIX, { op: 'revoke', entry: e }, NOW), TypeError, 'signRecord refuses a bus signer');
 });

@@ -33,6 +33,8 @@ export interface SignedEnvelope {
 export interface EnvelopeSigner {
   readonly id: SpiffeId;
   readonly alg: string;
+  /** The JWS `typ` it signs with. */
+  readonly typ: string;
   sign(input: SignInput, nowMs?: number): SignedEnvelope;
 }
 
@@ -41,6 +43,11 @@ export interface EnvelopeSignerOptions {
   defaultTtlSeconds?: number;
   /** For RSA keys: PS256 (default) or RS256. EC keys have exactly one algorithm. */
   rsaAlgorithm?: 'PS256' | 'RS256';
+  /**
+   * The JWS `typ` (default `sigil-msg+jws`). Another application of the format (revocation
+   * records) uses its own, so a message signed for one can never verify as the other.
+   */
+  typ?: string;
 }
 
 // ---- jti: random bits from a pooled CSPRNG buffer -------------------------------------------
@@ -83,6 +90,7 @@ class Signer implements EnvelopeSigner {
   private inputView: Buffer = Buffer.alloc(0);
   private lastSubject = '';
   private lastSubjectJson = '""';
+  readonly typ: string;
 
   constructor(
     readonly id: SpiffeId,
@@ -122,7 +130,8 @@ class Signer implements EnvelopeSigner {
       throw new EnvelopeError('alg_not_allowed', 'alg_key_mismatch', `rsaAlgorithm must be PS256 or RS256`);
     }
     this.params = signParams(this.alg, privateKey);
-    const header = { alg: this.alg, typ: ENVELOPE_TYP, x5c: svid.certificates.map((c) => c.raw.toString('base64')) };
+    this.typ = opts.typ ?? ENVELOPE_TYP;
+    const header = { alg: this.alg, typ: this.typ, x5c: svid.certificates.map((c) => c.raw.toString('base64')) };
     this.headerDot = Buffer.from(JSON.stringify(header), 'utf8').toString('base64url') + '.';
     this.headerDotBytes = Buffer.from(this.headerDot, 'latin1');
     this.claimsPrefix = '{"iss":' + JSON.stringify(id.toString()) + ',"sub":';

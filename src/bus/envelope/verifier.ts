@@ -41,6 +41,8 @@ export interface EnvelopeVerifierOptions {
   maxTtlSeconds?: number;
   /** Entries in each cache (verified chains; parsed headers). Default 4096. */
   cacheLimit?: number;
+  /** The JWS `typ` required (default `sigil-msg+jws`); anything else is envelope_malformed. */
+  typ?: string;
 }
 
 /** The verified signer, as handed to the revocation hook and returned with the envelope. */
@@ -149,6 +151,7 @@ export class EnvelopeVerifier {
   readonly leewaySeconds: number;
   readonly maxTtlSeconds: number;
   readonly cacheLimit: number;
+  readonly typ: string;
 
   private readonly headers = new Map<string, HeaderEntry>();
   private chains = new Map<string, ChainEntry>();
@@ -166,6 +169,7 @@ export class EnvelopeVerifier {
     this.leewaySeconds = seconds(opts.leewaySeconds, DEFAULT_LEEWAY_SECONDS, 'leewaySeconds', 0, true);
     this.maxTtlSeconds = seconds(opts.maxTtlSeconds, DEFAULT_MAX_TTL_SECONDS, 'maxTtlSeconds', 0, false);
     this.cacheLimit = positiveInt(opts.cacheLimit, DEFAULT_CACHE_LIMIT, 'cacheLimit');
+    this.typ = opts.typ ?? ENVELOPE_TYP;
   }
 
   /** Number of verified chains currently cached (for tests and status). */
@@ -346,7 +350,7 @@ export class EnvelopeVerifier {
       this.lastHeaderEntry = hit;
       return hit;
     }
-    const entry = parseHeader(segment);
+    const entry = parseHeader(segment, this.typ);
     remember(this.headers, segment, entry, this.cacheLimit);
     this.lastHeader = segment;
     this.lastHeaderEntry = entry;
@@ -425,7 +429,7 @@ function isNumericDate(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
-function parseHeader(segment: string): HeaderEntry {
+function parseHeader(segment: string, typ: string): HeaderEntry {
   const raw = decodeBase64url(segment);
   if (!raw || raw.length === 0) throw malformed('header_base64', 'protected header is not canonical base64url');
   if (!isUtf8(raw)) throw malformed('header_json', 'protected header is not UTF-8');
@@ -445,8 +449,8 @@ function parseHeader(segment: string): HeaderEntry {
   for (const name of names) {
     if (!HEADER_MEMBERS.has(name)) throw malformed('header_member_not_allowed', `protected header member ${quote(name)} is not allowed`);
   }
-  if (!('typ' in header)) throw malformed('typ_missing', `typ must be ${ENVELOPE_TYP}`);
-  if (header.typ !== ENVELOPE_TYP) throw malformed('typ_mismatch', `typ ${quote(header.typ)} is not ${ENVELOPE_TYP}`);
+  if (!('typ' in header)) throw malformed('typ_missing', `typ must be ${typ}`);
+  if (header.typ !== typ) throw malformed('typ_mismatch', `typ ${quote(header.typ)} is not ${typ}`);
   const alg = header.alg;
   if (alg === undefined) throw malformed('alg_missing', 'protected header has no alg');
   if (!isEnvelopeAlgorithm(alg)) throw new EnvelopeError('alg_not_allowed', 'alg_unsupported', `alg_not_allowed: ${quote(alg)}`);
