@@ -155,7 +155,7 @@ export class Sidecar {
         this.refreshScrapeTimeMetrics();
         return { contentType: this.metrics.contentType(openMetrics), body: await this.metrics.exposition(openMetrics) };
       },
-    });
+    }, config.admin.tokenFile === undefined ? {} : { tokenFile: config.admin.tokenFile });
     this.wirePolicyEvents(logger.child({ component: 'policy' }));
     this.identity.on('update', (snapshot, cause) => {
       this.inbound?.updateIdentity(snapshot);

@@ -1,9 +1,12 @@
 // The admin listener (loopback by default): liveness, readiness and a status document.
 // Metrics and the revocation/policy endpoints are added by their components.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ReloadOutcome } from '../authz/index.js';
 import type { HostPort } from '../config/index.js';
+import { watchFiles, type FileWatch } from '../identity/index.js';
 import { listen } from '../proxy/index.js';
 import { entryToJson, RevocationRefusedError, type Revocations } from '../revocation/index.js';
 
@@ -20,18 +23,47 @@ export interface AdminHooks {
 /** Largest admin request body (a revocation is a few hundred bytes). */
 const MAX_BODY_BYTES = 64 * 1024;
 
+export interface AdminOptions {
+  /** A file with the bearer token the changing endpoints require (admin.tokenFile). */
+  tokenFile?: string;
+}
+
+export class AdminTokenError extends Error {
+  readonly code = 'admin_token_unavailable';
+}
+
 export class AdminServer {
   private server: Server | undefined;
+  /** SHA-256 of the token: compared in constant time, never kept or logged in clear. */
+  private tokenDigest: Buffer | undefined;
+  private watch: FileWatch | undefined;
 
-  constructor(private readonly listenAt: HostPort, private readonly hooks: AdminHooks) {}
+  constructor(
+    private readonly listenAt: HostPort,
+    private readonly hooks: AdminHooks,
+    private readonly options: AdminOptions = {},
+  ) {}
 
   async start(): Promise<AddressInfo> {
+    const tokenFile = this.options.tokenFile;
+    if (tokenFile !== undefined) {
+      this.tokenDigest = readToken(tokenFile);
+      // Rotation: a new token applies at once; an unreadable or empty file keeps the last one.
+      this.watch = watchFiles([tokenFile], () => {
+        try {
+          this.tokenDigest = readToken(tokenFile);
+        } catch {
+          // keep the last good token
+        }
+      });
+    }
     const server = createServer((req, res) => this.handle(req, res));
     this.server = server;
     return listen(server, this.listenAt);
   }
 
   async stop(): Promise<void> {
+    this.watch?.close();
     const server = this.server;
     if (!server) return;
     await new Promise<void>((resolve) => {
@@ -42,6 +74,12 @@ export class AdminServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const changing = req.method !== 'GET' && req.method !== 'HEAD';
+    if (changing && !this.authorized(req)) {
+      req.resume();
+      res.setHeader('www-authenticate', 'Bearer realm="sigil-admin"');
+      return json(res, 401, { error: 'unauthorized', detail: 'this endpoint needs the admin token (Authorization: Bearer, admin.tokenFile)' });
+    }
     if (path === '/v1/policy/reload') {
       if (req.method !== 'POST') return json(res, 405, { error: 'method_not_allowed' });
       req.resume();
@@ -72,6 +110,15 @@ export class AdminServer {
       default:
         return json(res, 404, { error: 'not_found' });
     }
+  }
+
+  /** Changing requests need the token when one is configured; reads never do. */
+  private authorized(req: IncomingMessage): boolean {
+    const expected = this.tokenDigest;
+    if (!expected) return true;
+    const m = /^Bearer ([^\s]+)$/i.exec(req.headers.authorization ?? '');
+    if (!m) return false;
+    return timingSafeEqual(createHash('sha256').update(m[1]!).digest(), expected);
   }
 
   private revocation(req: IncomingMessage, res: ServerResponse, path: string): void {
@@ -110,6 +157,17 @@ export class AdminServer {
     }
     return json(res, 405, { error: 'method_not_allowed' });
   }
+}
+
+function readToken(path: string): Buffer {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new AdminTokenError(`admin.tokenFile: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (text.length < 16 || /\s/.test(text)) throw new AdminTokenError(`admin.tokenFile: ${path} must hold one token of at least 16 characters, no whitespace`);
+  return createHash('sha256').update(text).digest();
 }
 
 /** `by` names an operator: short text without control characters. */

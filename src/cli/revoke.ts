@@ -6,6 +6,7 @@
 // parseDuration comes from config/duration.js (what config/index.js re-exports), not the
 // index itself: the index pulls in the whole config schema (zod, yaml), a few hundred ms on
 // every kill-switch call.
+import { readFileSync } from 'node:fs';
 import { parseDuration } from '../config/duration.js';
 import { CliUsageError, parseFlags } from './args.js';
 
@@ -38,6 +39,8 @@ options:
   --expires ISO     the revocation lapses at this time (e.g. 2030-01-01T00:00:00Z);
                     --ttl and --expires are exclusive; without either it stays until lifted
   --by NAME         who is revoking or lifting, for the audit trail (default "admin")
+  --token-file PATH the admin token, when the sidecar sets admin.tokenFile (sent as a bearer
+                    token; never printed)
   --list            list the revocations in force
   --lift ID         lift the revocation with this id (as printed by revoke and --list)
   --json            print the admin API's JSON answer on stdout instead of a summary line
@@ -74,6 +77,7 @@ const OPTIONS = {
   ttl: { type: 'string', multiple: true },
   expires: { type: 'string', multiple: true },
   by: { type: 'string', multiple: true },
+  'token-file': { type: 'string', multiple: true },
   lift: { type: 'string', multiple: true },
   list: { type: 'boolean' },
   json: { type: 'boolean' },
@@ -89,6 +93,8 @@ type Request =
 interface Invocation {
   admin: URL;
   json: boolean;
+  /** The admin token (admin.tokenFile on the sidecar), read from --token-file. */
+  token?: string;
   request: Request;
 }
 
@@ -128,6 +134,8 @@ export function parseRevokeArgs(args: string[], now: number): Invocation | 'help
 
   const admin = parseAdminUrl(one('admin') ?? DEFAULT_ADMIN);
   const json = raw['json'] === true;
+  const tokenFile = nonEmpty('token-file');
+  const token = tokenFile === undefined ? undefined : readTokenFile(tokenFile);
 
   const subjects = SUBJECT_FLAGS.filter((f) => raw[f] !== undefined);
   const modes = [...subjects.map((f) => `--${f}`), ...(raw['list'] === true ? ['--list'] : []), ...(raw['lift'] !== undefined ? ['--lift'] : [])];
@@ -145,14 +153,14 @@ export function parseRevokeArgs(args: string[], now: number): Invocation | 'help
   if (mode === '--list') {
     onlyWhenRevoking(['reason', 'ttl', 'expires']);
     if (raw['by'] !== undefined) throw new CliUsageError('--by only applies when revoking or lifting, not with --list');
-    return { admin, json, request: { op: 'list' } };
+    return { admin, json, ...(token === undefined ? {} : { token }), request: { op: 'list' } };
   }
 
   const by = nonEmpty('by');
   if (mode === '--lift') {
     onlyWhenRevoking(['reason', 'ttl', 'expires']);
     const id = nonEmpty('lift')!;
-    return { admin, json, request: { op: 'lift', id, ...(by === undefined ? {} : { by }) } };
+    return { admin, json, ...(token === undefined ? {} : { token }), request: { op: 'lift', id, ...(by === undefined ? {} : { by }) } };
   }
 
   const flag = subjects[0]!;
@@ -175,7 +183,7 @@ export function parseRevokeArgs(args: string[], now: number): Invocation | 'help
   }
   if (expires !== undefined) body.expiresAt = parseIsoTime(expires);
   if (by !== undefined) body.by = by;
-  return { admin, json, request: { op: 'revoke', body } };
+  return { admin, json, ...(token === undefined ? {} : { token }), request: { op: 'revoke', body } };
 }
 
 function parseAdminUrl(text: string): URL {
@@ -204,6 +212,17 @@ function parseIsoTime(text: string): string {
   return new Date(ms).toISOString();
 }
 
+function readTokenFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new CliUsageError(`--token-file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (text === '' || /\s/.test(text)) throw new CliUsageError(`--token-file: ${path} must hold one token, no whitespace`);
+  return text;
+}
+
 /** `<admin>/v1/revocations[/<id>]`, under the admin URL's path if it has one. */
 function endpoint(admin: URL, id?: string, by?: string): URL {
   const url = new URL(admin.href);
@@ -212,8 +231,9 @@ function endpoint(admin: URL, id?: string, by?: string): URL {
   return url;
 }
 
-async function send({ admin, json, request }: Invocation): Promise<number> {
+async function send({ admin, json, request, token }: Invocation): Promise<number> {
   const headers: Record<string, string> = { accept: 'application/json' };
+  if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
   let url: URL;
   let init: RequestInit;
   switch (request.op) {

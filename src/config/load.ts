@@ -55,7 +55,7 @@ export interface SigilConfig {
   bus?: BusConfig;
   delegation?: DelegationConfig;
   revocation?: RevocationConfig;
-  admin: { listen: HostPort };
+  admin: { listen: HostPort; tokenFile?: string };
   /** `sampleAllows`: fraction of allows written, 0..1 (default 1); denies are always written. */
   audit?: { path: string; sampleAllows: number };
   /** Principal-label cardinality guard (docs/metrics.md). */
@@ -321,7 +321,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     trust: { bundles },
     policy,
     metrics: { enabled: data.metrics?.enabled ?? true, principalLabelLimit: data.metrics?.principalLabelLimit ?? 100 },
-    admin: { listen: data.admin?.listen ?? { ...DEFAULTS.adminListen } },
+    admin: { listen: data.admin?.listen ?? { ...DEFAULTS.adminListen }, ...(data.admin?.tokenFile === undefined ? {} : { tokenFile: abs(data.admin.tokenFile) }) },
     shutdown: { drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(DEFAULTS.drainTimeout) },
   };
   if (data.inbound) {

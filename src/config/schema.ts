@@ -267,6 +267,11 @@ export const RevocationSchema = z.strictObject({
 
 export const AdminSchema = z.strictObject({
   listen: listen.optional(),
+  /**
+   * A file holding a bearer token the changing endpoints (revocations, policy reload) require.
+   * The agent shares loopback with its sidecar: without a token it could lift its own revocation.
+   */
+  tokenFile: filePath.optional(),
 });
 
 const fraction = z

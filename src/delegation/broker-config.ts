@@ -85,7 +85,7 @@ export interface BrokerConfig {
   scopes: AudienceScopes[];
   /** Cedar file with `delegation.exchange` rules (required: without a policy nothing is exchanged). */
   policy: { cedar: string };
-  admin: { listen: HostPort };
+  admin: { listen: HostPort; tokenFile?: string };
   shutdown: { drainTimeoutMs: number };
   /** The kill switch (docs/delegation.md §4): sources of the revocation list; absent = admin API only. */
   revocation?: RevocationConfig;
@@ -300,7 +300,7 @@ function build(data: RawBrokerConfig, configPath: string): BrokerConfig {
     }),
     scopes: (data.scopes ?? []).map((s) => ({ audience: s.audience, allow: [...new Set(s.allow)] })),
     policy: { cedar: abs(data.policy.cedar) },
-    admin: { listen: data.admin?.listen ?? { ...BROKER_DEFAULTS.adminListen } },
+    admin: { listen: data.admin?.listen ?? { ...BROKER_DEFAULTS.adminListen }, ...(data.admin?.tokenFile === undefined ? {} : { tokenFile: abs(data.admin.tokenFile) }) },
     shutdown: { drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(BROKER_DEFAULTS.drainTimeout) },
   };
   if (data.jwksOut !== undefined) config.jwksOut = abs(data.jwksOut);

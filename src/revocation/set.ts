@@ -23,9 +23,21 @@ export class RevocationSet {
   private patterns: { pattern: SpiffeIdPattern; entry: RevocationEntry }[] = [];
   private readonly lifted = new Set<string>();
   private epochValue = 0;
+  /**
+   * Agent answers by ID string, for the current contents (cleared on every change). Agents
+   * repeat on every call; without it each lookup parses actor IDs and scans every pattern. A
+   * remembered hit is re-checked for expiry; a remembered miss (the time it was computed) holds
+   * for any later time until the set changes — entries only stop applying as time passes.
+   */
+  private agentMemo = new Map<string, RevocationEntry | number>();
 
   constructor() {
     for (const kind of ['svid', 'agent', 'task', 'token', 'user', 'trust_domain'] as const) this.exact.set(kind, new Map());
+  }
+
+  private changed(): void {
+    this.epochValue++;
+    this.agentMemo = new Map();
   }
 
   /** Changes with every addition, lift and expiry. Caches key on it. */
@@ -50,7 +62,7 @@ export class RevocationSet {
       if (list) list.push(entry);
       else values.set(entry.value, [entry]);
     }
-    this.epochValue++;
+    this.changed();
     return 'added';
   }
 
@@ -60,7 +72,7 @@ export class RevocationSet {
     const entry = this.byId.get(id);
     if (!entry) return { outcome: 'unknown' };
     this.remove(entry);
-    this.epochValue++;
+    this.changed();
     return { outcome: 'lifted', entry };
   }
 
@@ -72,7 +84,7 @@ export class RevocationSet {
     const entry = this.byId.get(id);
     if (!entry) return false;
     this.remove(entry);
-    this.epochValue++;
+    this.changed();
     return true;
   }
 
@@ -87,7 +99,7 @@ export class RevocationSet {
       if (entry.expiresAt !== undefined && entry.expiresAt <= now) gone.push(entry);
     }
     for (const entry of gone) this.remove(entry);
-    if (gone.length > 0) this.epochValue++;
+    if (gone.length > 0) this.changed();
     return gone;
   }
 
@@ -110,24 +122,37 @@ export class RevocationSet {
   /** The entry revoking this agent: by exact ID, by pattern, or by its trust domain. */
   agent(id: SpiffeId, now: number): RevocationEntry | undefined {
     if (this.byId.size === 0) return undefined;
-    const hit = this.lookup('agent', id.toString(), now) ?? this.lookup('trust_domain', id.trustDomain.name, now);
-    if (hit) return hit;
-    for (const p of this.patterns) if (p.pattern.matches(id) && live(p.entry, now)) return p.entry;
-    return undefined;
+    const key = id.toString();
+    const memo = this.agentMemo.get(key);
+    if (typeof memo === 'number' ? now >= memo : memo !== undefined && live(memo, now)) return typeof memo === 'number' ? undefined : memo;
+    return this.remember(key, this.agentUncached(id, key, now), now);
   }
 
   /** An agent named by string (delegation actors): unparsable IDs are not revoked by ID. */
   agentByName(id: string, now: number): RevocationEntry | undefined {
     if (this.byId.size === 0) return undefined;
-    const exact = this.lookup('agent', id, now);
-    if (exact) return exact;
+    const memo = this.agentMemo.get(id);
+    if (typeof memo === 'number' ? now >= memo : memo !== undefined && live(memo, now)) return typeof memo === 'number' ? undefined : memo;
     let parsed: SpiffeId;
     try {
       parsed = SpiffeId.parse(id);
     } catch {
-      return undefined;
+      return this.remember(id, this.lookup('agent', id, now), now);
     }
-    return this.agent(parsed, now);
+    return this.remember(id, this.agentUncached(parsed, id, now), now);
+  }
+
+  private agentUncached(id: SpiffeId, key: string, now: number): RevocationEntry | undefined {
+    const hit = this.lookup('agent', key, now) ?? this.lookup('trust_domain', id.trustDomain.name, now);
+    if (hit) return hit;
+    for (const p of this.patterns) if (p.pattern.matches(id) && live(p.entry, now)) return p.entry;
+    return undefined;
+  }
+
+  private remember(key: string, entry: RevocationEntry | undefined, now: number): RevocationEntry | undefined {
+    if (this.agentMemo.size >= AGENT_MEMO_LIMIT) this.agentMemo = new Map();
+    this.agentMemo.set(key, entry ?? now);
+    return entry;
   }
 
   /** An SVID by its normalized keys (see svidKeys): serial and SHA-256 fingerprint. */
@@ -174,6 +199,8 @@ export class RevocationSet {
     else values.delete(entry.value);
   }
 }
+
+const AGENT_MEMO_LIMIT = 50_000;
 
 function live(entry: RevocationEntry, now: number): boolean {
   return entry.expiresAt === undefined || entry.expiresAt > now;

@@ -4,12 +4,14 @@
 // for another task go on; revoking a user stops every chain for that user; a token id, an actor
 // anywhere in the chain, an SVID (also over a resumed TLS session) each have their own test.
 // The dev issuer refuses to renew a revoked agent's SVID. Every refusal has a positive control.
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import t from 'tap';
 import { nestAct, signDelegationToken, SigningKeyRing, type DelegationTokenClaims, type SigningKey } from '../../src/delegation/index.js';
+import { SIGIL_BIN } from '../../src/cli/processes.js';
 import type { Issued } from '../fixtures/certs.js';
 import { startAppUpstream } from '../helpers/app-upstream.js';
 import { metricSum, metrics, openWs, type WsClient } from '../helpers/observe.js';
@@ -316,3 +318,51 @@ t.test('the dev issuer does not renew the SVID of a revoked agent (decommission)
   await waitUntil(async () => (await fetch(`http://${g.admin}/readyz`)).status === 503, 5_000, 100);
   t.pass('once its last SVID expired the sidecar is not ready');
 });
+
+t.test('admin.tokenFile: changing endpoints need the token (the agent shares loopback); reads do not', async (t) => {
+  const tokenFile = join(dir, 'admin.token');
+  const token = randomBytes(24).toString('base64url');
+  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+  const h = await runSigil(
+    t,
+    await writeConfig(
+      dir,
+      'h.yaml',
+      sidecarConfig({
+        trustDomain: TD,
+        identity: { dev: { caDir: td.caDir, spiffeId: 'spiffe://example.org/agent/h', ttl: '15m' } },
+        inbound: { listen: '127.0.0.1:0', upstream: appUrl },
+        policy: { cedar: './policy.cedar' },
+        admin: { listen: '127.0.0.1:0', tokenFile: './admin.token' },
+      }),
+    ),
+  );
+  const post = (auth?: string): Promise<Response> =>
+    fetch(`http://${h.admin}/v1/revocations`, { method: 'POST', headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) }, body: JSON.stringify({ kind: 'task', value: 'guarded' }) });
+  const none = await post();
+  t.equal(none.status, 401, 'no token: 401');
+  t.match(none.headers.get('www-authenticate') ?? '', /^Bearer /, 'with a Bearer challenge');
+  t.equal((await post('Bearer wrong-token-of-enough-length')).status, 401, 'a wrong token: 401');
+  t.equal((await fetch(`http://${h.admin}/v1/policy/reload`, { method: 'POST' })).status, 401, 'policy reload needs it too');
+  const ok = await post(`Bearer ${token}`);
+  t.equal(ok.status, 201, 'positive control: the right token revokes');
+  const id = ((await ok.json()) as { revocation: { id: string } }).revocation.id;
+  t.equal((await fetch(`http://${h.admin}/v1/revocations/${id}`, { method: 'DELETE' })).status, 401, 'lifting without the token: 401');
+  t.equal((await fetch(`http://${h.admin}/v1/revocations`)).status, 200, 'listing needs no token');
+  t.equal((await fetch(`http://${h.admin}/metrics`)).status, 200, 'scraping needs no token');
+  const cli = await runCli(['revoke', '--admin', `http://${h.admin}`, '--lift', id, '--token-file', tokenFile]);
+  t.equal(cli.code, 0, `sigil revoke --token-file lifts it (${cli.stderr.trim()})`);
+  t.notOk(cli.stdout.includes(token) || cli.stderr.includes(token), 'the token is never printed');
+  const noToken = await runCli(['revoke', '--admin', `http://${h.admin}`, '--task', 'x']);
+  t.equal(noToken.code, 1, 'sigil revoke without the token is refused');
+  t.match(noToken.stderr, /401/);
+});
+
+/** `sigil ...args` to completion (without tap's NODE_OPTIONS). */
+function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [SIGIL_BIN, ...args], { env: { ...process.env, NODE_OPTIONS: '' }, timeout: 15_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
