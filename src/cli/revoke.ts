@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDuration } from '../config/duration.js';
 import { CliUsageError, parseFlags } from './args.js';
+import type { RevocationEntryJson } from '../revocation/entry.js';
 
 const SYNOPSIS = `usage:
   sigil revoke --admin URL (--agent ID|PATTERN | --svid SERIAL|sha256:FINGERPRINT | --task ID | --token JTI | --user SUB | --trust-domain TD)
@@ -309,15 +310,7 @@ async function send({ admin, json, request, token }: Invocation): Promise<number
   }
 }
 
-interface Entry {
-  id: string;
-  kind: string;
-  value: string;
-  reason: string;
-  revokedBy: string;
-  revokedAt: string;
-  expiresAt?: string;
-}
+type Entry = RevocationEntryJson;
 
 function asEntry(value: unknown): Entry | undefined {
   if (typeof value !== 'object' || value === null) return undefined;

@@ -88,9 +88,20 @@ export function parseRevocationEntry(input: unknown, defaults: EntryDefaults): R
 
 const ENTRY_FIELDS = new Set(['id', 'kind', 'value', 'reason', 'revokedBy', 'revokedAt', 'expiresAt']);
 
+/** An entry as the admin API and records carry it (times as ISO 8601 strings). */
+export interface RevocationEntryJson {
+  id: string;
+  kind: string;
+  value: string;
+  reason: string;
+  revokedBy: string;
+  revokedAt: string;
+  expiresAt?: string;
+}
+
 /** The entry as JSON (times as ISO strings), as the admin API and records carry it. */
-export function entryToJson(entry: RevocationEntry): Record<string, string> {
-  const json: Record<string, string> = {
+export function entryToJson(entry: RevocationEntry): RevocationEntryJson {
+  const json: RevocationEntryJson = {
     id: entry.id,
     kind: entry.kind,
     value: entry.value,
@@ -98,7 +109,7 @@ export function entryToJson(entry: RevocationEntry): Record<string, string> {
     revokedBy: entry.revokedBy,
     revokedAt: new Date(entry.revokedAt).toISOString(),
   };
-  if (entry.expiresAt !== undefined) json['expiresAt'] = new Date(entry.expiresAt).toISOString();
+  if (entry.expiresAt !== undefined) json.expiresAt = new Date(entry.expiresAt).toISOString();
   return json;
 }
 

@@ -1,6 +1,6 @@
 // Public surface of the kill switch (docs/revocation.md).
 export { REVOCATION_KINDS, RevocationInputError, entryToJson, isEntryId, parseRevocationEntry, svidKeys } from './entry.js';
-export type { RevocationEntry, RevocationKind } from './entry.js';
+export type { RevocationEntry, RevocationEntryJson, RevocationKind } from './entry.js';
 export { RevocationSet } from './set.js';
 export { LiveRegistry, revokedBy } from './registry.js';
 export type { LiveKind, LiveWork } from './registry.js';

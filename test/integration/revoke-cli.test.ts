@@ -10,6 +10,7 @@ import type { Issued } from '../fixtures/certs.js';
 import { mtlsRequest } from '../helpers/clients.js';
 import { closedPort, runSigil, setupTrustDomain, sidecarConfig, sleep, tempDir, writeConfig, type RunningSigil } from '../helpers/env.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
+import type { RevocationEntryJson } from '../../src/revocation/index.js';
 
 const TD = 'example.org';
 const ID_A = 'spiffe://example.org/agent/a';
@@ -21,15 +22,7 @@ interface Exit {
   stderr: string;
 }
 
-interface Entry {
-  id: string;
-  kind: string;
-  value: string;
-  reason: string;
-  revokedBy: string;
-  revokedAt: string;
-  expiresAt?: string;
-}
+type Entry = RevocationEntryJson;
 
 let sidecar: RunningSigil;
 let upstream: EchoUpstream;
