@@ -258,7 +258,9 @@ export class Sidecar {
   private decide(request: AuthzRequest, meta?: CallMeta): Decision {
     const measured = this.config.metrics.enabled;
     const started = measured ? process.hrtime.bigint() : 0n;
-    const decision = this.refusedByRevocation(request) ?? this.evaluate(request);
+    let decision = this.refusedByRevocation(request) ?? this.evaluate(request);
+    // Who may revoke is never relaxed by dry-run: recorded (and enforced) as the deny it is.
+    if (decision.wouldDeny && request.action === 'revocation.issue') decision = { ...decision, allowed: false, wouldDeny: false };
     if (measured) {
       this.metrics.authzEvaluation.observe(Number(process.hrtime.bigint() - started) / 1e9);
       this.metrics.authzDecisions.inc({
@@ -316,11 +318,7 @@ export class Sidecar {
     const m = this.metrics;
     return new Revocations(settings, {
       identity: () => this.identity.current(),
-      // Who may revoke is never relaxed by dry-run: a would-deny is a deny here.
-      authorize: (signer, record, subject) => {
-        const decision = this.decide(revocationIssueRequest(signer, record, subject));
-        return decision.wouldDeny ? { ...decision, allowed: false } : decision;
-      },
+      authorize: (signer, record, subject) => this.decide(revocationIssueRequest(signer, record, subject)),
       auditRejection: (rej) =>
         this.audit?.recordBusRejection({
           subject: rej.subject,

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { watchFiles, type FileWatch } from '../identity/index.js';
-import { parseRevocationEntry, RevocationInputError, type RevocationEntry } from './entry.js';
+import { isEntryId, parseRevocationEntry, RevocationInputError, type RevocationEntry } from './entry.js';
 
 export class RevocationFileError extends Error {
   override readonly name = 'RevocationFileError';
@@ -104,8 +104,12 @@ export function parseRevocationFile(text: string, path: string, now: number): Re
       // revokedAt defaults to the read time, except for an entry whose expiresAt has passed:
       // that one is valid and simply no longer applies (it must not break the whole file).
       const entry = parseRevocationEntry(item, { id: 'file-pending', revokedBy: `file:${path}`, now: defaultRevokedAt(item, now) });
+      // File ids always start with `file-`: records never name such ids, so nothing remote can
+      // lift (or pre-empt) an entry of this file.
       const given = (item as Record<string, unknown>)['id'];
       if (given === undefined) entry.id = `file-${createHash('sha256').update(`${entry.kind}\u0000${entry.value}`).digest('hex').slice(0, 32)}`;
+      else if (!entry.id.startsWith('file-')) entry.id = `file-${entry.id}`;
+      if (!isEntryId(entry.id)) throw new RevocationInputError('id', 'with the file- prefix it must stay within 64 characters of A-Z a-z 0-9 _ -');
       return entry;
     } catch (err) {
       if (err instanceof RevocationInputError) throw new RevocationFileError(`revocation.file: ${path}: revocations[${i}].${err.field}: ${err.message.slice(err.field.length + 2)}`);

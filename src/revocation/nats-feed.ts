@@ -72,6 +72,8 @@ export class RevocationFeed {
   private stopped = false;
   private serial: string | undefined;
   private reopening: Promise<void> | undefined;
+  /** Set when the consumer ended or a reopen failed: the next check tries again. */
+  private needsReopen = false;
   private protectedStream = true;
 
   constructor(private readonly options: RevocationFeedOptions) {}
@@ -143,10 +145,14 @@ export class RevocationFeed {
           const old = this.live;
           this.live = live;
           this.serial = snapshot.svid.serial;
+          this.needsReopen = false;
           if (old) await close(old);
           this.options.logger.info('revocation feed reopened', { why });
         },
-        (err: Error) => this.options.logger.warn('revocation feed: reopening failed; retrying at the next check', { why, error: err }),
+        (err: Error) => {
+          this.needsReopen = true;
+          this.options.logger.warn('revocation feed: reopening failed; retrying at the next check', { why, error: err });
+        },
       )
       .finally(() => (this.reopening = undefined));
     return this.reopening;
@@ -187,9 +193,16 @@ export class RevocationFeed {
       this.applied = 0;
     }
     this.streamCreated = info.created;
+    this.protectedStream = true;
+    this.checkProtection(info);
+  }
+
+  /** Logs (once per change) a stream that lets stored records be replaced, deleted or purged. */
+  private checkProtection(info: StreamInfo): void {
     const c = info.config;
+    const wasProtected = this.protectedStream;
     this.protectedStream = c.discard === DiscardPolicy.New && c.discard_new_per_subject === true && c.deny_delete === true && c.deny_purge === true;
-    if (!this.protectedStream) {
+    if (!this.protectedStream && wasProtected) {
       this.options.logger.error('the revocation stream lets stored records be replaced, deleted or purged: whoever can publish on its subjects can erase revocations for sidecars that start later', {
         stream: this.options.stream,
         fix: 'recreate it with discard: new, discard_new_per_subject, deny_delete, deny_purge (docs/revocation.md)',
@@ -237,18 +250,29 @@ export class RevocationFeed {
       if (!this.stopped) this.options.logger.warn('revocation feed consumer failed', { error: err as Error });
     }
     // A consumer that ends while its connection is current is opened again.
-    if (!this.stopped && this.live?.messages === messages) void this.replace('consumer ended');
+    if (!this.stopped && this.live?.messages === messages) {
+      this.needsReopen = true;
+      void this.replace('consumer ended');
+    }
   }
 
   private async checkSync(): Promise<void> {
     const live = this.live;
-    if (!live || live.nc.isClosed() || this.stopped || this.reopening) return;
+    if (!live || this.stopped || this.reopening) return;
+    // A reopen that failed (consumer ended, SVID rotated) is tried again here.
+    const current = this.options.identity()?.svid.serial;
+    if (this.needsReopen || (current !== undefined && current !== this.serial)) {
+      await this.replace(this.needsReopen ? 'retry' : 'rotated SVID (retry)');
+      return;
+    }
+    if (live.nc.isClosed()) return;
     try {
       const info = await live.jsm.streams.info(this.options.stream);
       if (info.created !== this.streamCreated || info.state.last_seq < this.applied) {
         await this.replace('stream created again');
         return;
       }
+      this.checkProtection(info);
       if (info.state.last_seq <= this.applied) this.lastSyncMs = Date.now();
     } catch {
       // Unreachable or gone: the list ages; the caller reports it.

@@ -253,6 +253,8 @@ export class Revocations {
     const own = this.deps.identity();
     if (!own) throw new RevocationRefusedError('not_authorized', 'no SVID to sign the revocation record with');
     const subject = this.settings.nats.subject;
+    const revoked = this.set.agent(own.svid.id, Date.now()) ?? this.svid(own.svid.serial, own.svid.certificates[0]?.fingerprint256 ?? '');
+    if (revoked) throw new RevocationRefusedError('not_authorized', `${own.svid.id} is itself revoked (${revoked.kind} ${revoked.id}): every receiver would refuse its records`);
     const decision = this.deps.authorize(own.svid.id, record, subject);
     if (!decision.allowed) {
       throw new RevocationRefusedError('not_authorized', `${own.svid.id} may not issue revocation records (Cedar action revocation.issue on Topic "${subject}": ${decision.reason})`);

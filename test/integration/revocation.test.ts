@@ -154,6 +154,8 @@ async function suite(natsBinary: string): Promise<void> {
     }
     const own = await plainRequest({ address: sidecars.a.outbound, path: '/work', headers: { host: 'agent-c' } });
     t.equal(own.gotHttpResponse && own.status, 403, 'A\'s own sidecar refuses A\'s calls');
+    const selfLift = await admin(sidecars.a, `/v1/revocations`, { method: 'POST', body: JSON.stringify({ kind: 'task', value: 'x' }) });
+    t.match(selfLift, { status: 403, json: { error: 'not_authorized', detail: /itself revoked/ } }, 'a revoked sidecar does not sign records (every receiver would refuse them)');
     t.equal(own.gotHttpResponse && own.json?.reason, 'revoked', 'reason revoked');
     t.ok(Date.now() - started < 1_500, `all checks done ${Date.now() - started} ms after the admin call`);
 

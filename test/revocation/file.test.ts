@@ -44,7 +44,7 @@ t.test('YAML with { revocations: [...] }', async (t) => {
   t.match(agent.id, /^file-[0-9a-f]{32}$/, 'derived id');
   t.notOk('expiresAt' in agent);
   t.match(svid, { kind: 'svid', value: `sha256:${FP}`, reason: '', expiresAt: Date.parse('2030-07-01T00:00:00Z') }, 'values normalized; an unquoted YAML timestamp is a time');
-  t.same(td, { id: 'explicit-id-01', kind: 'trust_domain', value: 'partner.example', reason: '', revokedBy: `file:${PATH}`, revokedAt: NOW }, 'an explicit id is kept');
+  t.same(td, { id: 'file-explicit-id-01', kind: 'trust_domain', value: 'partner.example', reason: '', revokedBy: `file:${PATH}`, revokedAt: NOW }, 'an explicit id is kept, under the file- prefix (records can never name it)');
 });
 
 t.test('YAML bare list, JSON object and JSON bare list give the same entries', async (t) => {
