@@ -155,7 +155,7 @@ export class Sidecar {
         this.refreshScrapeTimeMetrics();
         return { contentType: this.metrics.contentType(openMetrics), body: await this.metrics.exposition(openMetrics) };
       },
-    }, config.admin.tokenFile === undefined ? {} : { tokenFile: config.admin.tokenFile });
+    }, config.admin.tokenFile === undefined ? {} : { tokenFile: config.admin.tokenFile, onTokenError: (err) => logger.error('admin token file refused; keeping the last good token', { error: err }) });
     this.wirePolicyEvents(logger.child({ component: 'policy' }));
     this.identity.on('update', (snapshot, cause) => {
       this.inbound?.updateIdentity(snapshot);

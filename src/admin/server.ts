@@ -26,6 +26,8 @@ const MAX_BODY_BYTES = 64 * 1024;
 export interface AdminOptions {
   /** A file with the bearer token the changing endpoints require (admin.tokenFile). */
   tokenFile?: string;
+  /** A new token file was refused (the last good token stays in force). */
+  onTokenError?: (err: Error) => void;
 }
 
 export class AdminTokenError extends Error {
@@ -52,8 +54,8 @@ export class AdminServer {
       this.watch = watchFiles([tokenFile], () => {
         try {
           this.tokenDigest = readToken(tokenFile);
-        } catch {
-          // keep the last good token
+        } catch (err) {
+          this.options.onTokenError?.(err as Error); // the last good token stays in force
         }
       });
     }
@@ -74,8 +76,11 @@ export class AdminServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
+    // The token guards every change, and the revocation list itself (it names users and token
+    // ids, and entry ids an agent could race a lift with); health, status and metrics stay open.
     const changing = req.method !== 'GET' && req.method !== 'HEAD';
-    if (changing && !this.authorized(req)) {
+    const guarded = changing || path === '/v1/revocations' || path.startsWith('/v1/revocations/');
+    if (guarded && !this.authorized(req)) {
       req.resume();
       res.setHeader('www-authenticate', 'Bearer realm="sigil-admin"');
       return json(res, 401, { error: 'unauthorized', detail: 'this endpoint needs the admin token (Authorization: Bearer, admin.tokenFile)' });

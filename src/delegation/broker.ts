@@ -117,7 +117,7 @@ export class Broker {
         this.metrics.revocation.setState(this.revocations.ageSeconds(), this.revocations.set.countsByKind());
         return { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
       },
-    }, config.admin.tokenFile === undefined ? {} : { tokenFile: config.admin.tokenFile });
+    }, config.admin.tokenFile === undefined ? {} : { tokenFile: config.admin.tokenFile, onTokenError: (err) => logger.error('admin token file refused; keeping the last good token', { error: err }) });
     const policyLog = logger.child({ component: 'policy' });
     this.policy.on('reload', (outcome) => {
       this.metrics.policyReloads.inc({ result: outcome.result });

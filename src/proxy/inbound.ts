@@ -368,7 +368,7 @@ export class InboundProxy {
     const granted = this.delegations.get(req);
     const state = this.connections.get(req.socket);
     const own = this.options.identity();
-    if (!granted || !state || !own || !this.options.live) return;
+    if (!granted || !state || !own || !this.options.live || req.socket.destroyed) return;
     const unregister = this.options.live({
       kind: 'connection',
       agents: [state.peer.id, own.svid.id],
@@ -379,7 +379,9 @@ export class InboundProxy {
         req.socket.destroy();
       },
     });
+    // Whichever ends first: a pipelined response that never gets the socket never emits 'close'.
     res.once('close', unregister);
+    req.socket.once('close', unregister);
   }
 
   /** One `sigil_requests_total` observation per request, once its response is complete. */

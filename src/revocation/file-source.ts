@@ -97,6 +97,7 @@ export function parseRevocationFile(text: string, path: string, now: number): Re
   const keys = typeof doc === 'object' && !Array.isArray(doc) ? Object.keys(doc) : [];
   const list = Array.isArray(doc) ? doc : keys.length === 1 && keys[0] === 'revocations' ? (doc as { revocations?: unknown }).revocations : undefined;
   if (!Array.isArray(list)) throw new RevocationFileError(`revocation.file: ${path}: expected a list of entries or { revocations: [...] } (write \`revocations: []\` to clear it)`);
+  const seen = new Map<string, number>();
   return list.map((item, i) => {
     try {
       // Without an id, one derived from the normalized kind and value: stable across reloads,
@@ -110,6 +111,9 @@ export function parseRevocationFile(text: string, path: string, now: number): Re
       if (given === undefined) entry.id = `file-${createHash('sha256').update(`${entry.kind}\u0000${entry.value}`).digest('hex').slice(0, 32)}`;
       else if (!entry.id.startsWith('file-')) entry.id = `file-${entry.id}`;
       if (!isEntryId(entry.id)) throw new RevocationInputError('id', 'with the file- prefix it must stay within 64 characters of A-Z a-z 0-9 _ -');
+      const first = seen.get(entry.id);
+      if (first !== undefined) throw new RevocationInputError('id', `the same entry as revocations[${first}] (same id, or same kind and value)`);
+      seen.set(entry.id, i);
       return entry;
     } catch (err) {
       if (err instanceof RevocationInputError) throw new RevocationFileError(`revocation.file: ${path}: revocations[${i}].${err.field}: ${err.message.slice(err.field.length + 2)}`);

@@ -100,7 +100,12 @@ export class RevocationFeed {
   async start(): Promise<void> {
     const snapshot = this.options.identity();
     if (!snapshot) throw new Error('no SVID to connect to NATS with');
-    this.live = await this.open(snapshot);
+    const live = await this.open(snapshot);
+    if (this.stopped) {
+      await close(live); // stop() ran while this was connecting
+      return;
+    }
+    this.live = live;
     this.serial = snapshot.svid.serial;
     this.timer ??= setInterval(() => void this.checkSync(), this.options.syncIntervalMs);
     this.timer.unref();
@@ -118,6 +123,14 @@ export class RevocationFeed {
       }
       throw err;
     }
+  }
+
+  /** What the stream holds on `subject` (the last message), if anything. */
+  async stored(subject: string): Promise<string | undefined> {
+    const live = this.live;
+    if (!live || live.nc.isClosed()) return undefined;
+    const m = await live.jsm.streams.getMessage(this.options.stream, { last_by_subj: subject }).catch(() => null);
+    return m ? m.string() : undefined;
   }
 
   /** A new SVID: reconnect with it and continue after the last handled record. */
@@ -201,11 +214,21 @@ export class RevocationFeed {
   private checkProtection(info: StreamInfo): void {
     const c = info.config;
     const wasProtected = this.protectedStream;
-    this.protectedStream = c.discard === DiscardPolicy.New && c.discard_new_per_subject === true && c.deny_delete === true && c.deny_purge === true;
+    // Write-once, and nothing that drops records by age or count (junk could fill a bounded
+    // stream; an aged-out revoke is gone for sidecars that start later).
+    this.protectedStream =
+      c.discard === DiscardPolicy.New &&
+      c.discard_new_per_subject === true &&
+      c.deny_delete === true &&
+      c.deny_purge === true &&
+      c.max_msgs_per_subject === 1 &&
+      !(c.max_age > 0) &&
+      !(c.max_msgs > 0) &&
+      !(c.max_bytes > 0);
     if (!this.protectedStream && wasProtected) {
       this.options.logger.error('the revocation stream lets stored records be replaced, deleted or purged: whoever can publish on its subjects can erase revocations for sidecars that start later', {
         stream: this.options.stream,
-        fix: 'recreate it with discard: new, discard_new_per_subject, deny_delete, deny_purge (docs/revocation.md)',
+        fix: 'recreate it with discard: new, discard_new_per_subject, deny_delete, deny_purge, max_msgs_per_subject: 1 and no max_age/max_msgs/max_bytes (docs/revocation.md)',
       });
     }
   }
@@ -250,10 +273,9 @@ export class RevocationFeed {
       if (!this.stopped) this.options.logger.warn('revocation feed consumer failed', { error: err as Error });
     }
     // A consumer that ends while its connection is current is opened again.
-    if (!this.stopped && this.live?.messages === messages) {
-      this.needsReopen = true;
-      void this.replace('consumer ended');
-    }
+    // Reopened by the next check (paced by syncInterval: a consumer that keeps ending does not
+    // turn into a reconnect storm).
+    if (!this.stopped) this.needsReopen = true;
   }
 
   private async checkSync(): Promise<void> {
@@ -265,7 +287,10 @@ export class RevocationFeed {
       await this.replace(this.needsReopen ? 'retry' : 'rotated SVID (retry)');
       return;
     }
-    if (live.nc.isClosed()) return;
+    if (live.nc.isClosed()) {
+      this.needsReopen = true;
+      return;
+    }
     try {
       const info = await live.jsm.streams.info(this.options.stream);
       if (info.created !== this.streamCreated || info.state.last_seq < this.applied) {
@@ -274,8 +299,11 @@ export class RevocationFeed {
       }
       this.checkProtection(info);
       if (info.state.last_seq <= this.applied) this.lastSyncMs = Date.now();
-    } catch {
-      // Unreachable or gone: the list ages; the caller reports it.
+    } catch (err) {
+      // Unreachable: the list ages; the caller reports it. Gone (deleted): reopen, which
+      // creates it again where allowed — an ordered consumer waits silently for a stream that
+      // no longer exists.
+      if (/not found/i.test((err as Error).message)) this.needsReopen = true;
     }
   }
 }

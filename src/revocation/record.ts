@@ -105,10 +105,11 @@ export function verifyRecord(jws: string, ctx: VerifyRecordContext): VerifiedRec
   if (ctx.verifier.typ !== RECORD_TYP) throw new TypeError(`revocation records need a record verifier (typ ${RECORD_TYP}); see createRecordVerifier`);
   const now = ctx.nowMs ?? Date.now();
   const iat = peekIat(jws);
-  if (iat * 1000 > now + ctx.leewayMs) throw new RecordError('envelope_expired', 'iat_in_future', `record iat ${iat} is in the future`);
+  // A stored record is bound to the stream's clock (below), not to this host's: a receiver whose
+  // clock is behind must not refuse — and so never see — a record the stream just stored.
+  if (ctx.storedAtMs === undefined && iat * 1000 > now + ctx.leewayMs) throw new RecordError('envelope_expired', 'iat_in_future', `record iat ${iat} is in the future`);
   if (ctx.storedAtMs !== undefined) {
-    const delay = ctx.storedAtMs - iat * 1000;
-    if (delay > MAX_STORE_DELAY_MS + ctx.leewayMs || delay < -ctx.leewayMs) {
+    if (!storedInTime(iat, ctx.storedAtMs, ctx.leewayMs)) {
       throw new RecordError('envelope_expired', 'iat_not_at_store_time', `record iat ${iat} is not within ${MAX_STORE_DELAY_MS / 1000}s of when the stream stored it`);
     }
   }
@@ -171,6 +172,26 @@ function isLocalId(id: string): boolean {
 
 function onlyKeys(o: Record<string, unknown>, allowed: string[]): void {
   for (const key of Object.keys(o)) if (!allowed.includes(key)) throw malformed(key, `unknown member ${JSON.stringify(key)}`);
+}
+
+/**
+ * Whether `jws` (read back from the stream, unverified) is `record` as issued by `issuer`: the
+ * same operation on the same entry. Used by an issuer to tell its own earlier attempt from junk.
+ */
+export function isSameRecord(jws: string, record: RevocationRecord, issuer: string): boolean {
+  try {
+    const claims = JSON.parse(Buffer.from(jws.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iss?: unknown; data?: { op?: unknown; id?: unknown; entry?: { id?: unknown } } };
+    const id = claims.data?.op === 'revoke' ? claims.data.entry?.id : claims.data?.id;
+    return claims.iss === issuer && claims.data?.op === record.op && id === recordId(record);
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a record (verified, as ours) was stored within the bound of its iat. */
+export function storedInTime(iat: number, storedAtMs: number, leewayMs: number): boolean {
+  const delay = storedAtMs - iat * 1000;
+  return delay <= MAX_STORE_DELAY_MS + leewayMs && delay >= -leewayMs;
 }
 
 /** The claims' iat, read before verification only to choose the verification time. */

@@ -10,7 +10,7 @@ import type { Logger } from '../telemetry/index.js';
 import { parseRevocationEntry, svidKeys, type RevocationEntry } from './entry.js';
 import { RevocationFileSource } from './file-source.js';
 import { RecordExistsError, RevocationFeed } from './nats-feed.js';
-import { createRecordSigner, createRecordVerifier, RecordError, signRecord, verifyRecord, type RevocationRecord } from './record.js';
+import { createRecordSigner, createRecordVerifier, isSameRecord, RecordError, recordSubject, signRecord, storedInTime, verifyRecord, type RevocationRecord } from './record.js';
 import { LiveRegistry, type LiveKind } from './registry.js';
 import { RevocationSet } from './set.js';
 
@@ -32,7 +32,11 @@ export interface RevocationSettings {
 }
 
 export type RevocationSource = 'admin' | 'nats' | 'file';
-export type ApplyResult = 'applied' | 'lifted' | 'duplicate' | 'rejected' | 'expired';
+/**
+ * `blocked`: our record could not be stored (the stream holds something else on its subject);
+ * `clock_skew`: our own record came back stored too long after its iat (receivers refuse it).
+ */
+export type ApplyResult = 'applied' | 'lifted' | 'duplicate' | 'rejected' | 'expired' | 'blocked' | 'clock_skew';
 
 export interface RevocationsDeps {
   identity: () => IdentitySnapshot | undefined;
@@ -128,6 +132,7 @@ export class Revocations {
         if (this.stopped) return;
         try {
           await this.feed.start();
+          if (this.stopped) return; // stopped while connecting: stop() closed the feed
           break;
         } catch (err) {
           this.deps.logger.warn('revocation list not loaded yet; retrying', { error: err as Error });
@@ -135,6 +140,7 @@ export class Revocations {
         }
       }
     }
+    if (this.stopped) return;
     this.synced = true;
     this.timer = setInterval(() => this.tick(), this.settings.syncIntervalMs);
     this.timer.unref();
@@ -268,10 +274,7 @@ export class Revocations {
       await this.signAndStore(record);
       return true;
     } catch (err) {
-      if (err instanceof RecordExistsError) {
-        this.deps.logger.error('revocation applied here but NOT propagated: the stream already holds a record on its subject', { error: err });
-        return false;
-      }
+      if (err instanceof RecordExistsError) return this.alreadyStored(record);
       this.deps.logger.warn('revocation applied here but not yet propagated; retrying', { error: err as Error });
       if (this.pending.length >= MAX_PENDING) {
         this.deps.logger.error('too many revocation records waiting for NATS; the oldest is dropped (it stays applied here)', { max: MAX_PENDING });
@@ -296,6 +299,21 @@ export class Revocations {
     await this.feed.publish(signed.subject, signed.jws);
   }
 
+  /**
+   * The stream refused our record because its subject is taken: by an earlier attempt of ours
+   * whose answer was lost (fine), or by something else — then the record can never be stored
+   * and the fleet will not learn it: said loudly, counted as `blocked`.
+   */
+  private async alreadyStored(record: RevocationRecord): Promise<boolean> {
+    const own = this.deps.identity();
+    const subject = recordSubject(this.settings.nats!.subject, record);
+    const stored = await this.feed!.stored(subject).catch(() => undefined);
+    if (stored !== undefined && own && isSameRecord(stored, record, own.svid.id.toString())) return true;
+    this.deps.observeApplied?.('admin', 'blocked');
+    this.deps.logger.error('revocation applied here but NOT propagated: the stream holds another message on its subject (check who may publish on it)', { subject });
+    return false;
+  }
+
   private tick(): void {
     const gone = this.set.prune(Date.now());
     for (const entry of gone) this.deps.logger.info('revocation expired', { id: entry.id, kind: entry.kind });
@@ -314,9 +332,8 @@ export class Revocations {
         this.pending.shift();
       } catch (err) {
         if (!(err instanceof RecordExistsError)) return; // still unreachable: next tick
-        // Stored by an earlier attempt whose answer was lost, or the subject is taken.
-        this.deps.logger.warn('a waiting revocation record was already in the stream', { error: err });
         this.pending.shift();
+        await this.alreadyStored(next);
       }
     }
   }
@@ -325,11 +342,27 @@ export class Revocations {
     const next = new Set(entries.map((e) => e.id));
     for (const id of this.fileIds) if (!next.has(id)) this.set.withdraw(id);
     this.fileIds = next;
-    for (const entry of entries) if (!this.set.get(entry.id)) this.apply({ op: 'revoke', entry }, 'file');
+    for (const entry of entries) {
+      const current = this.set.get(entry.id);
+      // An edited line (same id, another kind, value or expiry) replaces the entry.
+      if (current && (current.kind !== entry.kind || current.value !== entry.value || current.expiresAt !== entry.expiresAt || current.reason !== entry.reason)) {
+        this.set.withdraw(entry.id);
+      } else if (current) continue;
+      this.apply({ op: 'revoke', entry }, 'file');
+    }
   }
 
   private onRecord(subject: string, jws: string, storedAtMs: number): void {
-    if (this.published.has(jws)) return; // our own record coming back from the stream
+    if (this.published.has(jws)) {
+      // Our own record coming back. Receivers refuse it when it was stored too long after its
+      // iat — this host's clock is off: say so here, where it can be fixed.
+      const iat = Number((JSON.parse(Buffer.from(jws.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iat?: unknown }).iat);
+      if (!storedInTime(iat, storedAtMs, this.settings.leewayMs)) {
+        this.deps.observeApplied?.('admin', 'clock_skew');
+        this.deps.logger.error('our revocation record was stored too long after its iat: every receiver refuses it (is this host\'s clock off?)', { subject, iat, storedAt: new Date(storedAtMs).toISOString() });
+      }
+      return;
+    }
     const own = this.deps.identity();
     if (!own || !this.settings.nats) return;
     let verified;
@@ -374,7 +407,7 @@ export class Revocations {
   private apply(record: RevocationRecord, source: RevocationSource): ApplyResult {
     const now = Date.now();
     if (record.op === 'lift') {
-      const { outcome, entry } = this.set.lift(record.id);
+      const { outcome, entry } = this.set.lift(record.id, record.kind);
       if (outcome === 'lifted') this.deps.logger.info('revocation lifted', { id: record.id, kind: entry?.kind, by: record.liftedBy, source });
       this.deps.observeApplied?.(source, 'lifted');
       return 'lifted';

@@ -21,7 +21,8 @@ export class RevocationSet {
   /** kind → value → entries with that value (usually one). */
   private readonly exact = new Map<RevocationKind, Map<string, RevocationEntry[]>>();
   private patterns: { pattern: SpiffeIdPattern; entry: RevocationEntry }[] = [];
-  private readonly lifted = new Set<string>();
+  /** Lifted ids, with the kind the lift named (undefined: not known). */
+  private readonly lifted = new Map<string, RevocationKind | undefined>();
   private epochValue = 0;
   /**
    * Agent answers by ID string, for the current contents (cleared on every change). Agents
@@ -50,7 +51,11 @@ export class RevocationSet {
   }
 
   add(entry: RevocationEntry, now: number): AddOutcome {
-    if (this.lifted.has(entry.id)) return 'lifted_before';
+    // A lift naming another kind did not lift this entry (a signer may only lift some kinds).
+    if (this.lifted.has(entry.id)) {
+      const kind = this.lifted.get(entry.id);
+      if (kind === undefined || kind === entry.kind) return 'lifted_before';
+    }
     if (this.byId.has(entry.id)) return 'duplicate';
     if (entry.expiresAt !== undefined && entry.expiresAt <= now) return 'expired';
     this.byId.set(entry.id, entry);
@@ -66,10 +71,14 @@ export class RevocationSet {
     return 'added';
   }
 
-  /** Lifts an entry; the id stays known as lifted even when it was never seen here. */
-  lift(id: string): { outcome: LiftOutcome; entry?: RevocationEntry } {
-    this.lifted.add(id);
+  /**
+   * Lifts an entry; the id stays known as lifted even when it was never seen here. With `kind`,
+   * the lift only applies to an entry of that kind (also one that arrives later).
+   */
+  lift(id: string, kind?: RevocationKind): { outcome: LiftOutcome; entry?: RevocationEntry } {
     const entry = this.byId.get(id);
+    if (kind !== undefined && entry && entry.kind !== kind) return { outcome: 'unknown' };
+    this.lifted.set(id, kind);
     if (!entry) return { outcome: 'unknown' };
     this.remove(entry);
     this.changed();

@@ -7,6 +7,8 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import t from 'tap';
@@ -289,6 +291,12 @@ t.test('a watched revocation file: entries apply, removal lifts, an invalid file
   await waitUntil(async () => (await call(leafA, undefined, f)).status === 403, 3_000, 100);
   t.same(await call(leafA, undefined, f), { status: 403, reason: 'revoked' }, 'an entry added to the file (written in place) applies');
   t.equal((await call(leafD, undefined, f)).status, 200, 'an entry removed from the file stops applying');
+  // An edited line keeps its id but names another agent: the old value stops, the new applies.
+  await writeFile(file, `revocations:\n  - { id: edited-line, kind: agent, value: "${ID_A}" }\n`);
+  t.ok(await waitUntil(async () => (await call(leafA, undefined, f)).status === 403, 3_000, 100), 'the edited file revokes A');
+  await writeFile(file, `revocations:\n  - { id: edited-line, kind: agent, value: "${ID_D}" }\n`);
+  t.ok(await waitUntil(async () => (await call(leafA, undefined, f)).status === 200, 3_000, 100), 'the same line naming D no longer revokes A');
+  t.same(await call(leafD, undefined, f), { status: 403, reason: 'revoked' }, 'an edited line (same id, new value) replaces its entry');
   const age = metricSum(await metrics(f), 'sigil_revocation_list_age_seconds');
   t.ok(age < 1, `the file source keeps the list fresh (age ${age} s)`);
 });
@@ -308,15 +316,12 @@ t.test('the dev issuer does not renew the SVID of a revoked agent (decommission)
     ),
   );
   const rotations = async (result: string): Promise<number> => metricSum(await metrics(g), 'sigil_svid_rotations_total', { result });
-  await waitUntil(async () => (await rotations('success')) >= 1, 5_000, 100);
-  t.pass('positive control: the SVID renews while the agent is not revoked');
+  t.ok(await waitUntil(async () => (await rotations('success')) >= 1, 5_000, 100), 'positive control: the SVID renews while the agent is not revoked');
   await revoke({ kind: 'agent', value: 'spiffe://example.org/agent/g', reason: 'decommissioned' }, g);
   const before = await rotations('success');
-  await waitUntil(async () => (await rotations('failure')) >= 1, 5_000, 100);
-  t.pass('renewal is refused after the revocation');
+  t.ok(await waitUntil(async () => (await rotations('failure')) >= 1, 5_000, 100), 'renewal is refused after the revocation');
   t.equal(await rotations('success'), before, 'no SVID was issued since');
-  await waitUntil(async () => (await fetch(`http://${g.admin}/readyz`)).status === 503, 5_000, 100);
-  t.pass('once its last SVID expired the sidecar is not ready');
+  t.ok(await waitUntil(async () => (await fetch(`http://${g.admin}/readyz`)).status === 503, 5_000, 100), 'once its last SVID expired the sidecar is not ready');
 });
 
 t.test('admin.tokenFile: changing endpoints need the token (the agent shares loopback); reads do not', async (t) => {
@@ -348,8 +353,10 @@ t.test('admin.tokenFile: changing endpoints need the token (the agent shares loo
   t.equal(ok.status, 201, 'positive control: the right token revokes');
   const id = ((await ok.json()) as { revocation: { id: string } }).revocation.id;
   t.equal((await fetch(`http://${h.admin}/v1/revocations/${id}`, { method: 'DELETE' })).status, 401, 'lifting without the token: 401');
-  t.equal((await fetch(`http://${h.admin}/v1/revocations`)).status, 200, 'listing needs no token');
+  t.equal((await fetch(`http://${h.admin}/v1/revocations`)).status, 401, 'listing needs the token too (it names users and entry ids)');
+  t.equal((await fetch(`http://${h.admin}/v1/revocations`, { headers: { authorization: `Bearer ${token}` } })).status, 200, 'positive control: listing with the token');
   t.equal((await fetch(`http://${h.admin}/metrics`)).status, 200, 'scraping needs no token');
+  t.equal((await fetch(`http://${h.admin}/status`)).status, 200, 'status needs no token');
   const cli = await runCli(['revoke', '--admin', `http://${h.admin}`, '--lift', id, '--token-file', tokenFile]);
   t.equal(cli.code, 0, `sigil revoke --token-file lifts it (${cli.stderr.trim()})`);
   t.notOk(cli.stdout.includes(token) || cli.stderr.includes(token), 'the token is never printed');
@@ -366,3 +373,43 @@ function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr:
     });
   });
 }
+
+t.test('a delegated request is live work only while it runs (pipelined and aborted requests leave nothing behind)', async (t) => {
+  const slow = createServer((req, res) => {
+    req.resume();
+    setTimeout(() => res.end('ok'), req.url?.startsWith('/slow') ? 800 : 0);
+  });
+  await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    slow.closeAllConnections();
+    slow.close();
+  });
+  const p = await runSigil(
+    t,
+    await writeConfig(
+      dir,
+      'p.yaml',
+      sidecarConfig({
+        trustDomain: TD,
+        identity: { dev: { caDir: td.caDir, spiffeId: ID_B, ttl: '15m' } },
+        inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${(slow.address() as AddressInfo).port}` },
+        policy: { cedar: './policy.cedar' },
+        delegation: { issuer: ISSUER, jwks: './broker.jwks.json' },
+      }),
+    ),
+  );
+  const liveWork = async (): Promise<number> => ((await (await fetch(`http://${p.admin}/status`)).json()) as { revocation: { liveWork: number } }).revocation.liveWork;
+  const bearer = await token({ task: 'pipelined' });
+  const { host, port } = splitAddress(p.inbound);
+  for (let i = 0; i < 3; i++) {
+    const socket = tlsConnect({ host, port, cert: leafA.pem, key: leafA.keyPem, rejectUnauthorized: false, checkServerIdentity: () => undefined, ALPNProtocols: ['http/1.1'] });
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    const head = (path: string): string => `GET ${path} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer ${bearer}\r\n\r\n`;
+    socket.write(head(`/slow${i}`) + head(`/next${i}`));
+    await sleep(300);
+    if (i === 0) t.ok((await liveWork()) >= 1, 'positive control: the running delegated request is registered');
+    socket.destroy();
+  }
+  t.ok(await waitUntil(async () => (await liveWork()) === 0, 3_000, 100), 'nothing is left registered once the clients went away');
+});

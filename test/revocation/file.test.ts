@@ -70,8 +70,9 @@ t.test('derived ids: stable across parses, different for different values', asyn
     two.map((e) => e.id),
     'same file parsed again later: same ids',
   );
-  const reordered = parse(`- {kind: task, value: b}\n- {kind: task, value: a}\n- {kind: user, value: a}\n- {kind: task, value: a, reason: other words}\n`);
-  const [b, a, userA, aAgain] = reordered as [RevocationEntry, RevocationEntry, RevocationEntry, RevocationEntry];
+  const reordered = parse(`- {kind: task, value: b}\n- {kind: task, value: a}\n- {kind: user, value: a}\n`);
+  const [b, a, userA] = reordered as [RevocationEntry, RevocationEntry, RevocationEntry];
+  const aAgain = parse(`- {kind: task, value: a, reason: other words}\n`)[0]!;
   t.not(a.id, b.id, 'different values, different ids');
   t.not(a.id, userA.id, 'same value, different kind: different ids');
   t.equal(aAgain.id, a.id, 'the id depends on kind and value only (the reason may be edited)');
@@ -163,4 +164,14 @@ t.test('entries carry what the file says, and the file path otherwise', async (t
 t.test('an expired file entry is parsed; expiry is the set’s business', async (t) => {
   const [e] = parse(`- {kind: task, value: a, revokedAt: 2020-01-01T00:00:00Z, expiresAt: 2020-02-01T00:00:00Z}\n`);
   t.equal(e!.expiresAt, Date.parse('2020-02-01T00:00:00Z'));
+});
+
+t.test('the same entry twice in one file is refused (explicit ids, prefixed ids, or the same kind and value)', async (t) => {
+  for (const text of [
+    '- {id: abcdefgh, kind: task, value: a}\n- {id: file-abcdefgh, kind: task, value: b}\n',
+    '- {kind: task, value: a}\n- {kind: task, value: a, reason: again}\n',
+  ]) {
+    t.match(errorOf(text), /revocations\[1\]\.id: the same entry as revocations\[0\]/, JSON.stringify(text));
+  }
+  t.equal(parse('- {id: abcdefgh, kind: task, value: a}\n- {id: abcdefgi, kind: task, value: b}\n').length, 2, 'positive control: two different entries');
 });

@@ -303,3 +303,14 @@ t.test('a bus message can never pass as a revocation record, nor a record as a b
   t.throws(() => new EnvelopeVerifier().verify(record.jws, { bundles, nowMs: NOW }), { code: 'envelope_malformed', detail: 'typ_mismatch' }, 'the bus verifier refuses a record');
   t.throws(() => signRecord(createEnvelopeSigner(svidOf(leaf)), PREFIX, { op: 'revoke', entry: e }, NOW), TypeError, 'signRecord refuses a bus signer');
 });
+
+t.test('a stored record is bound to the stream clock, not the receiver\'s', async (t) => {
+  const e = entry();
+  const signed = signRecord(signer, PREFIX, { op: 'revoke', entry: e }, NOW);
+  // The receiver's clock is 10 s behind: the record looks "from the future" to it.
+  const behind = NOW - 10_000;
+  t.equal(outcome(signed.jws, ctx(signed.subject, { nowMs: behind })), 'envelope_expired/iat_in_future', 'without a store time, the receiver clock decides');
+  t.equal(outcome(signed.jws, ctx(signed.subject, { nowMs: behind, storedAtMs: NOW + 200 })), 'ok', 'stored 0.2 s after its iat: accepted whatever this clock says');
+  t.equal(outcome(signed.jws, ctx(signed.subject, { storedAtMs: NOW + 120_000 })), 'envelope_expired/iat_not_at_store_time', 'stored 2 minutes after its iat: refused');
+  t.equal(outcome(signed.jws, ctx(signed.subject, { storedAtMs: NOW - 60_000 })), 'envelope_expired/iat_not_at_store_time', 'stored before it was signed: refused');
+});

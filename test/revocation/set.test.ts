@@ -344,3 +344,22 @@ t.test('an exact agent entry does not match through the pattern path, and a patt
   t.equal(s.agentByName('spiffe://example.org/agent/*', NOW), undefined, 'the pattern text itself is not a revoked name');
   t.equal(s.agentByName('spiffe://example.org/agent/x', NOW), p);
 });
+
+t.test('a lift naming another kind lifts nothing, also when it arrives before the revoke', async (t) => {
+  const set = new RevocationSet();
+  const a = SpiffeId.parse('spiffe://example.org/agent/a');
+  const agentEntry = entry('agent', 'spiffe://example.org/agent/a', { id: 'kind-0001' });
+  // The lift (claiming kind task) is seen first, the genuine agent revoke after it.
+  set.lift('kind-0001', 'task');
+  t.equal(set.add(agentEntry, NOW), 'added', 'the agent revoke still applies');
+  t.equal(set.agent(a, NOW)?.id, 'kind-0001', 'agent a is revoked');
+  t.same(set.lift('kind-0001', 'task'), { outcome: 'unknown' }, 'a task-kind lift does not lift it');
+  t.equal(set.agent(a, NOW)?.id, 'kind-0001', 'still revoked');
+  // Positive control: a lift of the right kind, before and after.
+  t.equal(set.lift('kind-0001', 'agent').outcome, 'lifted', 'the agent-kind lift lifts it');
+  t.equal(set.agent(a, NOW), undefined);
+  t.equal(set.add(agentEntry, NOW), 'lifted_before', 'and the id stays lifted for that kind');
+  const early = new RevocationSet();
+  early.lift('kind-0002', 'agent');
+  t.equal(early.add(entry('agent', 'spiffe://example.org/agent/b', { id: 'kind-0002' }), NOW), 'lifted_before', 'a lift of the right kind seen first still wins');
+});
