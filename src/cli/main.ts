@@ -16,7 +16,8 @@ commands:
   revoke --admin URL (--agent ID|PATTERN | --svid SERIAL|sha256:FINGERPRINT | --task ID | --token JTI
          | --user SUB | --trust-domain TD) [--reason TEXT] [--ttl DURATION | --expires ISO] [--by NAME] [--json]
                                                 the kill switch: revoke on a sidecar's admin API
-  revoke --admin URL --list [--json]            list the revocations in force
+  revoke --admin URL --list [--token-file F] [--json]
+                                                list the revocations in force
   revoke --admin URL --lift ID [--by NAME] [--json]
                                                 lift a revocation (sigil revoke --help for details)
   demo                                          end-to-end demo on loopback (no external servers)

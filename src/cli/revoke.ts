@@ -14,7 +14,7 @@ import type { RevocationEntryJson } from '../revocation/entry.js';
 const SYNOPSIS = `usage:
   sigil revoke --admin URL (--agent ID|PATTERN | --svid SERIAL|sha256:FINGERPRINT | --task ID | --token JTI | --user SUB | --trust-domain TD)
                [--reason TEXT] [--ttl DURATION | --expires ISO] [--by NAME] [--token-file PATH] [--json]
-  sigil revoke --admin URL --list [--json]
+  sigil revoke --admin URL --list [--token-file PATH] [--json]
   sigil revoke --admin URL --lift ID [--by NAME] [--token-file PATH] [--json]
 `;
 

@@ -359,7 +359,7 @@ export class Revocations {
       const iat = Number((JSON.parse(Buffer.from(jws.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iat?: unknown }).iat);
       if (!storedInTime(iat, storedAtMs, this.settings.leewayMs)) {
         this.deps.observeApplied?.('admin', 'clock_skew');
-        this.deps.logger.error('our revocation record was stored too long after its iat: every receiver refuses it (is this host\'s clock off?)', { subject, iat, storedAt: new Date(storedAtMs).toISOString() });
+        this.deps.logger.error('our revocation record was not stored within the allowed time of its iat: every receiver refuses it (is this host\'s clock off from the NATS server\'s?)', { subject, iat, storedAt: new Date(storedAtMs).toISOString() });
       }
       return;
     }

@@ -78,7 +78,9 @@ export class RevocationSet {
   lift(id: string, kind?: RevocationKind): { outcome: LiftOutcome; entry?: RevocationEntry } {
     const entry = this.byId.get(id);
     if (kind !== undefined && entry && entry.kind !== kind) return { outcome: 'unknown' };
-    this.lifted.set(id, kind);
+    // The first lift's kind is kept (records are write-once; a later one cannot re-aim it).
+    if (!this.lifted.has(id)) this.lifted.set(id, kind);
+    else if (entry) this.lifted.set(id, entry.kind);
     if (!entry) return { outcome: 'unknown' };
     this.remove(entry);
     this.changed();

@@ -236,7 +236,7 @@ t.test('usage errors exit 2, name the flag and send nothing', async (t) => {
   for (const line of [
     'sigil revoke --admin URL (--agent ID|PATTERN | --svid SERIAL|sha256:FINGERPRINT | --task ID | --token JTI | --user SUB | --trust-domain TD)',
     '[--reason TEXT] [--ttl DURATION | --expires ISO] [--by NAME] [--token-file PATH] [--json]',
-    'sigil revoke --admin URL --list [--json]',
+    'sigil revoke --admin URL --list [--token-file PATH] [--json]',
     'sigil revoke --admin URL --lift ID [--by NAME] [--token-file PATH] [--json]',
     'default http://127.0.0.1:15000',
     'exit codes: 0 done; 1 the admin API refused',
