@@ -18,7 +18,7 @@ import type { Issued } from '../fixtures/certs.js';
 import { startAppUpstream } from '../helpers/app-upstream.js';
 import { metricSum, metrics, openWs, type WsClient } from '../helpers/observe.js';
 import { rawTls } from '../helpers/raw.js';
-import { runSigil, setupTrustDomain, sidecarConfig, sleep, splitAddress, tempDir, waitUntil, writeConfig, type RunningSigil, type TrustDomainFixture } from '../helpers/env.js';
+import { runSigil, setupTrustDomain, sidecarConfig, sleep, splitAddress, tempDir, waitUntil, writeConfig, type RunningSigil, type Teardown, type TrustDomainFixture } from '../helpers/env.js';
 
 const TD = 'example.org';
 const ID_A = 'spiffe://example.org/agent/a';
@@ -46,22 +46,15 @@ t.before(async () => {
   key = ring.current();
   await ring.writeJwks(join(dir, 'broker.jwks.json'));
   await writeFile(join(dir, 'policy.cedar'), POLICY);
-  b = await runSigil(
-    t,
-    await writeConfig(
-      dir,
-      'b.yaml',
-      sidecarConfig({
-        trustDomain: TD,
-        identity: { dev: { caDir: td.caDir, spiffeId: ID_B, ttl: '15m' } },
-        inbound: { listen: '127.0.0.1:0', upstream: appUrl },
-        policy: { cedar: './policy.cedar' },
-        delegation: { issuer: ISSUER, jwks: './broker.jwks.json' },
-      }),
-    ),
-  );
+  b = await startSidecar(t, 'b', ID_B, { inbound: { listen: '127.0.0.1:0', upstream: appUrl }, delegation: { issuer: ISSUER, jwks: './broker.jwks.json' } });
   leafA = await td.leaf(ID_A);
 });
+
+/** `sigil run` with a dev identity for `spiffeId`, the shared policy, and `extra` config. */
+async function startSidecar(t: Teardown, name: string, spiffeId: string, extra: Record<string, unknown>, ttl = '15m'): Promise<RunningSigil> {
+  const config = sidecarConfig({ trustDomain: TD, identity: { dev: { caDir: td.caDir, spiffeId, ttl } }, policy: { cedar: './policy.cedar' }, ...extra });
+  return runSigil(t, await writeConfig(dir, `${name}.yaml`, config));
+}
 
 function token(over: Partial<DelegationTokenClaims> = {}): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
@@ -262,20 +255,7 @@ t.test('an entry with an expiry stops applying once it expires', async (t) => {
 t.test('a watched revocation file: entries apply, removal lifts, an invalid file keeps the last good list', async (t) => {
   const file = join(dir, 'revocations.yaml');
   await writeFile(file, `revocations:\n  - { kind: agent, value: "${ID_D}", reason: "from file" }\n`);
-  const f = await runSigil(
-    t,
-    await writeConfig(
-      dir,
-      'f.yaml',
-      sidecarConfig({
-        trustDomain: TD,
-        identity: { dev: { caDir: td.caDir, spiffeId: 'spiffe://example.org/agent/f', ttl: '15m' } },
-        inbound: { listen: '127.0.0.1:0', upstream: appUrl },
-        policy: { cedar: './policy.cedar' },
-        revocation: { file: './revocations.yaml', syncInterval: '200ms' },
-      }),
-    ),
-  );
+  const f = await startSidecar(t, 'f', 'spiffe://example.org/agent/f', { inbound: { listen: '127.0.0.1:0', upstream: appUrl }, revocation: { file: './revocations.yaml', syncInterval: '200ms' } });
   const leafD = await td.leaf(ID_D);
   t.same(await call(leafD, undefined, f), { status: 403, reason: 'revoked' }, 'the file\'s entry applies from startup');
   t.equal((await call(leafA, undefined, f)).status, 200, 'positive control: another agent is served');
@@ -302,19 +282,7 @@ t.test('a watched revocation file: entries apply, removal lifts, an invalid file
 });
 
 t.test('the dev issuer does not renew the SVID of a revoked agent (decommission)', async (t) => {
-  const g = await runSigil(
-    t,
-    await writeConfig(
-      dir,
-      'g.yaml',
-      sidecarConfig({
-        trustDomain: TD,
-        identity: { dev: { caDir: td.caDir, spiffeId: 'spiffe://example.org/agent/g', ttl: '2s' } },
-        inbound: { listen: '127.0.0.1:0', upstream: appUrl },
-        policy: { cedar: './policy.cedar' },
-      }),
-    ),
-  );
+  const g = await startSidecar(t, 'g', 'spiffe://example.org/agent/g', { inbound: { listen: '127.0.0.1:0', upstream: appUrl } }, '2s');
   const rotations = async (result: string): Promise<number> => metricSum(await metrics(g), 'sigil_svid_rotations_total', { result });
   t.ok(await waitUntil(async () => (await rotations('success')) >= 1, 5_000, 100), 'positive control: the SVID renews while the agent is not revoked');
   await revoke({ kind: 'agent', value: 'spiffe://example.org/agent/g', reason: 'decommissioned' }, g);
@@ -328,20 +296,7 @@ t.test('admin.tokenFile: changing endpoints need the token (the agent shares loo
   const tokenFile = join(dir, 'admin.token');
   const token = randomBytes(24).toString('base64url');
   await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-  const h = await runSigil(
-    t,
-    await writeConfig(
-      dir,
-      'h.yaml',
-      sidecarConfig({
-        trustDomain: TD,
-        identity: { dev: { caDir: td.caDir, spiffeId: 'spiffe://example.org/agent/h', ttl: '15m' } },
-        inbound: { listen: '127.0.0.1:0', upstream: appUrl },
-        policy: { cedar: './policy.cedar' },
-        admin: { listen: '127.0.0.1:0', tokenFile: './admin.token' },
-      }),
-    ),
-  );
+  const h = await startSidecar(t, 'h', 'spiffe://example.org/agent/h', { inbound: { listen: '127.0.0.1:0', upstream: appUrl }, admin: { listen: '127.0.0.1:0', tokenFile: './admin.token' } });
   const post = (auth?: string): Promise<Response> =>
     fetch(`http://${h.admin}/v1/revocations`, { method: 'POST', headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) }, body: JSON.stringify({ kind: 'task', value: 'guarded' }) });
   const none = await post();
@@ -384,20 +339,7 @@ t.test('a delegated request is live work only while it runs (pipelined and abort
     slow.closeAllConnections();
     slow.close();
   });
-  const p = await runSigil(
-    t,
-    await writeConfig(
-      dir,
-      'p.yaml',
-      sidecarConfig({
-        trustDomain: TD,
-        identity: { dev: { caDir: td.caDir, spiffeId: ID_B, ttl: '15m' } },
-        inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${(slow.address() as AddressInfo).port}` },
-        policy: { cedar: './policy.cedar' },
-        delegation: { issuer: ISSUER, jwks: './broker.jwks.json' },
-      }),
-    ),
-  );
+  const p = await startSidecar(t, 'p', ID_B, { inbound: { listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${(slow.address() as AddressInfo).port}` }, delegation: { issuer: ISSUER, jwks: './broker.jwks.json' } });
   const liveWork = async (): Promise<number> => ((await (await fetch(`http://${p.admin}/status`)).json()) as { revocation: { liveWork: number } }).revocation.liveWork;
   const bearer = await token({ task: 'pipelined' });
   const { host, port } = splitAddress(p.inbound);
