@@ -9,6 +9,7 @@ import { FrameSigning } from './bus/frames.js';
 import { PolicyStore, type AuthzRequest, type CallMeta, type Decision, type ReasonCode } from './authz/index.js';
 import { buildDelegation } from './delegation/sidecar.js';
 import { ConfigError, type SigilConfig } from './config/index.js';
+import { workloadApiSource, WorkloadApiSvidSource } from './identity/workload-api/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from './identity/index.js';
 import { InboundProxy, OutboundProxy, type HandshakeObservation } from './proxy/index.js';
 import { SpiffeId, TrustDomain } from './spiffe/index.js';
@@ -24,10 +25,6 @@ const SIGIL_VERSION: string = (() => {
     return 'unknown';
   }
 })();
-
-export class UnsupportedConfigError extends Error {
-  readonly code = 'config_unsupported';
-}
 
 export interface BoundAddresses {
   inbound?: string;
@@ -60,7 +57,6 @@ export class Sidecar {
   private serving = false;
 
   constructor(private readonly config: SigilConfig, private readonly logger: Logger) {
-    refuseUnimplemented(config);
     this.metrics = new SigilMetrics(config.metrics);
     this.audit = config.audit && new AuditLog({ ...config.audit, logger: logger.child({ component: 'audit' }) });
     this.policy = new PolicyStore(config.policy);
@@ -165,13 +161,33 @@ export class Sidecar {
       this.recordIdentity(snapshot, cause);
     });
     this.identity.on('sourceError', () => this.metrics.svidRotations.inc({ result: 'failure' }));
+    this.identity.on('withdrawn', (reason) => this.cutOnWithdrawal(reason));
+  }
+
+  /**
+   * The identity source took our SVID away (Workload API PermissionDenied): new connections are
+   * already refused (no current identity); work in flight under the old identity is cut too,
+   * since nothing may keep acting as an identity this workload is no longer entitled to.
+   */
+  private cutOnWithdrawal(reason: Error): void {
+    const now = Date.now();
+    const closed = this.revocations.registry.closeAll({
+      id: 'identity-withdrawn',
+      kind: 'agent',
+      value: this.config.identity.kind === 'workloadApi' ? (this.config.identity.spiffeId ?? 'self') : 'self',
+      reason: reason.message,
+      revokedBy: `identity source ${this.config.identity.kind}`,
+      revokedAt: now,
+    });
+    this.metrics.svidRotations.inc({ result: 'withdrawn' });
+    this.logger.warn('identity withdrawn: live work cut', { reason: 'svid_unavailable', ...closed });
   }
 
   private recordIdentity(snapshot: IdentitySnapshot, cause: string): void {
     const m = this.metrics;
     m.svidExpiry.reset();
     m.svidExpiry.set({ spiffe_id: snapshot.svid.id.toString() }, snapshot.svid.notAfter.getTime() / 1000);
-    if (cause === 'svid') {
+    if (cause === 'svid' || cause === 'restored') {
       m.svidRotations.inc({ result: 'success' });
       this.lastRotation = new Date();
     }
@@ -204,8 +220,10 @@ export class Sidecar {
   async start(): Promise<BoundAddresses> {
     await this.policy.start();
     this.metrics.setPolicyVersion(this.policy.kind, this.policy.current().version);
-    const snapshot = await this.identity.start();
+    // The admin API comes up first so /healthz answers and /readyz says "not ready" while the
+    // identity source is still waiting for its first SVID (Workload API startup).
     const admin = await this.admin.start();
+    const snapshot = await this.identity.start();
     // Before any listener: a sidecar never serves on a partial revocation list (/readyz is 503
     // meanwhile).
     await this.revocations.start();
@@ -382,6 +400,16 @@ export class Sidecar {
     return this.serving && this.revocations.ready && snapshot !== undefined && isUsable(snapshot.svid);
   }
 
+  private identitySourceStatus(): unknown {
+    const source = this.identity.activeSource;
+    const withdrawn = this.identity.withdrawnBecause?.message;
+    return {
+      kind: this.config.identity.kind,
+      ...(source instanceof WorkloadApiSvidSource ? { workloadApi: source.status } : {}),
+      ...(withdrawn ? { withdrawn } : {}),
+    };
+  }
+
   private status(): unknown {
     const snapshot = this.identity.current();
     return {
@@ -393,6 +421,7 @@ export class Sidecar {
         notAfter: snapshot.svid.notAfter.toISOString(),
         source: this.config.identity.kind,
       },
+      identitySource: this.identitySourceStatus(),
       trustDomains: snapshot?.bundles.trustDomains().map((td) => ({
         name: td.name,
         authorities: snapshot.bundles.get(td)?.authorities.length ?? 0,
@@ -409,14 +438,6 @@ export class Sidecar {
   }
 }
 
-function refuseUnimplemented(config: SigilConfig): void {
-  const unsupported: string[] = [];
-  if (config.identity.kind === 'workloadApi') unsupported.push('identity.workloadApi');
-  if (unsupported.length > 0) {
-    throw new UnsupportedConfigError(`${unsupported.join(', ')}: not yet implemented in this release (see docs/config.md)`);
-  }
-}
-
 function buildSource(config: SigilConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined): SvidSource {
   const identity = config.identity;
   switch (identity.kind) {
@@ -424,8 +445,8 @@ function buildSource(config: SigilConfig, callbacks: SourceCallbacks, refuseIssu
       return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs, refuseIssue }, callbacks);
     case 'files':
       return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
-    default:
-      throw new UnsupportedConfigError(`identity.${identity.kind}: not yet implemented`);
+    case 'workloadApi':
+      return workloadApiSource(identity, TrustDomain.parse(config.trustDomain), callbacks);
   }
 }
 

@@ -10,8 +10,8 @@ import { parseConfigText, readConfigFile, type ConfigFormat } from './document.j
 import { parseDuration } from './duration.js';
 import type { ConfigIssue } from './errors.js';
 import { validateDocument } from './issues.js';
-import { devSpiffeIdIssues, isObj, trustBundleKeyIssues } from './raw-checks.js';
-import { KNOWN_KEYS, RootSchema, socketProblem, spiffeIdProblem, type RawConfig } from './schema.js';
+import { devSpiffeIdIssues, isObj, trustBundleKeyIssues, workloadApiIssues } from './raw-checks.js';
+import { KNOWN_KEYS, RootSchema, spiffeIdProblem, type RawConfig } from './schema.js';
 
 export interface RouteConfig {
   /** Lowercased; routes match the request host case-insensitively. */
@@ -41,7 +41,18 @@ export interface DelegationConfig {
 export type IdentityConfig =
   | { kind: 'dev'; caDir: string; spiffeId: string; ttlMs: number }
   | { kind: 'files'; cert: string; key: string; bundle: string }
-  | { kind: 'workloadApi'; socket: string };
+  | WorkloadApiIdentityConfig;
+
+export interface WorkloadApiIdentityConfig {
+  kind: 'workloadApi';
+  /** `unix:///abs/path` or `tcp://IP:port`, from the key or SPIFFE_ENDPOINT_SOCKET. */
+  socket: string;
+  spiffeId?: string;
+  hint?: string;
+  startupTimeoutMs: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+}
 
 export interface SigilConfig {
   /** Absolute path of the loaded file. */
@@ -83,6 +94,9 @@ export interface ParseOptions {
 
 export const DEFAULTS = {
   devTtl: '15m',
+  workloadApiStartupTimeout: '30s',
+  workloadApiRetryInitial: '500ms',
+  workloadApiRetryMax: '30s',
   inboundListen: { host: '0.0.0.0', port: 8443 },
   outboundListen: { host: '127.0.0.1', port: 15001 },
   adminListen: { host: '127.0.0.1', port: 15000 },
@@ -151,19 +165,7 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
         /* reported by the schema */
       }
     }
-    const wa = id.workloadApi;
-    if ((wa === null || isObj(wa)) && (wa === null || wa.socket === undefined)) {
-      const fromEnv = env.SPIFFE_ENDPOINT_SOCKET;
-      if (fromEnv === undefined || fromEnv === '') {
-        issues.push({
-          path: 'identity.workloadApi.socket',
-          message: 'not set, and SPIFFE_ENDPOINT_SOCKET is not set in the environment',
-        });
-      } else {
-        const problem = socketProblem(fromEnv);
-        if (problem) issues.push({ path: 'identity.workloadApi.socket', message: `from SPIFFE_ENDPOINT_SOCKET: ${problem}` });
-      }
-    }
+    issues.push(...workloadApiIssues(raw, env));
   }
 
   // trust.bundles keys are trust domains
@@ -287,6 +289,21 @@ function showAddr(a: HostPort): string {
 // ---------------------------------------------------------------------------------------------
 // Defaults and path resolution
 
+/** identity.workloadApi with its defaults; shared with the broker's config. */
+export function workloadApiIdentity(wa: RawConfig['identity']['workloadApi'] | undefined, env: Record<string, string | undefined>): WorkloadApiIdentityConfig {
+  const retryInitialMs = wa?.retry?.initial ?? parseDuration(DEFAULTS.workloadApiRetryInitial);
+  return {
+    kind: 'workloadApi',
+    // Validated above: either the key or the environment variable is set.
+    socket: wa?.socket ?? env.SPIFFE_ENDPOINT_SOCKET ?? '',
+    ...(wa?.spiffeId !== undefined ? { spiffeId: wa.spiffeId } : {}),
+    ...(wa?.hint !== undefined ? { hint: wa.hint } : {}),
+    startupTimeoutMs: wa?.startupTimeout ?? parseDuration(DEFAULTS.workloadApiStartupTimeout),
+    retryInitialMs,
+    retryMaxMs: Math.max(retryInitialMs, wa?.retry?.max ?? parseDuration(DEFAULTS.workloadApiRetryMax)),
+  };
+}
+
 function build(data: RawConfig, configPath: string, env: Record<string, string | undefined>): SigilConfig {
   const dir = path.dirname(configPath);
   const abs = (p: string) => path.resolve(dir, p);
@@ -304,7 +321,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     identity = { kind: 'files', cert: abs(id.files.cert), key: abs(id.files.key), bundle: abs(id.files.bundle) };
   } else {
     // Validated above: either the key or the environment variable is set.
-    identity = { kind: 'workloadApi', socket: id.workloadApi?.socket ?? env.SPIFFE_ENDPOINT_SOCKET ?? '' };
+    identity = workloadApiIdentity(id.workloadApi ?? undefined, env);
   }
 
   const bundles: Record<string, string> = {};

@@ -3,8 +3,9 @@
  * that the schema cannot express. They run on the raw document, so they are reported alongside
  * the schema's issues; each loader keeps its own rules and calls these where they belong.
  */
+import { parseDuration } from './duration.js';
 import { formatPath, type ConfigIssue } from './errors.js';
-import { spiffeIdProblem, TRUST_DOMAIN_RE, trustDomainProblem } from './schema.js';
+import { socketProblem, spiffeIdProblem, TRUST_DOMAIN_RE, trustDomainProblem } from './schema.js';
 
 export function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -23,6 +24,42 @@ export function devSpiffeIdIssues(raw: Record<string, unknown>, owner: 'sidecar'
     return [{ path: 'identity.dev.spiffeId', message: `${JSON.stringify(s)} is not in this ${owner}'s trust domain (expected spiffe://${td}/<path>)` }];
   }
   return [];
+}
+
+/**
+ * identity.workloadApi: a socket from the key or SPIFFE_ENDPOINT_SOCKET (the spec's fallback),
+ * and a selected SPIFFE ID, if any, in the configured trust domain.
+ */
+export function workloadApiIssues(raw: Record<string, unknown>, env: Record<string, string | undefined>): ConfigIssue[] {
+  const wa = isObj(raw.identity) ? raw.identity.workloadApi : undefined;
+  if (wa !== null && !isObj(wa)) return [];
+  const issues: ConfigIssue[] = [];
+  if (wa === null || wa.socket === undefined) {
+    const fromEnv = env.SPIFFE_ENDPOINT_SOCKET;
+    if (fromEnv === undefined || fromEnv === '') {
+      issues.push({ path: 'identity.workloadApi.socket', message: 'not set, and SPIFFE_ENDPOINT_SOCKET is not set in the environment' });
+    } else {
+      const problem = socketProblem(fromEnv);
+      if (problem) issues.push({ path: 'identity.workloadApi.socket', message: `from SPIFFE_ENDPOINT_SOCKET: ${problem}` });
+    }
+  }
+  const td = typeof raw.trustDomain === 'string' && TRUST_DOMAIN_RE.test(raw.trustDomain) ? raw.trustDomain : undefined;
+  if (wa !== null && typeof wa.spiffeId === 'string' && td !== undefined && spiffeIdProblem(wa.spiffeId) === undefined && !wa.spiffeId.startsWith(`spiffe://${td}/`)) {
+    issues.push({ path: 'identity.workloadApi.spiffeId', message: `${JSON.stringify(wa.spiffeId)} is not in the configured trust domain (expected spiffe://${td}/<path>)` });
+  }
+  const positive = (value: unknown, key: string): void => {
+    if (typeof value !== 'string') return;
+    try {
+      if (parseDuration(value) === 0) issues.push({ path: `identity.workloadApi.${key}`, message: 'must be greater than 0' });
+    } catch {
+      /* reported by the schema */
+    }
+  };
+  if (wa !== null) {
+    positive(wa.startupTimeout, 'startupTimeout');
+    if (isObj(wa.retry)) positive(wa.retry.initial, 'retry.initial');
+  }
+  return issues;
 }
 
 /** trust.bundles: every key is a trust domain name. */

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { durationErrorMessage, parseDuration } from './duration.js';
 import { addressErrorMessage, parseHostPortWithMin, parsePort, splitHostPort } from './address.js';
 import { SpiffeId, SpiffeIdPattern } from '../spiffe/index.js';
+import { parseWorkloadEndpoint } from '../identity/workload-api/endpoint.js';
 
 /** Trust domain name: lowercase letters, digits, '.', '-', '_'; 1..255 characters. */
 export const TRUST_DOMAIN_RE = /^[a-z0-9._-]{1,255}$/;
@@ -39,9 +40,14 @@ export function spiffeIdPatternProblem(s: string): string | undefined {
   }
 }
 
+/** SPIFFE Workload Endpoint §4: `unix:///absolute/path` or `tcp://IP:port`, nothing else. */
 export function socketProblem(s: string): string | undefined {
-  if (/^unix:\/*[^/\s]/.test(s) || /^tcp:\/\/[^/\s]+:\d+$/.test(s)) return undefined;
-  return `invalid Workload API socket ${JSON.stringify(s)} (expected unix:///path/to/agent.sock or tcp://host:port)`;
+  try {
+    parseWorkloadEndpoint(s);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 /** A string refinement from a `…Problem` function: its message, if any, becomes the issue. */
@@ -134,8 +140,18 @@ export const FilesIdentitySchema = z.strictObject({
   bundle: filePath,
 });
 
+export const WorkloadApiRetrySchema = z.strictObject({
+  initial: duration.optional(),
+  max: duration.optional(),
+});
+
 export const WorkloadApiIdentitySchema = z.strictObject({
   socket: z.string().superRefine(check(socketProblem)).optional(),
+  // Which of the SVIDs the Workload API offers to present; default: the first (the default SVID).
+  spiffeId: exactSpiffeId.optional(),
+  hint: nonEmpty.optional(),
+  startupTimeout: duration.optional(),
+  retry: WorkloadApiRetrySchema.optional(),
 });
 
 export const IdentitySchema = z.strictObject({
@@ -323,6 +339,7 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   'identity.dev': Object.keys(DevIdentitySchema.shape),
   'identity.files': Object.keys(FilesIdentitySchema.shape),
   'identity.workloadApi': Object.keys(WorkloadApiIdentitySchema.shape),
+  'identity.workloadApi.retry': Object.keys(WorkloadApiRetrySchema.shape),
   trust: Object.keys(TrustSchema.shape),
   inbound: Object.keys(InboundSchema.shape),
   outbound: Object.keys(OutboundSchema.shape),

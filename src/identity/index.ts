@@ -3,7 +3,7 @@ export { DevSvidSource, DevSourceError } from './dev-source.js';
 export { FilesSvidSource } from './files-source.js';
 export { DevIssuer, createDevCa, trustDomainOfCa } from './devca.js';
 export type { DevCaMaterial, IssuedSvid } from './devca.js';
-export { svidFromPem, SvidLoadError } from './svid.js';
+export { svidFromPem, svidFromParts, SvidLoadError } from './svid.js';
 export { renewalDelayMs } from './rotation.js';
 export { watchFiles, WATCH_INTERVAL_MS } from './watch.js';
 export type { FileWatch } from './watch.js';

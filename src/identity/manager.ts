@@ -6,10 +6,12 @@ import { TrustBundleFiles } from './trust-files.js';
 import type { IdentitySnapshot, SvidSource, SvidUpdate, SourceCallbacks } from './types.js';
 
 export interface IdentityManagerEvents {
-  /** cause: initial | svid | trust_bundle */
+  /** cause: initial | svid | restored | trust_bundle */
   update: [IdentitySnapshot, string];
   /** The SVID source failed to renew or reload; the last good SVID stays. */
   sourceError: [Error];
+  /** The source took the identity away: nothing is presented until the next update. */
+  withdrawn: [Error];
 }
 
 export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
@@ -17,6 +19,7 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
   private sourceState: SvidUpdate | undefined;
   private readonly trustFiles: TrustBundleFiles;
   private source: SvidSource | undefined;
+  private withdrawal: Error | undefined;
 
   constructor(
     createSource: (callbacks: SourceCallbacks) => SvidSource,
@@ -32,7 +35,14 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
     this.source = createSource({
       onUpdate: (update) => {
         this.sourceState = update;
-        this.publish('svid');
+        const restored = this.withdrawal !== undefined;
+        this.withdrawal = undefined;
+        this.publish(restored ? 'restored' : 'svid');
+      },
+      onWithdraw: (reason) => {
+        logger.error('SVID withdrawn by the identity source: refusing connections until it is restored', { source: this.source?.kind, error: reason });
+        this.withdrawal = reason;
+        this.emit('withdrawn', reason);
       },
       onError: (err) => {
         logger.warn('SVID update failed; keeping the last good SVID', { source: this.source?.kind, error: err });
@@ -53,8 +63,23 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
     this.trustFiles.stop();
   }
 
+  /** The material to present now; undefined before the first SVID and while withdrawn. */
   current(): IdentitySnapshot | undefined {
-    return this.snapshot;
+    return this.withdrawal ? undefined : this.snapshot;
+  }
+
+  /** Why the identity is withdrawn, if it is. */
+  get withdrawnBecause(): Error | undefined {
+    return this.withdrawal;
+  }
+
+  get sourceKind(): string | undefined {
+    return this.source?.kind;
+  }
+
+  /** The running source, for source-specific features (Workload API JWT-SVIDs, status). */
+  get activeSource(): SvidSource | undefined {
+    return this.source;
   }
 
   private publish(cause: string): void {

@@ -1,4 +1,4 @@
-import { createPrivateKey, type X509Certificate } from 'node:crypto';
+import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:crypto';
 import { parseCertificatesPem, validateLeaf, type TrustDomain } from '../spiffe/index.js';
 import type { X509Svid } from './types.js';
 
@@ -17,6 +17,20 @@ export function svidFromPem(chainPem: string, keyPem: string, trustDomain: Trust
   } catch (err) {
     throw new SvidLoadError(`SVID certificate is not valid PEM: ${(err as Error).message}`);
   }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch {
+    throw new SvidLoadError('SVID private key is not a valid PEM private key');
+  }
+  return svidFromParts(certificates, key, trustDomain);
+}
+
+/**
+ * The checks every source applies to its own SVID, whatever the encoding it arrived in: leaf
+ * first and a valid X.509-SVID, in the expected trust domain, with the private key that matches.
+ */
+export function svidFromParts(certificates: X509Certificate[], key: KeyObject, trustDomain: TrustDomain): X509Svid {
   const leaf = certificates[0];
   if (!leaf) throw new SvidLoadError('SVID certificate file holds no certificate');
   let id;
@@ -28,13 +42,7 @@ export function svidFromPem(chainPem: string, keyPem: string, trustDomain: Trust
   if (!id.trustDomain.equals(trustDomain)) {
     throw new SvidLoadError(`SVID ${id} is not in the configured trust domain ${trustDomain.name}`);
   }
-  let key;
-  try {
-    key = createPrivateKey(keyPem);
-  } catch {
-    throw new SvidLoadError('SVID private key is not a valid PEM private key');
-  }
-  if (!leaf.checkPrivateKey(key)) throw new SvidLoadError('SVID private key does not match the leaf certificate');
+  if (key.type !== 'private' || !leaf.checkPrivateKey(key)) throw new SvidLoadError('SVID private key does not match the leaf certificate');
   return {
     id,
     certificates,

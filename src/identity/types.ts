@@ -42,6 +42,11 @@ export interface SvidUpdate {
 export interface SourceCallbacks {
   onUpdate(update: SvidUpdate): void;
   onError(error: Error): void;
+  /**
+   * The provider took the identity away (Workload API PermissionDenied): stop presenting the
+   * SVID until the next onUpdate.
+   */
+  onWithdraw?(reason: Error): void;
 }
 
 export function isUsable(svid: X509Svid, now = Date.now()): boolean {

@@ -176,7 +176,12 @@ export class InboundProxy {
   }
 
   private onSecureConnection(socket: TLSSocket): void {
-    const snapshot = this.options.identity()!;
+    const snapshot = this.options.identity();
+    // Withdrawn during the handshake: the connection never becomes usable.
+    if (!snapshot) {
+      socket.destroy();
+      return;
+    }
     let peer: VerifiedPeer;
     try {
       peer = this.options.verifier.verifySocket(socket, snapshot.bundles);
@@ -530,6 +535,14 @@ export class InboundProxy {
       sendRawError(socket, 400, errorBody(400, 'bad_request', { detail: `this sidecar requires signed frames (${SIGNED_FRAMES_HEADER}: ${SIGNED_FRAMES_VERSION})` }));
       return record(400);
     }
+    // Our own ID for the stream's lifetime: the identity can be withdrawn while it is open, and
+    // the stream is then cut, but its callbacks must never see "no identity".
+    const own = this.options.identity()?.svid.id;
+    if (!own) {
+      outcome.reason = 'svid_unavailable';
+      sendRawError(socket, 503, errorBody(503, 'svid_unavailable', { detail: 'this sidecar has no SVID to serve with' }));
+      return record(503);
+    }
     const http = httpContext(req);
     const target = farTarget(this.options.upstream, req.url);
     let refused = false;
@@ -543,7 +556,6 @@ export class InboundProxy {
       open: async (protocols) => (await openWebSocket(target, protocols, { headers: farSideHeaders(req) })).ws,
       authorize: (message) => this.authorizeMessage(req, tlsSocket, state, http, message, meta),
       inspect: (from, text) => {
-        const own = this.options.identity()!.svid.id;
         const [sender, receiver] = from === 'client' ? [state.peer.id, own] : [own, state.peer.id];
         const scope = { direction: 'inbound' as const, principal: sender, peer: state.peer.id, serving: receiver, http };
         return inspectWebSocketText(text, scope, (request) => this.decideIn(req)(request, meta));
@@ -558,7 +570,7 @@ export class InboundProxy {
     const granted = this.delegations.get(req);
     const unregister = this.options.live?.({
       kind: 'websocket',
-      agents: [state.peer.id, this.options.identity()!.svid.id],
+      agents: [state.peer.id, own],
       svid: svidKeys(state.peer.serial, state.peer.leafHash),
       ...(granted ? { delegation: granted.context } : {}),
       close: (entry) => {

@@ -257,6 +257,8 @@ export class OutboundProxy {
       sendRawError(socket, upgradeStatus, target);
       return;
     }
+    // Our own ID for the stream's lifetime (see the inbound side): captured once, checked at open.
+    const own = this.options.identity()?.svid.id;
     const far = farTarget(String(this.proxyOptions(target).target), req.url);
     const http = httpContext(req);
     const frames = target.route.signFrames ? this.options.frames : undefined;
@@ -273,6 +275,7 @@ export class OutboundProxy {
       // Through the route's PeerAgent: mTLS dial, SPIFFE verification, the connect check and the
       // per-request `http` check happen exactly as for a plain request.
       open: async (protocols) => {
+        if (!own) throw new OutboundError('svid_unavailable', 'this sidecar has no valid SVID to present');
         const refusal = await this.exchangeToken(req, target);
         if (refusal) throw new FarSideAnswer(502, { 'content-type': 'application/json' }, Buffer.from(JSON.stringify(refusal)));
         const { ws, response } = await openWebSocket(far, protocols, { headers: farSideHeaders(req), agent: target.agent });
@@ -284,7 +287,7 @@ export class OutboundProxy {
         const verified = peer;
         unregister = this.options.live?.({
           kind: 'websocket',
-          agents: [verified.id, this.options.identity()!.svid.id],
+          agents: [verified.id, own],
           svid: svidKeys(verified.serial, verified.leafHash),
           close: (entry) => {
             this.options.logger.info('outbound websocket stream cut: revoked', { reason: 'revoked', kind: entry.kind, revocation: entry.id, peer: verified.id.toString() });
@@ -300,8 +303,7 @@ export class OutboundProxy {
       },
       authorize: (message) => this.authorizeMessage(peer!, http, message, meta),
       inspect: (from, text) => {
-        const own = this.options.identity()!.svid.id;
-        const [sender, receiver] = from === 'client' ? [own, peer!.id] : [peer!.id, own];
+        const [sender, receiver] = from === 'client' ? [own!, peer!.id] : [peer!.id, own!];
         const scope = { direction: 'outbound' as const, principal: sender, peer: peer!.id, serving: receiver, http };
         return inspectWebSocketText(text, scope, (request) => this.options.decide(request, meta));
       },

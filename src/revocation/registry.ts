@@ -72,6 +72,24 @@ export class LiveRegistry {
     return closed;
   }
 
+  /**
+   * Closes all live work, whoever it belongs to: this sidecar's own identity is gone (withdrawn
+   * by its source), so nothing it carries may continue. `cause` is what the closers report.
+   */
+  closeAll(cause: RevocationEntry): Record<LiveKind, number> {
+    const closed = { connection: 0, websocket: 0, subscription: 0 };
+    for (const [work, unregister] of [...this.all]) {
+      unregister();
+      closed[work.kind]++;
+      try {
+        work.close(cause);
+      } catch {
+        // Already gone.
+      }
+    }
+    return closed;
+  }
+
   private candidates(entry: RevocationEntry): LiveWork[] {
     if (entry.kind === 'trust_domain' || (entry.kind === 'agent' && entry.value.includes('*'))) return [...this.all.keys()];
     return [...(this.index.get(entry.kind)?.get(entry.value) ?? [])];

@@ -3,7 +3,7 @@ export { SpiffeError, SpiffeIdError, SvidError, BundleError, VerificationError }
 export type { VerificationCode } from './errors.js';
 export { TrustDomain, SpiffeId, MAX_SPIFFE_ID_BYTES, MAX_TRUST_DOMAIN_BYTES } from './id.js';
 export { SpiffeIdPattern } from './pattern.js';
-export { parseCertificatesPem, certificatesFromDer, validateLeaf, validateSigningCertificate } from './svid.js';
+export { parseCertificatesPem, certificatesFromDer, certificatesFromDerConcat, validateLeaf, validateSigningCertificate } from './svid.js';
 export { X509Bundle, BundleSet } from './bundle.js';
 export type { X509BundleOptions } from './bundle.js';
 export { verifyX509Svid, MAX_INTERMEDIATES } from './verify.js';

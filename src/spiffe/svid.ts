@@ -31,6 +31,32 @@ export function certificatesFromDer(ders: Buffer[]): X509Certificate[] {
   });
 }
 
+/**
+ * Certificates concatenated in ASN.1 DER, as the Workload API sends chains and bundles.
+ * OpenSSL decodes the first certificate of the buffer and its encoding tells where the next one
+ * starts, so no ASN.1 is parsed here; bytes that are not a whole certificate are refused.
+ */
+export function certificatesFromDerConcat(der: Buffer): X509Certificate[] {
+  const certs: X509Certificate[] = [];
+  let rest = der;
+  while (rest.length > 0) {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(rest);
+    } catch (cause) {
+      throw new SvidError('der', `DER certificate #${certs.length + 1} is not a valid certificate`, { cause });
+    }
+    const length = cert.raw.length;
+    if (length === 0 || !rest.subarray(0, length).equals(cert.raw)) {
+      throw new SvidError('der', `DER certificate #${certs.length + 1} is not a valid certificate`);
+    }
+    certs.push(cert);
+    rest = rest.subarray(length);
+  }
+  if (certs.length === 0) throw new SvidError('der', 'no DER certificate found');
+  return certs;
+}
+
 function info(cert: X509Certificate): CertInfo {
   const i = certInfo(cert);
   if (i.duplicateExtension) throw new SvidError('duplicate_extension', 'certificate repeats an extension');

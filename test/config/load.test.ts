@@ -159,7 +159,50 @@ const bad: BadCase[] = [
     name: 'workloadApi bad socket',
     yaml: mutate((d) => (d.identity = { workloadApi: { socket: '/run/spire/agent.sock' } })),
     path: 'identity.workloadApi.socket',
-    message: 'invalid Workload API socket',
+    message: 'no scheme',
+  },
+  {
+    name: 'workloadApi unix socket with an authority',
+    yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'unix://agent/run/spire.sock' } })),
+    path: 'identity.workloadApi.socket',
+    message: 'must not have an authority',
+  },
+  {
+    name: 'workloadApi tcp endpoint with a path',
+    yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'tcp://127.0.0.1:8081/api' } })),
+    path: 'identity.workloadApi.socket',
+    message: 'a path is not allowed',
+  },
+  {
+    name: 'workloadApi tcp endpoint with a host name',
+    yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'tcp://spire-agent:8081' } })),
+    path: 'identity.workloadApi.socket',
+    message: 'must be an IP address',
+  },
+  {
+    name: 'workloadApi malformed SPIFFE_ENDPOINT_SOCKET',
+    yaml: mutate((d) => (d.identity = { workloadApi: {} })),
+    env: { SPIFFE_ENDPOINT_SOCKET: 'unix:relative/agent.sock' },
+    path: 'identity.workloadApi.socket',
+    message: 'from SPIFFE_ENDPOINT_SOCKET: invalid Workload API endpoint "unix:relative/agent.sock": the socket path must be absolute',
+  },
+  {
+    name: 'workloadApi selected SPIFFE ID in another trust domain',
+    yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'unix:///run/a.sock', spiffeId: 'spiffe://other.org/agent' } })),
+    path: 'identity.workloadApi.spiffeId',
+    message: 'is not in the configured trust domain',
+  },
+  {
+    name: 'workloadApi zero startup timeout',
+    yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'unix:///run/a.sock', startupTimeout: '0s' } })),
+    path: 'identity.workloadApi.startupTimeout',
+    message: 'must be greater than 0',
+  },
+  {
+    name: 'workloadApi unknown retry key',
+    yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'unix:///run/a.sock', retry: { jitter: 1 } } })),
+    path: 'identity.workloadApi.retry',
+    message: 'jitter',
   },
   {
     name: 'no inbound/outbound/bus',
@@ -498,7 +541,8 @@ t.test('audit: path relative to the config folder, sampleAllows defaults to 1, 0
 t.test('outbound defaults and workloadApi socket from the environment', async (t) => {
   const text = 'trustDomain: example.org\nidentity: { workloadApi: }\noutbound: {}\n';
   const cfg = parseConfig(text, 'yaml', CFG, { env: { SPIFFE_ENDPOINT_SOCKET: 'unix:///run/spire/agent.sock' } });
-  t.strictSame(cfg.identity, { kind: 'workloadApi', socket: 'unix:///run/spire/agent.sock' });
+  const defaults = { startupTimeoutMs: 30_000, retryInitialMs: 500, retryMaxMs: 30_000 };
+  t.strictSame(cfg.identity, { kind: 'workloadApi', socket: 'unix:///run/spire/agent.sock', ...defaults });
   t.strictSame(cfg.outbound, { listen: { host: '127.0.0.1', port: 15001 }, routes: [] });
   t.equal(cfg.inbound, undefined);
   t.equal(cfg.bus, undefined);
@@ -510,7 +554,7 @@ t.test('outbound defaults and workloadApi socket from the environment', async (t
     else process.env.SPIFFE_ENDPOINT_SOCKET = saved;
   });
   const cfg2 = parseConfig(text, 'yaml', CFG);
-  t.strictSame(cfg2.identity, { kind: 'workloadApi', socket: 'unix:///tmp/from-process-env.sock' });
+  t.strictSame(cfg2.identity, { kind: 'workloadApi', socket: 'unix:///tmp/from-process-env.sock', ...defaults });
 
   const explicit = parseConfig(
     'trustDomain: example.org\nidentity: { workloadApi: { socket: "tcp://127.0.0.1:8081" } }\noutbound: {}\n',
@@ -518,7 +562,23 @@ t.test('outbound defaults and workloadApi socket from the environment', async (t
     CFG,
     { env: {} },
   );
-  t.strictSame(explicit.identity, { kind: 'workloadApi', socket: 'tcp://127.0.0.1:8081' });
+  t.strictSame(explicit.identity, { kind: 'workloadApi', socket: 'tcp://127.0.0.1:8081', ...defaults });
+
+  const selected = parseConfig(
+    'trustDomain: example.org\nidentity: { workloadApi: { socket: "unix:///run/a.sock", spiffeId: "spiffe://example.org/agent/b", hint: internal, startupTimeout: 5s, retry: { initial: 100ms, max: 2s } } }\noutbound: {}\n',
+    'yaml',
+    CFG,
+    { env: {} },
+  );
+  t.strictSame(selected.identity, {
+    kind: 'workloadApi',
+    socket: 'unix:///run/a.sock',
+    spiffeId: 'spiffe://example.org/agent/b',
+    hint: 'internal',
+    startupTimeoutMs: 5_000,
+    retryInitialMs: 100,
+    retryMaxMs: 2_000,
+  });
 });
 
 t.test('loadConfig: full YAML and full JSON configs', async (t) => {

@@ -1,0 +1,153 @@
+// identity.workloadApi: the SVID and trust bundles streamed by SPIRE (or any SPIFFE Workload
+// API provider). Each FetchX509SVID response replaces the whole picture, so a CA or federated
+// bundle that disappears from the stream stops being trusted at once; a malformed response is
+// discarded and the last good state kept; PermissionDenied withdraws the SVID until the
+// provider hands one out again.
+import type { TrustDomain } from '../../spiffe/index.js';
+import type { SourceCallbacks, SvidSource, SvidUpdate } from '../types.js';
+import { Backoff } from './backoff.js';
+import { WorkloadApiClient, type WorkloadApiCallError } from './client.js';
+import type { WorkloadEndpoint } from './endpoint.js';
+import { parseJwtSvidResponse, parseX509SvidResponse, WorkloadApiResponseError, x509Identity, type JwtSvid, type SvidSelector } from './messages.js';
+import type { X509SvidResponse } from './proto.js';
+import { StreamWatcher } from './stream.js';
+
+export interface WorkloadApiSourceOptions {
+  endpoint: WorkloadEndpoint;
+  trustDomain: TrustDomain;
+  selector: SvidSelector;
+  /** How long start() waits for the first usable SVID before failing. */
+  startupTimeoutMs: number;
+  backoff: { initialMs: number; maxMs: number };
+}
+
+/** start() gave up: no usable SVID arrived within the bound. */
+export class WorkloadApiStartupError extends Error {
+  readonly code = 'workload_api_startup_timeout';
+}
+
+/** The Workload API refused our requests in a way retrying cannot fix (InvalidArgument, Unimplemented). */
+export class WorkloadApiFatalError extends Error {
+  readonly code = 'workload_api_fatal';
+}
+
+export interface WorkloadApiStatus {
+  endpoint: string;
+  /** receiving: a stream is delivering; retrying: between attempts; denied: PermissionDenied; fatal: gave up. */
+  state: 'connecting' | 'receiving' | 'retrying' | 'denied' | 'fatal' | 'stopped';
+  lastError?: string;
+  updates: number;
+  rejectedUpdates: number;
+}
+
+export class WorkloadApiSvidSource implements SvidSource {
+  readonly kind = 'workloadApi';
+  private readonly client: WorkloadApiClient;
+  private readonly watcher: StreamWatcher<X509SvidResponse>;
+  private readonly state: WorkloadApiStatus;
+  private last: { serial: string; bundles: string } | undefined;
+  private first: { resolve(u: SvidUpdate): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
+
+  constructor(private readonly options: WorkloadApiSourceOptions, private readonly callbacks: SourceCallbacks) {
+    this.client = new WorkloadApiClient(options.endpoint, { maxReconnectBackoffMs: options.backoff.maxMs });
+    this.state = { endpoint: options.endpoint.uri, state: 'connecting', updates: 0, rejectedUpdates: 0 };
+    this.watcher = new StreamWatcher('FetchX509SVID', () => this.client.fetchX509Svid(), new Backoff(options.backoff.initialMs, options.backoff.maxMs), {
+      message: (m) => this.onMessage(m),
+      interrupted: (err, retryInMs) => this.onInterrupted(err, retryInMs),
+      permissionDenied: (err, retryInMs) => this.onPermissionDenied(err, retryInMs),
+      fatal: (err) => this.onFatal(err),
+    });
+  }
+
+  get status(): WorkloadApiStatus {
+    return { ...this.state };
+  }
+
+  start(): Promise<SvidUpdate> {
+    return new Promise<SvidUpdate>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.first = undefined;
+        this.stop();
+        const last = this.state.lastError ? ` (last problem: ${this.state.lastError})` : ' (nothing was received)';
+        reject(new WorkloadApiStartupError(`no usable SVID from the Workload API at ${this.options.endpoint.uri} within ${this.options.startupTimeoutMs} ms${last}`));
+      }, this.options.startupTimeoutMs);
+      this.first = { resolve, reject, timer };
+      this.watcher.start();
+    });
+  }
+
+  stop(): void {
+    this.state.state = 'stopped';
+    this.watcher.stop();
+    this.client.close();
+  }
+
+  /** A JWT-SVID for `audience` (FetchJWTSVID), for the selected identity. */
+  async fetchJwtSvid(audience: string, timeoutMs?: number): Promise<JwtSvid> {
+    const spiffeId = this.options.selector.spiffeId ?? '';
+    const svids = parseJwtSvidResponse(await this.client.fetchJwtSvid({ audience: [audience], spiffe_id: spiffeId }, timeoutMs));
+    const match = svids.find((s) => (spiffeId === '' || s.spiffeId.toString() === spiffeId) && (this.options.selector.hint === undefined || s.hint === this.options.selector.hint)) ?? (spiffeId === '' && this.options.selector.hint === undefined ? svids[0] : undefined);
+    if (!match) throw new WorkloadApiResponseError('svids', 'no JWT-SVID for the selected identity');
+    return match;
+  }
+
+  private onMessage(message: X509SvidResponse): void {
+    let update: SvidUpdate;
+    try {
+      const context = parseX509SvidResponse(message);
+      update = x509Identity(context, this.options.selector, this.options.trustDomain);
+    } catch (err) {
+      this.state.rejectedUpdates++;
+      this.state.lastError = `discarded a FetchX509SVID response: ${(err as Error).message}`;
+      this.callbacks.onError(new WorkloadApiResponseError((err as WorkloadApiResponseError).field ?? 'response', `discarded; keeping the last good SVID and bundles: ${(err as Error).message}`));
+      return;
+    }
+    this.state.state = 'receiving';
+    const fingerprint = { serial: update.svid.serial, bundles: update.bundles.trustDomains().map((td) => `${td.name}:${update.bundles.get(td)!.toPem()}`).sort().join('\n') };
+    if (this.last && this.last.serial === fingerprint.serial && this.last.bundles === fingerprint.bundles) return;
+    this.last = fingerprint;
+    this.state.updates++;
+    const first = this.first;
+    if (first) {
+      this.first = undefined;
+      clearTimeout(first.timer);
+      first.resolve(update);
+      return;
+    }
+    this.callbacks.onUpdate(update);
+  }
+
+  private onInterrupted(err: WorkloadApiCallError, retryInMs: number): void {
+    this.state.state = 'retrying';
+    this.state.lastError = err.message;
+    if (!this.first) this.callbacks.onError(new Error(`Workload API stream interrupted (${err.message}); reconnecting in ${retryInMs} ms`));
+  }
+
+  private onPermissionDenied(err: WorkloadApiCallError, retryInMs: number): void {
+    const wasDenied = this.state.state === 'denied';
+    this.state.state = 'denied';
+    this.state.lastError = err.message;
+    // The identity must come back from the provider before it is presented again, even if it is
+    // the very same SVID.
+    this.last = undefined;
+    if (this.first) return;
+    if (!wasDenied) this.callbacks.onWithdraw?.(new Error(`Workload API denied this workload its identity (${err.message}); retrying in ${retryInMs} ms`));
+  }
+
+  private onFatal(err: WorkloadApiCallError): void {
+    this.state.state = 'fatal';
+    this.state.lastError = err.message;
+    const fatal = new WorkloadApiFatalError(
+      `the Workload API at ${this.options.endpoint.uri} refused the request (${err.message}); not retrying: this is a client or configuration error, not an outage`,
+    );
+    const first = this.first;
+    if (first) {
+      this.first = undefined;
+      clearTimeout(first.timer);
+      this.client.close();
+      first.reject(fatal);
+      return;
+    }
+    this.callbacks.onError(fatal);
+  }
+}
