@@ -90,6 +90,7 @@ export class Sidecar {
       live: (work) => this.revocations.registry.register(work),
       revocationEpoch: () => this.revocations.epoch,
       observeHandshake: (h: HandshakeObservation) => this.observeHandshake(h),
+      ...(this.identity.activeSource instanceof WorkloadApiSvidSource ? { actorToken: this.actorTokenFrom(this.identity.activeSource) } : {}),
     }));
     const deps = {
       frames,
@@ -398,6 +399,14 @@ export class Sidecar {
   private isReady(): boolean {
     const snapshot = this.identity.current();
     return this.serving && this.revocations.ready && snapshot !== undefined && isUsable(snapshot.svid);
+  }
+
+  /** Actor tokens are this workload's JWT-SVIDs, and none is handed out while the identity is withdrawn. */
+  private actorTokenFrom(source: WorkloadApiSvidSource): (audience: string) => Promise<string> {
+    return async (audience) => {
+      if (!this.identity.current()) throw new Error('the identity is withdrawn');
+      return (await source.jwtSvidFor(audience)).token;
+    };
   }
 
   private identitySourceStatus(): unknown {

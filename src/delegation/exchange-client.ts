@@ -6,6 +6,7 @@
 // broker or its credentials.
 import { createHash } from 'node:crypto';
 import { request, type Agent } from 'node:http';
+import { TOKEN_TYPE_JWT } from './types.js';
 
 /** Tokens are not reused this close to their expiry. */
 const EXPIRY_MARGIN_MS = 10_000;
@@ -31,6 +32,8 @@ export interface ExchangeClientOptions {
   agent: Agent;
   /** The revocation epoch: a cached token is never reused across a revocation. */
   epoch?: () => number;
+  /** This workload's JWT-SVID for the broker, sent as actor_token (RFC 8693 §2.1). */
+  actorToken?: () => Promise<string>;
 }
 
 export class ExchangeClient {
@@ -55,6 +58,16 @@ export class ExchangeClient {
       audience,
     });
     if (scope !== undefined && scope.length > 0) form.set('scope', scope.join(' '));
+    if (this.options.actorToken) {
+      let actorToken: string;
+      try {
+        actorToken = await this.options.actorToken();
+      } catch (err) {
+        throw new ExchangeError('actor_token_unavailable', `no JWT-SVID for the actor token: ${(err as Error).message}`);
+      }
+      form.set('actor_token', actorToken);
+      form.set('actor_token_type', TOKEN_TYPE_JWT);
+    }
     const { status, body } = await this.post(form.toString());
     let json: Record<string, unknown>;
     try {

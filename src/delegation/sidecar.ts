@@ -24,6 +24,11 @@ export interface DelegationDeps {
   live?: (work: LiveWork) => () => void;
   /** The revocation epoch: exchanged tokens are not reused across a revocation. */
   revocationEpoch?: () => number;
+  /**
+   * A JWT-SVID of this workload for the given audience (the broker's SPIFFE ID), sent as the
+   * RFC 8693 actor_token. Present when the identity source can mint one (Workload API).
+   */
+  actorToken?: (audience: string) => Promise<string>;
 }
 
 export function buildDelegation(config: DelegationConfig, deps: DelegationDeps): { verifier: DelegationVerifier; gate: DelegationGate; exchange?: ExchangeClient } {
@@ -53,7 +58,13 @@ export function buildDelegation(config: DelegationConfig, deps: DelegationDeps):
       ...(deps.live ? { live: deps.live } : {}),
     },
   );
-  return { verifier, gate, exchange: new ExchangeClient({ url, agent, ...(deps.revocationEpoch ? { epoch: deps.revocationEpoch } : {}) }) };
+  return { verifier, gate, exchange: new ExchangeClient({
+      url,
+      agent,
+      ...(deps.revocationEpoch ? { epoch: deps.revocationEpoch } : {}),
+      ...(deps.actorToken ? { actorToken: () => deps.actorToken!(config.broker!.spiffeId) } : {}),
+    }),
+  };
 }
 
 function allow(request: Decision['request']): Decision {

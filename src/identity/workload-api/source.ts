@@ -3,6 +3,7 @@
 // bundle that disappears from the stream stops being trusted at once; a malformed response is
 // discarded and the last good state kept; PermissionDenied withdraws the SVID until the
 // provider hands one out again.
+import { decodeJwt } from 'jose';
 import type { TrustDomain } from '../../spiffe/index.js';
 import type { SourceCallbacks, SvidSource, SvidUpdate } from '../types.js';
 import { Backoff } from './backoff.js';
@@ -11,6 +12,8 @@ import type { WorkloadEndpoint } from './endpoint.js';
 import { parseJwtSvidResponse, parseX509SvidResponse, WorkloadApiResponseError, x509Identity, type JwtSvid, type SvidSelector } from './messages.js';
 import type { X509SvidResponse } from './proto.js';
 import { StreamWatcher } from './stream.js';
+
+const JWT_SVID_REUSE_MS = 5 * 60_000;
 
 export interface WorkloadApiSourceOptions {
   endpoint: WorkloadEndpoint;
@@ -46,6 +49,7 @@ export class WorkloadApiSvidSource implements SvidSource {
   private readonly watcher: StreamWatcher<X509SvidResponse>;
   private readonly state: WorkloadApiStatus;
   private last: { serial: string; bundles: string } | undefined;
+  private readonly jwtSvids = new Map<string, { svid: JwtSvid; reuseUntil: number }>();
   private first: { resolve(u: SvidUpdate): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
 
   constructor(private readonly options: WorkloadApiSourceOptions, private readonly callbacks: SourceCallbacks) {
@@ -80,6 +84,29 @@ export class WorkloadApiSvidSource implements SvidSource {
     this.state.state = 'stopped';
     this.watcher.stop();
     this.client.close();
+  }
+
+  /**
+   * A JWT-SVID for `audience`, reused until a third of its lifetime is left (and at most
+   * JWT_SVID_REUSE_MS): minting one per exchange would put the agent on the request path.
+   */
+  async jwtSvidFor(audience: string): Promise<JwtSvid> {
+    const now = Date.now();
+    const hit = this.jwtSvids.get(audience);
+    if (hit && now < hit.reuseUntil) return hit.svid;
+    const svid = await this.fetchJwtSvid(audience);
+    let exp: number | undefined;
+    let iat: number | undefined;
+    try {
+      ({ exp, iat } = decodeJwt(svid.token));
+    } catch {
+      throw new WorkloadApiResponseError('svids[].svid', 'is not a JWT');
+    }
+    if (typeof exp !== 'number' || exp * 1000 <= now) throw new WorkloadApiResponseError('svids[].svid', 'is expired or has no exp');
+    const lifetime = exp * 1000 - (typeof iat === 'number' ? iat * 1000 : now);
+    const reuseUntil = Math.min(now + JWT_SVID_REUSE_MS, exp * 1000 - lifetime / 3);
+    this.jwtSvids.set(audience, { svid, reuseUntil });
+    return svid;
   }
 
   /** A JWT-SVID for `audience` (FetchJWTSVID), for the selected identity. */
@@ -128,8 +155,9 @@ export class WorkloadApiSvidSource implements SvidSource {
     this.state.state = 'denied';
     this.state.lastError = err.message;
     // The identity must come back from the provider before it is presented again, even if it is
-    // the very same SVID.
+    // the very same SVID; JWT-SVIDs minted before are not handed out again either.
     this.last = undefined;
+    this.jwtSvids.clear();
     if (this.first) return;
     if (!wasDenied) this.callbacks.onWithdraw?.(new Error(`Workload API denied this workload its identity (${err.message}); retrying in ${retryInMs} ms`));
   }
