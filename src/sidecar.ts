@@ -69,7 +69,7 @@ export class Sidecar {
       const entry = this.revocations.agent(id);
       return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
     };
-    this.identity = new IdentityManager((cb) => buildSource(config, cb, refuseIssue), config.trust.bundles, logger.child({ component: 'identity' }));
+    this.identity = new IdentityManager((cb) => buildSource(config, cb, refuseIssue, logger.child({ component: 'workload-api' })), config.trust.bundles, logger.child({ component: 'identity' }));
     const envelope = config.bus?.envelope;
     const frames = new FrameSigning({
       identity: () => this.identity.current(),
@@ -447,7 +447,7 @@ export class Sidecar {
   }
 }
 
-function buildSource(config: SigilConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined): SvidSource {
+function buildSource(config: SigilConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined, logger: Logger): SvidSource {
   const identity = config.identity;
   switch (identity.kind) {
     case 'dev':
@@ -455,7 +455,7 @@ function buildSource(config: SigilConfig, callbacks: SourceCallbacks, refuseIssu
     case 'files':
       return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
     case 'workloadApi':
-      return workloadApiSource(identity, TrustDomain.parse(config.trustDomain), callbacks);
+      return workloadApiSource(identity, TrustDomain.parse(config.trustDomain), callbacks, logger);
   }
 }
 

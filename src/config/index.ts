@@ -3,14 +3,14 @@ export type { HostPort } from './address.js';
 export { parseHostPort } from './address.js';
 export { parseDuration } from './duration.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
-export { loadConfig, parseConfig, type BusConfig, type DelegationConfig, type IdentityConfig, type ParseOptions, type RevocationConfig, type RouteConfig, type SigilConfig } from './load.js';
+export { loadConfig, parseConfig, workloadApiIdentity, type WorkloadApiIdentityConfig, type BusConfig, type DelegationConfig, type IdentityConfig, type ParseOptions, type RevocationConfig, type RouteConfig, type SigilConfig } from './load.js';
 
 // For other config documents on the same conventions (`sigil broker`: delegation/broker-config.ts):
 // reading and parsing the file, wording and collecting issues, and the sections and checks they share.
 export { listenersConflict } from './address.js';
 export { parseConfigText, readConfigFile, type ConfigFile, type ConfigFormat, type ParseTextOptions, type ReadOptions } from './document.js';
 export { dedupeIssues, validateDocument, zodConfigIssues, type DocumentChecks, type IssueWording, type KnownKeys } from './issues.js';
-export { devSpiffeIdIssues, isObj, trustBundleKeyIssues } from './raw-checks.js';
+export { devSpiffeIdIssues, isObj, trustBundleKeyIssues, workloadApiIssues } from './raw-checks.js';
 export {
   AdminSchema,
   check,
@@ -26,4 +26,5 @@ export {
   trustDomainProblem,
   TrustSchema,
   WorkloadApiIdentitySchema,
+  WorkloadApiRetrySchema,
 } from './schema.js';

@@ -300,7 +300,7 @@ export function workloadApiIdentity(wa: RawConfig['identity']['workloadApi'] | u
     ...(wa?.hint !== undefined ? { hint: wa.hint } : {}),
     startupTimeoutMs: wa?.startupTimeout ?? parseDuration(DEFAULTS.workloadApiStartupTimeout),
     retryInitialMs,
-    retryMaxMs: Math.max(retryInitialMs, wa?.retry?.max ?? parseDuration(DEFAULTS.workloadApiRetryMax)),
+    retryMaxMs: Math.max(retryInitialMs, wa?.retry?.max ?? parseDuration(DEFAULTS.workloadApiRetryMax)), // checked >= initial when given
   };
 }
 

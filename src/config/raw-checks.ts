@@ -57,7 +57,21 @@ export function workloadApiIssues(raw: Record<string, unknown>, env: Record<stri
   };
   if (wa !== null) {
     positive(wa.startupTimeout, 'startupTimeout');
-    if (isObj(wa.retry)) positive(wa.retry.initial, 'retry.initial');
+    if (isObj(wa.retry)) {
+      positive(wa.retry.initial, 'retry.initial');
+      const ms = (v: unknown): number | undefined => {
+        try {
+          return typeof v === 'string' ? parseDuration(v) : undefined;
+        } catch {
+          return undefined;
+        }
+      };
+      const initial = ms(wa.retry.initial);
+      const max = ms(wa.retry.max);
+      if (max !== undefined && max < (initial ?? 500)) {
+        issues.push({ path: 'identity.workloadApi.retry.max', message: `must be at least retry.initial (${initial ?? 500} ms)` });
+      }
+    }
   }
   return issues;
 }

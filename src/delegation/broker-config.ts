@@ -31,6 +31,9 @@ import {
   TrustSchema,
   validateDocument,
   WorkloadApiIdentitySchema,
+  WorkloadApiRetrySchema,
+  workloadApiIdentity,
+  workloadApiIssues,
   type ConfigFormat,
   type ConfigIssue,
   type HostPort,
@@ -183,6 +186,7 @@ const KNOWN_KEYS: KnownKeys = {
   'identity.dev': Object.keys(DevIdentitySchema.shape),
   'identity.files': Object.keys(FilesIdentitySchema.shape),
   'identity.workloadApi': Object.keys(WorkloadApiIdentitySchema.shape),
+  'identity.workloadApi.retry': Object.keys(WorkloadApiRetrySchema.shape),
   trust: Object.keys(TrustSchema.shape),
   'subjectIssuers[]': Object.keys(SubjectIssuerSchema.shape),
   'scopes[]': Object.keys(AudienceScopesSchema.shape),
@@ -207,30 +211,30 @@ const PARSE = { locateJsonErrors: false } as const;
 const WORDING = { knownKeys: KNOWN_KEYS, suggest: 'first-within-2', nameNonFinite: false } as const;
 
 /** Reads, parses and validates a broker config file. Every failure is a `ConfigError`. */
-export async function loadBrokerConfig(file: string): Promise<BrokerConfig> {
+export async function loadBrokerConfig(file: string, env: Record<string, string | undefined> = process.env): Promise<BrokerConfig> {
   const { abs, format, text } = await readConfigFile(file, READ);
-  return parseBrokerConfig(text, format, abs);
+  return parseBrokerConfig(text, format, abs, env);
 }
 
 /** Pure: parses and validates broker config text. `configPath` anchors relative paths. */
-export function parseBrokerConfig(text: string, format: ConfigFormat, configPath: string): BrokerConfig {
+export function parseBrokerConfig(text: string, format: ConfigFormat, configPath: string, env: Record<string, string | undefined> = process.env): BrokerConfig {
   const abs = path.resolve(configPath);
   const raw = parseConfigText(text, format, abs, PARSE);
-  const data = validateDocument(BrokerRootSchema, raw, abs, { wording: WORDING, rawIssues: crossFieldIssues(raw), dataIssues: valueIssues });
-  return build(data, abs);
+  const data = validateDocument(BrokerRootSchema, raw, abs, { wording: WORDING, rawIssues: crossFieldIssues(raw, env), dataIssues: valueIssues });
+  return build(data, abs, env);
 }
 
 /** Rules across keys, on the raw document so they are reported alongside schema issues. */
-function crossFieldIssues(raw: unknown): ConfigIssue[] {
+function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   if (!isObj(raw)) return issues;
   if (isObj(raw.identity)) {
     const id = raw.identity;
     const present = ['dev', 'files', 'workloadApi'].filter((k) => id[k] !== undefined);
     if (present.length !== 1) {
-      issues.push({ path: 'identity', message: `exactly one of dev, files is required (got ${present.length === 0 ? 'none' : present.join(', ')})` });
+      issues.push({ path: 'identity', message: `exactly one of dev, files, workloadApi is required (got ${present.length === 0 ? 'none' : present.join(', ')})` });
     }
-    if (id.workloadApi !== undefined) issues.push({ path: 'identity.workloadApi', message: 'not yet supported by the broker (use dev or files)' });
+    issues.push(...workloadApiIssues(raw, env));
     issues.push(...devSpiffeIdIssues(raw, 'broker'));
   }
   issues.push(...trustBundleKeyIssues(raw));
@@ -271,13 +275,15 @@ function valueIssues(data: RawBrokerConfig): ConfigIssue[] {
   return issues;
 }
 
-function build(data: RawBrokerConfig, configPath: string): BrokerConfig {
+function build(data: RawBrokerConfig, configPath: string, env: Record<string, string | undefined>): BrokerConfig {
   const dir = path.dirname(configPath);
   const abs = (p: string) => path.resolve(dir, p);
   const id = data.identity;
   const identity: IdentityConfig = id.dev
     ? { kind: 'dev', caDir: abs(id.dev.caDir), spiffeId: id.dev.spiffeId, ttlMs: id.dev.ttl ?? parseDuration(BROKER_DEFAULTS.devTtl) }
-    : { kind: 'files', cert: abs(id.files!.cert), key: abs(id.files!.key), bundle: abs(id.files!.bundle) };
+    : id.files
+      ? { kind: 'files', cert: abs(id.files.cert), key: abs(id.files.key), bundle: abs(id.files.bundle) }
+      : workloadApiIdentity(id.workloadApi ?? undefined, env);
   const bundles: Record<string, string> = {};
   for (const [td, file] of Object.entries(data.trust?.bundles ?? {})) bundles[td] = abs(file);
   const config: BrokerConfig = {

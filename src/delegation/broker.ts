@@ -21,6 +21,7 @@ import type { TLSSocket } from 'node:tls';
 import { AdminServer } from '../admin/index.js';
 import type { AuthzRequest, Decision } from '../authz/index.js';
 import { ConfigError } from '../config/index.js';
+import { workloadApiSource } from '../identity/workload-api/index.js';
 import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from '../identity/index.js';
 import { listen } from '../proxy/index.js';
 import { SpiffeId, TrustDomain } from '../spiffe/index.js';
@@ -72,7 +73,7 @@ export class Broker {
       const entry = this.revocations.agent(id);
       return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
     };
-    this.identity = new IdentityManager((cb) => buildSource(config, cb, refuseIssue), config.trust.bundles, logger.child({ component: 'identity' }));
+    this.identity = new IdentityManager((cb) => buildSource(config, cb, refuseIssue, logger.child({ component: 'workload-api' })), config.trust.bundles, logger.child({ component: 'identity' }));
     // A revoked SVID fails the peer check (handshake and every request); cached verifications
     // do not survive a change of the list.
     this.verifier.useRevocation({
@@ -131,6 +132,19 @@ export class Broker {
     this.identity.on('update', (snapshot) => {
       this.server?.setSecureContext(serverContextOptions(snapshot));
       this.revocations.updateIdentity(snapshot);
+    });
+    // Withdrawn by the Workload API: new connections are refused (no current identity) and open
+    // ones are cut; nothing is minted under an identity the broker no longer holds.
+    this.identity.on('withdrawn', (reason) => {
+      this.revocations.registry.closeAll({
+        id: 'identity-withdrawn',
+        kind: 'agent',
+        value: 'self',
+        reason: reason.message,
+        revokedBy: `identity source ${this.config.identity.kind}`,
+        revokedAt: Date.now(),
+      });
+      for (const socket of this.sockets) socket.destroy();
     });
   }
 
@@ -215,8 +229,10 @@ export class Broker {
       this.logger.warn('the broker policy has no permit for revocation.issue: every revocation record from NATS will be refused', { policy: this.config.policy.cedar });
     }
     await this.keys.start();
-    const snapshot = await this.identity.start();
+    // The admin API first: /healthz answers and /readyz says "not ready" while the identity
+    // source waits for its first SVID (Workload API).
     const admin = await this.admin.start();
+    const snapshot = await this.identity.start();
     // Before the token endpoint listens: never mint on a partial revocation list (/readyz is 503
     // meanwhile; the admin API already takes revocations).
     await this.revocations.start();
@@ -279,7 +295,9 @@ export class Broker {
     server.prependListener('secureConnection', (socket: TLSSocket) => {
       let peer: VerifiedPeer;
       try {
-        peer = this.verifier.verifySocket(socket, this.identity.current()!.bundles);
+        const own = this.identity.current();
+        if (!own) throw new PeerVerificationError('peer_untrusted', 'svid_unavailable', 'the broker has no SVID right now');
+        peer = this.verifier.verifySocket(socket, own.bundles);
       } catch (err) {
         const detail = err instanceof PeerVerificationError ? err.detail : 'internal_error';
         this.logger.info('peer refused', { reason: 'peer_untrusted', detail, remote: socket.remoteAddress });
@@ -314,7 +332,8 @@ export class Broker {
     // Verified again per request (cached): the peer's SVID may have expired, or trust changed.
     let peer: VerifiedPeer;
     try {
-      const snapshot = this.identity.current()!;
+      const snapshot = this.identity.current();
+      if (!snapshot) throw new Error('the broker has no SVID right now');
       peer = this.verifier.verifySocket(socket, snapshot.bundles);
     } catch {
       res.setHeader('connection', 'close');
@@ -400,15 +419,15 @@ export class Broker {
   }
 }
 
-function buildSource(config: BrokerConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined): SvidSource {
+function buildSource(config: BrokerConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined, logger: Logger): SvidSource {
   const identity = config.identity;
   switch (identity.kind) {
     case 'dev':
       return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs, refuseIssue }, callbacks);
     case 'files':
       return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
-    default:
-      throw new Error(`identity.${identity.kind}: not supported by the broker`);
+    case 'workloadApi':
+      return workloadApiSource(identity, TrustDomain.parse(config.trustDomain), callbacks, logger);
   }
 }
 

@@ -199,6 +199,12 @@ const bad: BadCase[] = [
     message: 'must be greater than 0',
   },
   {
+    name: 'workloadApi retry max below initial',
+    yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'unix:///run/a.sock', retry: { initial: '2s', max: '1s' } } })),
+    path: 'identity.workloadApi.retry.max',
+    message: 'must be at least retry.initial (2000 ms)',
+  },
+  {
     name: 'workloadApi unknown retry key',
     yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'unix:///run/a.sock', retry: { jitter: 1 } } })),
     path: 'identity.workloadApi.retry',

@@ -79,7 +79,14 @@ t.test('config: each problem names its key', async (t) => {
   );
   t.match(parse({ ...MINIMAL, scopes: [{ audience: 'agent-b', allow: ['read'] }] }), [{ path: 'scopes[0].audience', message: /SPIFFE/ }]);
   t.match(parse({ ...MINIMAL, scopes: [{ audience: 'spiffe://example.org/a', allow: ['read write'] }] }), [{ path: 'scopes[0].allow[0]', message: /scope token/ }]);
-  t.match(parse({ ...MINIMAL, identity: { workloadApi: { socket: 'unix:///run/spire.sock' } } }), [{ path: 'identity.workloadApi', message: /not yet supported/ }]);
+  t.same(parse({ ...MINIMAL, identity: { workloadApi: { socket: 'unix:///run/spire.sock' } } }), [], 'the broker takes its SVID from the Workload API too');
+  t.match(parse({ ...MINIMAL, identity: { workloadApi: { socket: 'tcp://spire-agent:8081' } } }), [{ path: 'identity.workloadApi.socket', message: /must be an IP address/ }]);
+  const withEnv = parseBrokerConfig(JSON.stringify({ ...MINIMAL, identity: { workloadApi: null } }), 'json', '/x/broker.json', { SPIFFE_ENDPOINT_SOCKET: 'unix:///run/spire/agent.sock' });
+  t.match(withEnv.identity, { kind: 'workloadApi', socket: 'unix:///run/spire/agent.sock', startupTimeoutMs: 30_000 }, 'socket from SPIFFE_ENDPOINT_SOCKET');
+  t.match(
+    issuesOf(() => parseBrokerConfig(JSON.stringify({ ...MINIMAL, identity: { workloadApi: null } }), 'json', '/x/broker.json', {})),
+    [{ path: 'identity.workloadApi.socket', message: /SPIFFE_ENDPOINT_SOCKET is not set/ }],
+  );
   t.match(parse({ ...MINIMAL, identity: { dev: { caDir: 'ca', spiffeId: 'spiffe://other.org/broker' } } }), [{ path: 'identity.dev.spiffeId', message: /trust domain/ }]);
   t.match(parse({ ...MINIMAL, listen: '127.0.0.1:9000', admin: { listen: '127.0.0.1:9000' } }), [{ path: 'admin.listen', message: /conflicts/ }]);
   t.same(parse(MINIMAL), [], 'positive control: the minimal config has no issues');

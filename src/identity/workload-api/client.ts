@@ -23,7 +23,9 @@ export class WorkloadApiCallError extends Error {
 }
 
 export function callError(method: string, err: Partial<ServiceError>): WorkloadApiCallError {
-  return new WorkloadApiCallError(method, err.code ?? status.UNKNOWN, err.details ?? err.message ?? '');
+  // grpc-js appends an empty "Resolution note:" to connection failures; it only adds noise.
+  const details = (err.details ?? err.message ?? '').replace(/\s*Resolution note:\s*$/, '');
+  return new WorkloadApiCallError(method, err.code ?? status.UNKNOWN, details);
 }
 
 export interface WorkloadApiClientOptions {

@@ -1,6 +1,7 @@
 // SPIFFE Workload API client: endpoint parsing, the gRPC client, response validation, the
 // reconnecting stream and the SvidSource built from them.
 import type { TrustDomain } from '../../spiffe/index.js';
+import type { Logger } from '../../telemetry/index.js';
 import type { SourceCallbacks } from '../types.js';
 import { parseWorkloadEndpoint } from './endpoint.js';
 import { WorkloadApiSvidSource } from './source.js';
@@ -35,7 +36,7 @@ export interface WorkloadApiSettings {
   retryMaxMs: number;
 }
 
-export function workloadApiSource(settings: WorkloadApiSettings, trustDomain: TrustDomain, callbacks: SourceCallbacks): WorkloadApiSvidSource {
+export function workloadApiSource(settings: WorkloadApiSettings, trustDomain: TrustDomain, callbacks: SourceCallbacks, logger?: Logger): WorkloadApiSvidSource {
   return new WorkloadApiSvidSource(
     {
       endpoint: parseWorkloadEndpoint(settings.socket),
@@ -46,6 +47,7 @@ export function workloadApiSource(settings: WorkloadApiSettings, trustDomain: Tr
       },
       startupTimeoutMs: settings.startupTimeoutMs,
       backoff: { initialMs: settings.retryInitialMs, maxMs: settings.retryMaxMs },
+      ...(logger ? { logger } : {}),
     },
     callbacks,
   );

@@ -5,6 +5,7 @@
 // provider hands one out again.
 import { decodeJwt } from 'jose';
 import type { TrustDomain } from '../../spiffe/index.js';
+import type { Logger } from '../../telemetry/index.js';
 import type { SourceCallbacks, SvidSource, SvidUpdate } from '../types.js';
 import { Backoff } from './backoff.js';
 import { WorkloadApiClient, type WorkloadApiCallError } from './client.js';
@@ -22,6 +23,8 @@ export interface WorkloadApiSourceOptions {
   /** How long start() waits for the first usable SVID before failing. */
   startupTimeoutMs: number;
   backoff: { initialMs: number; maxMs: number };
+  /** Startup progress (what the first SVID is waiting on); later problems go to the callbacks. */
+  logger?: Logger;
 }
 
 /** start() gave up: no usable SVID arrived within the bound. */
@@ -125,6 +128,7 @@ export class WorkloadApiSvidSource implements SvidSource {
       update = x509Identity(context, this.options.selector, this.options.trustDomain);
     } catch (err) {
       this.state.rejectedUpdates++;
+      this.noteStartupProblem(`discarded a FetchX509SVID response: ${(err as Error).message}`);
       this.state.lastError = `discarded a FetchX509SVID response: ${(err as Error).message}`;
       this.callbacks.onError(new WorkloadApiResponseError((err as WorkloadApiResponseError).field ?? 'response', `discarded; keeping the last good SVID and bundles: ${(err as Error).message}`));
       return;
@@ -146,13 +150,22 @@ export class WorkloadApiSvidSource implements SvidSource {
 
   private onInterrupted(err: WorkloadApiCallError, retryInMs: number): void {
     this.state.state = 'retrying';
+    this.noteStartupProblem(err.message);
     this.state.lastError = err.message;
     if (!this.first) this.callbacks.onError(new Error(`Workload API stream interrupted (${err.message}); reconnecting in ${retryInMs} ms`));
+  }
+
+  /** While waiting for the first SVID, each new kind of problem is logged once. */
+  private noteStartupProblem(problem: string): void {
+    if (this.first && problem !== this.state.lastError) {
+      this.options.logger?.warn('waiting for the first SVID from the Workload API', { endpoint: this.options.endpoint.uri, problem });
+    }
   }
 
   private onPermissionDenied(err: WorkloadApiCallError, retryInMs: number): void {
     const wasDenied = this.state.state === 'denied';
     this.state.state = 'denied';
+    this.noteStartupProblem(err.message);
     this.state.lastError = err.message;
     // The identity must come back from the provider before it is presented again, even if it is
     // the very same SVID; JWT-SVIDs minted before are not handed out again either.
