@@ -365,6 +365,18 @@ t.test('PermissionDenied withdraws once; the identity is restored when the agent
   t.equal(source.status.state, 'denied');
   t.equal(rec.updates.length, 0);
 
+  // The agent restarts meanwhile (Unavailable), then still denies: still one withdrawal, and
+  // /status keeps saying "denied" while reconnecting.
+  const before = fake.callsTo('FetchX509SVID').length;
+  // (Retries are at the backoff cap by now, 100-200 ms apart: room to switch the answer back.)
+  fake.failWith('FetchX509SVID', status.UNAVAILABLE, 'agent restarting', 1);
+  await fake.waitForCalls('FetchX509SVID', before + 1);
+  fake.failWith('FetchX509SVID', status.PERMISSION_DENIED);
+  await fake.waitForCalls('FetchX509SVID', before + 3);
+  t.equal(rec.updates.length, 0, 'nothing was served in between');
+  t.equal(rec.withdrawals.length, 1, 'an Unavailable between two denials does not withdraw twice');
+  t.equal(source.status.state, 'denied', 'still reported as denied while reconnecting');
+
   fake.failWith('FetchX509SVID', undefined);
   const restored = await rec.nth('update', 1);
   t.equal(restored.svid.serial, w.leafA.cert.serialNumber, 'the same SVID comes back as an update');

@@ -53,6 +53,8 @@ export class WorkloadApiSvidSource implements SvidSource {
   private readonly state: WorkloadApiStatus;
   private last: { serial: string; bundles: string } | undefined;
   private readonly jwtSvids = new Map<string, { svid: JwtSvid; reuseUntil: number }>();
+  /** Withdrawn by PermissionDenied; only a good response clears it (not a reconnect). */
+  private withdrawn = false;
   private first: { resolve(u: SvidUpdate): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
 
   constructor(private readonly options: WorkloadApiSourceOptions, private readonly callbacks: SourceCallbacks) {
@@ -134,6 +136,7 @@ export class WorkloadApiSvidSource implements SvidSource {
       return;
     }
     this.state.state = 'receiving';
+    this.withdrawn = false;
     const fingerprint = { serial: update.svid.serial, bundles: update.bundles.trustDomains().map((td) => `${td.name}:${update.bundles.get(td)!.toPem()}`).sort().join('\n') };
     if (this.last && this.last.serial === fingerprint.serial && this.last.bundles === fingerprint.bundles) return;
     this.last = fingerprint;
@@ -149,7 +152,8 @@ export class WorkloadApiSvidSource implements SvidSource {
   }
 
   private onInterrupted(err: WorkloadApiCallError, retryInMs: number): void {
-    this.state.state = 'retrying';
+    // Still withdrawn while reconnecting: /status keeps saying so until an SVID comes back.
+    this.state.state = this.withdrawn ? 'denied' : 'retrying';
     this.noteStartupProblem(err.message);
     this.state.lastError = err.message;
     if (!this.first) this.callbacks.onError(new Error(`Workload API stream interrupted (${err.message}); reconnecting in ${retryInMs} ms`));
@@ -163,7 +167,7 @@ export class WorkloadApiSvidSource implements SvidSource {
   }
 
   private onPermissionDenied(err: WorkloadApiCallError, retryInMs: number): void {
-    const wasDenied = this.state.state === 'denied';
+    const wasWithdrawn = this.withdrawn;
     this.state.state = 'denied';
     this.noteStartupProblem(err.message);
     this.state.lastError = err.message;
@@ -172,7 +176,8 @@ export class WorkloadApiSvidSource implements SvidSource {
     this.last = undefined;
     this.jwtSvids.clear();
     if (this.first) return;
-    if (!wasDenied) this.callbacks.onWithdraw?.(new Error(`Workload API denied this workload its identity (${err.message}); retrying in ${retryInMs} ms`));
+    this.withdrawn = true;
+    if (!wasWithdrawn) this.callbacks.onWithdraw?.(new Error(`Workload API denied this workload its identity (${err.message}); retrying in ${retryInMs} ms`));
   }
 
   private onFatal(err: WorkloadApiCallError): void {
