@@ -180,6 +180,10 @@ export class Sidecar {
       revokedBy: `identity source ${this.config.identity.kind}`,
       revokedAt: now,
     });
+    // The bus's NATS connection presents our SVID: closed until the identity is restored. The
+    // revocation feed keeps its open connection, so no revocation is missed meanwhile (records
+    // are verified against the bundles, which the withdrawal leaves in place).
+    this.bus?.suspend();
     this.metrics.svidRotations.inc({ result: 'withdrawn' });
     this.logger.warn('identity withdrawn: live work cut', { reason: 'svid_unavailable', ...closed });
   }
@@ -337,6 +341,7 @@ export class Sidecar {
     const m = this.metrics;
     return new Revocations(settings, {
       identity: () => this.identity.current(),
+      trustBundles: () => this.identity.trustBundles(),
       authorize: (signer, record, subject) => this.decide(revocationIssueRequest(signer, record, subject)),
       auditRejection: (rej) =>
         this.audit?.recordBusRejection({

@@ -40,6 +40,16 @@ export interface NatsTransportOptions {
  * server verified against `caPem` (default: every authority in the bundles), reconnecting
  * forever with jitter.
  */
+/**
+ * What a NATS connection was made with: our SVID and, unless a CA file is configured, the trust
+ * bundles the server is verified against. A change of either means a new connection (a CA the
+ * Workload API stopped sending must stop being trusted for the server too).
+ */
+export function natsIdentityKey(snapshot: IdentitySnapshot, caPem?: string): string {
+  const cas = caPem === undefined ? snapshot.bundles.allAuthorities().map((c) => c.fingerprint256).sort().join(',') : 'file';
+  return `${snapshot.svid.serial}|${cas}`;
+}
+
 export function natsConnectionOptions(servers: string[], name: string, snapshot: IdentitySnapshot, caPem?: string): ConnectionOptions {
   return {
     servers,
@@ -74,7 +84,8 @@ export class NatsTransport {
   private connecting: Promise<NatsConnection> | undefined;
   private readonly patterns = new Map<string, PatternState>();
   private readonly queue: Array<{ subject: string; payload: string }> = [];
-  private svidSerial: string | undefined;
+  /** natsIdentityKey of the connection in use ('' while suspended: the next update reconnects). */
+  private identityKey: string | undefined;
   private connected = false;
   private stopped = false;
   /** Signatures seen while two connections are subscribed (see the header comment). */
@@ -85,7 +96,7 @@ export class NatsTransport {
 
   /** Starts connecting; resolves at once (publishes are queued until connected). */
   start(snapshot: IdentitySnapshot): void {
-    this.svidSerial = snapshot.svid.serial;
+    this.identityKey = natsIdentityKey(snapshot, this.options.caPem);
     this.connecting = this.open(snapshot);
     this.connecting.then(
       (nc) => this.adopt(nc),
@@ -153,10 +164,11 @@ export class NatsTransport {
     return Promise.race([nc.flush().then(() => true, () => false), timeout]);
   }
 
-  /** A new SVID: move to a connection that presents it, without a gap. */
+  /** A new SVID or trust bundles: move to a connection made with them, without a gap. */
   updateIdentity(snapshot: IdentitySnapshot): void {
-    if (this.stopped || snapshot.svid.serial === this.svidSerial) return;
-    this.svidSerial = snapshot.svid.serial;
+    const key = natsIdentityKey(snapshot, this.options.caPem);
+    if (this.stopped || key === this.identityKey) return;
+    this.identityKey = key;
     const next = this.open(snapshot);
     this.connecting = next;
     next.then(
@@ -172,6 +184,20 @@ export class NatsTransport {
       },
       (err: Error) => this.options.logger.warn('NATS reconnect with the rotated SVID failed; keeping the current connection', { error: err }),
     );
+  }
+
+  /**
+   * Our identity was withdrawn: close the connection, so the withdrawn SVID is not presented
+   * again on a reconnect. The next updateIdentity (the identity restored) connects anew.
+   */
+  suspend(): void {
+    if (this.stopped) return;
+    this.identityKey = '';
+    this.connecting = undefined;
+    const nc = this.current;
+    this.current = undefined;
+    this.connected = false;
+    if (nc && !nc.isClosed()) void nc.close().catch(() => undefined);
   }
 
   async stop(): Promise<void> {

@@ -148,6 +148,11 @@ export class BusService {
     this.transport?.updateIdentity(snapshot);
   }
 
+  /** Our identity was withdrawn: the NATS connection (which presents it) is closed until restored. */
+  suspend(): void {
+    this.transport?.suspend();
+  }
+
   /** Authorizes, signs and sends; throws BusRefusal. */
   publish(request: PublishRequest, meta?: CallMeta): Published {
     const problem = publishSubjectProblem(request.subject);

@@ -47,10 +47,14 @@ export function workloadApiIssues(raw: Record<string, unknown>, env: Record<stri
   if (wa !== null && typeof wa.spiffeId === 'string' && td !== undefined && spiffeIdProblem(wa.spiffeId) === undefined && !wa.spiffeId.startsWith(`spiffe://${td}/`)) {
     issues.push({ path: 'identity.workloadApi.spiffeId', message: `${JSON.stringify(wa.spiffeId)} is not in the configured trust domain (expected spiffe://${td}/<path>)` });
   }
+  // Timers cannot wait longer than 2^31-1 ms (about 24.8 days): Node would fire them at once.
+  const MAX_TIMER_MS = 2_147_483_647;
   const positive = (value: unknown, key: string): void => {
     if (typeof value !== 'string') return;
     try {
-      if (parseDuration(value) === 0) issues.push({ path: `identity.workloadApi.${key}`, message: 'must be greater than 0' });
+      const ms = parseDuration(value);
+      if (ms === 0) issues.push({ path: `identity.workloadApi.${key}`, message: 'must be greater than 0' });
+      if (ms > MAX_TIMER_MS) issues.push({ path: `identity.workloadApi.${key}`, message: 'must be at most 24 days' });
     } catch {
       /* reported by the schema */
     }
@@ -59,6 +63,7 @@ export function workloadApiIssues(raw: Record<string, unknown>, env: Record<stri
     positive(wa.startupTimeout, 'startupTimeout');
     if (isObj(wa.retry)) {
       positive(wa.retry.initial, 'retry.initial');
+      positive(wa.retry.max, 'retry.max');
       const ms = (v: unknown): number | undefined => {
         try {
           return typeof v === 'string' ? parseDuration(v) : undefined;

@@ -167,6 +167,7 @@ export class Broker {
     const identity = this.config.identity;
     return new Revocations(settings, {
       identity: () => this.identity.current(),
+      trustBundles: () => this.identity.trustBundles(),
       authorize: (signer, record, subject) => this.authorizeRecord(signer, record, subject, log),
       // No audit log at the broker: Revocations logs every refused record itself.
       auditRejection: () => {},

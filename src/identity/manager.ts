@@ -1,6 +1,7 @@
 // Combines the SVID source with the configured trust bundles into one IdentitySnapshot and
 // tells subscribers (TLS contexts, verifiers) whenever either changes.
 import { EventEmitter } from 'node:events';
+import type { BundleSet } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { TrustBundleFiles } from './trust-files.js';
 import type { IdentitySnapshot, SvidSource, SvidUpdate, SourceCallbacks } from './types.js';
@@ -66,6 +67,14 @@ export class IdentityManager extends EventEmitter<IdentityManagerEvents> {
   /** The material to present now; undefined before the first SVID and while withdrawn. */
   current(): IdentitySnapshot | undefined {
     return this.withdrawal ? undefined : this.snapshot;
+  }
+
+  /**
+   * The trust bundles in force, also while the SVID is withdrawn: verifying others' signatures
+   * (revocation records) does not depend on holding our own identity.
+   */
+  trustBundles(): BundleSet | undefined {
+    return this.snapshot?.bundles;
   }
 
   /** Why the identity is withdrawn, if it is. */

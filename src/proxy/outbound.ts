@@ -265,6 +265,7 @@ export class OutboundProxy {
     if (frames) req.headers[SIGNED_FRAMES_HEADER] = SIGNED_FRAMES_VERSION;
     // The server the upgrade was sent to, as verified when its connection was dialed.
     let peer: VerifiedPeer | undefined;
+    let upgraded: Duplex | undefined;
     let unregister: (() => void) | undefined;
     const relay = relayWebSocket({
       req,
@@ -280,6 +281,7 @@ export class OutboundProxy {
         if (refusal) throw new FarSideAnswer(502, { 'content-type': 'application/json' }, Buffer.from(JSON.stringify(refusal)));
         const { ws, response } = await openWebSocket(far, protocols, { headers: farSideHeaders(req), agent: target.agent });
         peer = target.agent.peerOf(response.socket);
+        upgraded = response.socket;
         if (!peer) {
           ws.terminate();
           throw new OutboundError('peer_untrusted', 'the upgraded connection has no verified peer');
@@ -301,7 +303,8 @@ export class OutboundProxy {
         }
         return ws;
       },
-      authorize: (message) => this.authorizeMessage(peer!, http, message, meta),
+      // Each message: the far side must still verify under the bundles in force now.
+      authorize: (message) => this.authorizeMessage(upgraded ? target.agent.currentPeerOf(upgraded) : undefined, http, message, meta),
       inspect: (from, text) => {
         const [sender, receiver] = from === 'client' ? [own!, peer!.id] : [peer!.id, own!];
         const scope = { direction: 'outbound' as const, principal: sender, peer: peer!.id, serving: receiver, http };
@@ -322,10 +325,10 @@ export class OutboundProxy {
    * `websocket.message`, before each message is forwarded: its sender acts on its receiver (our
    * agent's messages on the peer, the peer's on our agent), evaluated with the policy in force.
    */
-  private authorizeMessage(peer: VerifiedPeer, http: HttpContext, message: RelayedMessage, meta: CallMeta): MessageVerdict {
+  private authorizeMessage(peer: VerifiedPeer | undefined, http: HttpContext, message: RelayedMessage, meta: CallMeta): MessageVerdict {
     const own = this.options.identity();
     if (!own) return { allowed: false, reason: 'svid_unavailable', policies: [], wouldDeny: false };
-    if (Date.now() >= peer.validTo) return { allowed: false, reason: 'peer_untrusted', policies: [], wouldDeny: false };
+    if (!peer) return { allowed: false, reason: 'peer_untrusted', policies: [], wouldDeny: false };
     const fromAgent = message.from === 'client';
     return this.options.decide({
       action: 'websocket.message',

@@ -107,6 +107,27 @@ export class PeerAgent extends HttpAgent {
     }
   }
 
+  /**
+   * The server of a long-lived connection (an upgraded WebSocket), verified again when our
+   * bundles changed since it was last verified: a CA or trust domain withdrawn meanwhile (a
+   * bundle file edited, the Workload API dropping it) means it is no longer trusted. Undefined
+   * when it is not, or when we have no identity.
+   */
+  currentPeerOf(socket: Duplex): VerifiedPeer | undefined {
+    const pooled = this.peers.get(socket);
+    const current = this.deps.identity();
+    if (!pooled || !current) return undefined;
+    if (pooled.generation !== current.generation) {
+      try {
+        pooled.peer = this.deps.verifier.verifySocket(socket as TLSSocket, current.bundles);
+      } catch {
+        return undefined;
+      }
+      pooled.generation = current.generation;
+    }
+    return Date.now() < pooled.peer.validTo ? pooled.peer : undefined;
+  }
+
   /** The verified server of a connection this agent made (e.g. the one a WebSocket upgraded). */
   peerOf(socket: Duplex): VerifiedPeer | undefined {
     return this.peers.get(socket)?.peer;

@@ -27,7 +27,7 @@ import {
   type JetStreamManager,
   type StreamInfo,
 } from '@nats-io/jetstream';
-import { natsConnectionOptions } from '../bus/nats-transport.js';
+import { natsConnectionOptions, natsIdentityKey } from '../bus/nats-transport.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
 
@@ -70,7 +70,8 @@ export class RevocationFeed {
   private lastSyncMs: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
-  private serial: string | undefined;
+  /** natsIdentityKey of the live connection. */
+  private identityKey: string | undefined;
   private reopening: Promise<void> | undefined;
   /** Set when the consumer ended or a reopen failed: the next check tries again. */
   private needsReopen = false;
@@ -106,7 +107,7 @@ export class RevocationFeed {
       return;
     }
     this.live = live;
-    this.serial = snapshot.svid.serial;
+    this.identityKey = natsIdentityKey(snapshot, this.options.caPem);
     this.timer ??= setInterval(() => void this.checkSync(), this.options.syncIntervalMs);
     this.timer.unref();
   }
@@ -133,10 +134,10 @@ export class RevocationFeed {
     return m ? m.string() : undefined;
   }
 
-  /** A new SVID: reconnect with it and continue after the last handled record. */
+  /** A new SVID or trust bundles: reconnect with them and continue after the last handled record. */
   updateIdentity(snapshot: IdentitySnapshot): void {
-    if (this.stopped || !this.live || snapshot.svid.serial === this.serial) return;
-    void this.replace('rotated SVID');
+    if (this.stopped || !this.live || natsIdentityKey(snapshot, this.options.caPem) === this.identityKey) return;
+    void this.replace('rotated SVID or trust bundles');
   }
 
   async stop(): Promise<void> {
@@ -157,7 +158,7 @@ export class RevocationFeed {
           if (this.stopped) return void (await close(live));
           const old = this.live;
           this.live = live;
-          this.serial = snapshot.svid.serial;
+          this.identityKey = natsIdentityKey(snapshot, this.options.caPem);
           this.needsReopen = false;
           if (old) await close(old);
           this.options.logger.info('revocation feed reopened', { why });
@@ -282,8 +283,9 @@ export class RevocationFeed {
     const live = this.live;
     if (!live || this.stopped || this.reopening) return;
     // A reopen that failed (consumer ended, SVID rotated) is tried again here.
-    const current = this.options.identity()?.svid.serial;
-    if (this.needsReopen || (current !== undefined && current !== this.serial)) {
+    const own = this.options.identity();
+    const current = own && natsIdentityKey(own, this.options.caPem);
+    if (this.needsReopen || (current !== undefined && current !== this.identityKey)) {
       await this.replace(this.needsReopen ? 'retry' : 'rotated SVID (retry)');
       return;
     }

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { EnvelopeVerifier, SignerInfo } from '../bus/envelope/index.js';
 import { resourceAgent, type AuthzRequest, type Decision } from '../authz/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
-import type { SpiffeId } from '../spiffe/index.js';
+import type { BundleSet, SpiffeId } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { parseRevocationEntry, svidKeys, type RevocationEntry } from './entry.js';
 import { RevocationFileSource } from './file-source.js';
@@ -40,6 +40,12 @@ export type ApplyResult = 'applied' | 'lifted' | 'duplicate' | 'rejected' | 'exp
 
 export interface RevocationsDeps {
   identity: () => IdentitySnapshot | undefined;
+  /**
+   * The trust bundles records are verified against. They outlive a withdrawn SVID (Workload API
+   * PermissionDenied): records keep being applied while this sidecar has no identity of its own,
+   * so none is lost. Defaults to the current identity's bundles.
+   */
+  trustBundles?: () => BundleSet | undefined;
   /** May `signer` issue this record (Cedar `revocation.issue`)? Records the decision. */
   authorize: (signer: SpiffeId, record: RevocationRecord, subject: string) => Decision;
   /** A record refused before any policy could look at it (forged, tampered, replayed). */
@@ -363,13 +369,18 @@ export class Revocations {
       }
       return;
     }
-    const own = this.deps.identity();
-    if (!own || !this.settings.nats) return;
+    const bundles = this.deps.trustBundles?.() ?? this.deps.identity()?.bundles;
+    if (!this.settings.nats) return;
+    if (!bundles) {
+      // Only before the first SVID (the feed starts after it): nothing to verify with yet.
+      this.deps.logger.warn('revocation record not verified: no trust bundles yet', { subject });
+      return;
+    }
     let verified;
     try {
       verified = verifyRecord(jws, {
         verifier: this.verifier,
-        bundles: own.bundles,
+        bundles,
         prefix: this.settings.nats.subject,
         subject,
         storedAtMs,

@@ -199,6 +199,12 @@ const bad: BadCase[] = [
     message: 'must be greater than 0',
   },
   {
+    name: 'workloadApi startup timeout past what a timer can wait',
+    yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'unix:///run/a.sock', startupTimeout: '1000h' } })),
+    path: 'identity.workloadApi.startupTimeout',
+    message: 'must be at most 24 days',
+  },
+  {
     name: 'workloadApi retry max below initial',
     yaml: mutate((d) => (d.identity = { workloadApi: { socket: 'unix:///run/a.sock', retry: { initial: '2s', max: '1s' } } })),
     path: 'identity.workloadApi.retry.max',

@@ -29,6 +29,8 @@ t.test('malformed endpoints are refused with the reason', async (t) => {
     ['tcp:127.0.0.1:8081', /need an authority/],
     ['http://127.0.0.1:8081', /unsupported scheme/],
     ['unix:///run/a b.sock', /whitespace/],
+    ['unix:///tmp/%zz', /invalid percent-encoding/],
+    ['unix:///tmp/a%00b', /NUL byte/],
   ];
   for (const [text, reason] of cases) {
     t.throws(() => parseWorkloadEndpoint(text), reason, JSON.stringify(text));

@@ -8,7 +8,7 @@ import {
   parseX509BundlesResponse,
   parseX509SvidResponse,
   WorkloadApiResponseError,
-  x509Identity,
+  WorkloadApiSelectionError,
 } from '../../src/identity/workload-api/index.js';
 import type { X509SvidMessage, X509SvidResponse } from '../../src/identity/workload-api/proto.js';
 import { createCa, createIntermediate, createLeaf, type Issued } from '../fixtures/certs.js';
@@ -31,7 +31,7 @@ function response(overrides: Partial<X509SvidResponse> = {}): X509SvidResponse {
 }
 
 t.test('a complete response gives the default SVID, its bundle and the federated ones', async (t) => {
-  const { svid, bundles } = x509Identity(parseX509SvidResponse(response()), {}, TD);
+  const { svid, bundles } = parseX509SvidResponse(response(), {}, TD);
   t.equal(svid.id.toString(), 'spiffe://example.org/agent/a');
   t.equal(svid.serial, a.cert.serialNumber);
   t.same(bundles.trustDomains().map((d) => d.name).sort(), ['example.org', 'partner.org']);
@@ -42,10 +42,10 @@ t.test('a complete response gives the default SVID, its bundle and the federated
 t.test('chains are leaf first and intermediates are kept', async (t) => {
   const mid = await createIntermediate(ca, { trustDomain: 'example.org' });
   const leaf = await createLeaf(mid, 'spiffe://example.org/agent/m');
-  const { svid } = x509Identity(parseX509SvidResponse(response({ svids: [entry(leaf, 'spiffe://example.org/agent/m', '', [leaf, mid])] })), {}, TD);
+  const { svid } = parseX509SvidResponse(response({ svids: [entry(leaf, 'spiffe://example.org/agent/m', '', [leaf, mid])] }), {}, TD);
   t.equal(svid.certificates.length, 2);
   t.throws(
-    () => parseX509SvidResponse(response({ svids: [entry(leaf, 'spiffe://example.org/agent/m', '', [mid, leaf])] })),
+    () => parseX509SvidResponse(response({ svids: [entry(leaf, 'spiffe://example.org/agent/m', '', [mid, leaf])] }), {}, TD),
     /svids\[0\]\.x509_svid/,
     'intermediate first is refused',
   );
@@ -71,10 +71,10 @@ t.test('one discard per mandatory field', async (t) => {
     ['federated key not a trust domain', { federated_bundles: { 'spiffe://Bad Domain': der(partner) } }, /not a trust domain/],
   ];
   for (const [name, overrides, reason] of cases) {
-    t.throws(() => x509Identity(parseX509SvidResponse(response(overrides)), {}, TD), reason, name);
+    t.throws(() => parseX509SvidResponse(response(overrides), {}, TD), reason, name);
     let caught: unknown;
     try {
-      x509Identity(parseX509SvidResponse(response(overrides)), {}, TD);
+      parseX509SvidResponse(response(overrides), {}, TD);
     } catch (err) {
       caught = err;
     }
@@ -82,32 +82,46 @@ t.test('one discard per mandatory field', async (t) => {
   }
 });
 
-t.test('selection: first by default, or by SPIFFE ID / hint; no match is a discard naming what was offered', async (t) => {
-  const ctx = parseX509SvidResponse(
-    response({ svids: [entry(a, 'spiffe://example.org/agent/a', 'external'), entry(b, 'spiffe://example.org/agent/b', 'internal')] }),
-  );
-  t.equal(x509Identity(ctx, {}, TD).svid.id.toString(), 'spiffe://example.org/agent/a', 'first is the default');
-  t.equal(x509Identity(ctx, { spiffeId: 'spiffe://example.org/agent/b' }, TD).svid.id.toString(), 'spiffe://example.org/agent/b');
-  t.equal(x509Identity(ctx, { hint: 'internal' }, TD).svid.id.toString(), 'spiffe://example.org/agent/b');
-  t.equal(x509Identity(ctx, { spiffeId: 'spiffe://example.org/agent/a', hint: 'external' }, TD).svid.id.toString(), 'spiffe://example.org/agent/a');
-  t.throws(() => x509Identity(ctx, { spiffeId: 'spiffe://example.org/agent/c' }, TD), /no SVID with SPIFFE ID spiffe:\/\/example.org\/agent\/c \(offered: .*agent\/a.*agent\/b/);
-  t.throws(() => x509Identity(ctx, { spiffeId: 'spiffe://example.org/agent/a', hint: 'internal' }, TD), /no SVID/);
+t.test('selection: first by default, or by SPIFFE ID / hint; our SVID not offered is a selection error naming what was', async (t) => {
+  const two = response({ svids: [entry(a, 'spiffe://example.org/agent/a', 'external'), entry(b, 'spiffe://example.org/agent/b', 'internal')] });
+  const pick = (sel: object) => parseX509SvidResponse(two, sel, TD).svid.id.toString();
+  t.equal(pick({}), 'spiffe://example.org/agent/a', 'first is the default');
+  t.equal(pick({ spiffeId: 'spiffe://example.org/agent/b' }), 'spiffe://example.org/agent/b');
+  t.equal(pick({ hint: 'internal' }), 'spiffe://example.org/agent/b');
+  t.equal(pick({ spiffeId: 'spiffe://example.org/agent/a', hint: 'external' }), 'spiffe://example.org/agent/a');
+  const selectionError = (sel: object, tdName = 'example.org'): unknown => {
+    try {
+      parseX509SvidResponse(two, sel, TrustDomain.parse(tdName));
+    } catch (err) {
+      return err;
+    }
+    return undefined;
+  };
+  const missing = selectionError({ spiffeId: 'spiffe://example.org/agent/c' });
+  t.ok(missing instanceof WorkloadApiSelectionError && missing.code === 'workload_api_svid_not_offered', 'a redacted selected SVID is a selection error (withdraw), not a malformed response');
+  t.match((missing as Error).message, /no SVID with SPIFFE ID spiffe:\/\/example.org\/agent\/c is offered \(offered: .*agent\/a.*agent\/b/);
+  t.ok(selectionError({ spiffeId: 'spiffe://example.org/agent/a', hint: 'internal' }) instanceof WorkloadApiSelectionError, 'ID and hint must both match');
+  const otherTd = selectionError({}, 'other.org');
+  t.ok(otherTd instanceof WorkloadApiSelectionError, 'the default SVID outside the configured trust domain: not offered');
+  t.match((otherTd as Error).message, /not in the configured trust domain other.org/);
 });
 
-t.test('the selected SVID must be in the configured trust domain', async (t) => {
-  const ctx = parseX509SvidResponse(response());
-  t.throws(() => x509Identity(ctx, {}, TrustDomain.parse('other.org')), /not in the configured trust domain other.org/);
+t.test('SVIDs not presented are checked for their mandatory fields only', async (t) => {
+  const expired = await createLeaf(ca, 'spiffe://example.org/agent/old', { notAfter: new Date(Date.now() - 60_000), notBefore: new Date(Date.now() - 3_600_000) });
+  const withBadSecond = response({ svids: [entry(a, 'spiffe://example.org/agent/a'), entry(expired, 'spiffe://example.org/agent/old')] });
+  t.equal(parseX509SvidResponse(withBadSecond, {}, TD).svid.id.toString(), 'spiffe://example.org/agent/a', 'an expired SVID we do not use does not hold up the one we do');
+  t.throws(() => parseX509SvidResponse(withBadSecond, { spiffeId: 'spiffe://example.org/agent/old' }, TD), /svids\[1\]\.x509_svid/, 'positive control: the same SVID, selected, is validated and refused');
 });
 
 t.test('our own trust domain is never taken from the federation map', async (t) => {
   const rogue = await createCa({ trustDomain: 'example.org' });
-  const { bundles } = x509Identity(parseX509SvidResponse(response({ federated_bundles: { 'spiffe://example.org': der(rogue), 'partner.org': der(partner) } })), {}, TD);
+  const { bundles } = parseX509SvidResponse(response({ federated_bundles: { 'spiffe://example.org': der(rogue), 'partner.org': der(partner) } }), {}, TD);
   t.same(bundles.get('example.org')!.authorities.map((c) => c.fingerprint256), [ca.cert.fingerprint256]);
   t.ok(bundles.get('partner.org'), 'bare trust domain names are accepted as keys');
 });
 
 t.test('a response without federated bundles trusts only our own domain', async (t) => {
-  const { bundles } = x509Identity(parseX509SvidResponse(response({ federated_bundles: {} })), {}, TD);
+  const { bundles } = parseX509SvidResponse(response({ federated_bundles: {} }), {}, TD);
   t.same(bundles.trustDomains().map((d) => d.name), ['example.org']);
 });
 

@@ -3,6 +3,7 @@
 // trust withdrawn by the stream (own CA, federated bundle), malformed updates, reconnects,
 // PermissionDenied and InvalidArgument, and an agent socket that appears late.
 import { Agent as HttpAgent } from 'node:http';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,7 @@ import t, { type Test } from 'tap';
 import { spawnJsonLines, SIGIL_BIN } from '../../src/cli/processes.js';
 import { createCa, createLeaf, type Issued } from '../fixtures/certs.js';
 import { mtlsRequest, plainRequest, type HttpResult } from '../helpers/clients.js';
-import { closedPort, runSigil, sidecarConfig, sleep, tempDir, waitUntil, writeConfig, type RunningSigil } from '../helpers/env.js';
+import { closedPort, runSigil, sidecarConfig, sleep, splitAddress, tempDir, waitUntil, writeConfig, type RunningSigil } from '../helpers/env.js';
 import { FakeWorkloadApi, trustDomainKey, x509SvidMessage, derConcat } from '../helpers/fake-workload-api.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
 
@@ -71,6 +72,30 @@ async function callB(b: RunningSigil, client: Issued = clientA, path = '/wl'): P
 
 const ok = (r: HttpResult): boolean => r.gotHttpResponse && r.status === 200;
 
+/**
+ * An mTLS connection to B that made one request and now sits idle: `closed` settles when B
+ * closes it — so a cut is seen without sending anything that B could merely refuse.
+ */
+async function idleConnection(b: RunningSigil, client: Issued = clientA): Promise<{ closed: Promise<void>; isOpen(): boolean; socket: TLSSocket }> {
+  const { host, port } = splitAddress(b.inbound);
+  const socket = tlsConnect({ host, port, cert: client.pem, key: client.keyPem, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', () => resolve());
+    socket.once('error', reject);
+  });
+  let received = '';
+  socket.setEncoding('utf8');
+  const answered = new Promise<void>((resolve) => socket.on('data', (d: string) => ((received += d), received.includes('\r\n\r\n') && resolve())));
+  socket.write('GET /idle HTTP/1.1\r\nhost: b\r\n\r\n');
+  await answered;
+  if (!received.startsWith('HTTP/1.1 200')) throw new Error(`idle connection: first request failed: ${received.slice(0, 80)}`);
+  let open = true;
+  void closed.then(() => (open = false));
+  return { closed, isOpen: () => open, socket };
+}
+
 async function readyz(admin: string): Promise<number | undefined> {
   const r = await plainRequest({ address: admin, path: '/readyz', timeoutMs: 2_000 });
   return r.gotHttpResponse ? r.status : undefined;
@@ -110,6 +135,15 @@ t.test('explicit selection by SPIFFE ID and by hint', async (t) => {
   const byHint = await startB(t, fake, 'by-hint', { hint: 'internal' });
   t.equal((await callB(byHint)).peerCert?.serialNumber, serials[1], 'hint picks the second SVID');
   t.equal((await statusOf(byHint.admin)).spiffeId, ID_B2);
+
+  // The selected SVID disappears from the stream (its entry deleted): it is no longer used.
+  fake.setX509Svids((await svidResponse({ ids: [{ id: ID_B }] })).response);
+  t.ok(await waitUntil(async () => (await readyz(byId.admin)) === 503, 3_000), 'redacted: the sidecar stops using the SVID (not ready)');
+  t.notOk(ok(await callB(byId)), 'redacted: connections are refused');
+  t.match((await statusOf(byId.admin)).identitySource, { withdrawn: /no longer offers this workload's SVID/ });
+  const back = await svidResponse({ ids: [{ id: ID_B }, { id: ID_B2, hint: 'internal' }] });
+  fake.setX509Svids(back.response);
+  t.ok(await waitUntil(async () => (await callB(byId)).peerCert?.serialNumber === back.serials[1], 3_000), 'offered again: served with it');
 });
 
 t.test('rotation pushed mid-traffic: zero failed requests, new handshakes get the new SVID at once', async (t) => {
@@ -270,16 +304,17 @@ t.test('PermissionDenied: the SVID is withdrawn (not ready, connections refused 
   const good = await svidResponse();
   fake.setX509Svids(good.response);
   const b = await startB(t, fake, 'denied');
-  const agent = new (await import('node:https')).Agent({ keepAlive: true, maxSockets: 1 });
-  t.teardown(() => agent.destroy());
-  const kept = () => mtlsRequest({ address: b.inbound, certPem: clientA.pem, keyPem: clientA.keyPem, path: '/kept', agent, timeoutMs: 2_000 });
-  t.ok(ok(await kept()), 'positive control: served before');
+  const idle = await idleConnection(b);
+  t.teardown(() => idle.socket.destroy());
+  await sleep(300);
+  t.ok(idle.isOpen(), 'positive control: an idle connection stays open while the identity holds');
 
   fake.failWith('FetchX509SVID', status.PERMISSION_DENIED, 'no identity issued');
   fake.closeStreams('FetchX509SVID', status.PERMISSION_DENIED, 'no identity issued');
+  const cut = await Promise.race([idle.closed.then(() => true), sleep(3_000).then(() => false)]);
+  t.ok(cut, 'the open connection is cut by the sidecar (nothing was sent on it)');
   t.ok(await waitUntil(async () => (await readyz(b.admin)) === 503, 3_000), '/readyz is 503 once the identity is withdrawn');
   t.notOk(ok(await callB(b)), 'new connections are refused');
-  t.notOk(ok(await kept()), 'the open connection was cut');
   const s = await statusOf(b.admin);
   t.match(s.identitySource, { workloadApi: { state: 'denied' }, withdrawn: /PERMISSION_DENIED/ });
   const calls = fake.callsTo('FetchX509SVID').length;

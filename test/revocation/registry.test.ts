@@ -293,3 +293,18 @@ t.test('revokedBy reports the entry that revokes the work now', async (t) => {
   set.lift(task.id);
   t.equal(revokedBy(w, set, NOW), undefined);
 });
+
+t.test('closeAll (our identity withdrawn): every live work is closed once and leaves every index', async (t) => {
+  const reg = new LiveRegistry();
+  const set = new RevocationSet();
+  const ws = [work('a'), work('b', { kind: 'websocket', svid: svidKeys('0A', 'ff'.repeat(32)) }), work('c', { kind: 'subscription', delegation: dlg() }), work('d', { throws: true })];
+  const offs = ws.map((w) => reg.register(w));
+  offs[0]!();
+  const cause = entry('agent', SELF, { reason: 'withdrawn' });
+  t.same(reg.closeAll(cause), { connection: 1, websocket: 1, subscription: 1 }, 'counts what was still registered (a was unregistered)');
+  t.same(closedNames(ws), ['b', 'c', 'd'], 'closed everything still live, a closer that throws included');
+  t.same(ws[1]!.closedWith, [cause], 'closers are told why');
+  t.equal(reg.size, 0);
+  t.same(reg.closeAll(cause), ZERO, 'a second closeAll finds nothing');
+  t.same(revoke(reg, set, entry('task', 'task-1')), ZERO, 'nothing left in the indexes either');
+});

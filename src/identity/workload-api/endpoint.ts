@@ -37,7 +37,13 @@ export function parseWorkloadEndpoint(text: string): WorkloadEndpoint {
     case 'unix': {
       // `unix:///p` and `unix:/p` have no authority; `unix://host/p` does.
       if (text.slice(5).startsWith('//') && !text.slice(5).startsWith('///')) fail('unix endpoints must not have an authority (write unix:///absolute/path)');
-      const path = decodeURIComponent(url.pathname);
+      let path: string;
+      try {
+        path = decodeURIComponent(url.pathname);
+      } catch {
+        return fail('the socket path has an invalid percent-encoding');
+      }
+      if (path.includes('\0')) fail('the socket path contains a NUL byte');
       if (path === '' || path === '/') fail('unix endpoints need the socket path');
       if (!isAbsolute(path)) fail('the socket path must be absolute');
       return { transport: 'unix', path, uri: text };

@@ -1,6 +1,7 @@
 // SPIFFE Workload API client: endpoint parsing, the gRPC client, response validation, the
 // reconnecting stream and the SvidSource built from them.
 import type { TrustDomain } from '../../spiffe/index.js';
+import type { WorkloadApiIdentityConfig } from '../../config/index.js';
 import type { Logger } from '../../telemetry/index.js';
 import type { SourceCallbacks } from '../types.js';
 import { parseWorkloadEndpoint } from './endpoint.js';
@@ -16,27 +17,17 @@ export {
   parseX509BundlesResponse,
   parseJwtBundlesResponse,
   parseJwtSvidResponse,
-  selectSvid,
-  x509Identity,
   WorkloadApiResponseError,
+  WorkloadApiSelectionError,
 } from './messages.js';
-export type { X509Context, WorkloadX509Svid, SvidSelector, JwtSvid } from './messages.js';
+export type { X509Identity, WorkloadX509Svid, SvidSelector, JwtSvid } from './messages.js';
 export { WorkloadApiSvidSource, WorkloadApiStartupError, WorkloadApiFatalError } from './source.js';
 export type { WorkloadApiStatus, WorkloadApiSourceOptions } from './source.js';
 export { WORKLOAD_API_HEADER, WORKLOAD_API_METHODS, workloadApiService } from './proto.js';
 export type { WorkloadApiMethod } from './proto.js';
 
-/** The settings `identity.workloadApi` resolves to (see config/load.ts). */
-export interface WorkloadApiSettings {
-  socket: string;
-  spiffeId?: string;
-  hint?: string;
-  startupTimeoutMs: number;
-  retryInitialMs: number;
-  retryMaxMs: number;
-}
-
-export function workloadApiSource(settings: WorkloadApiSettings, trustDomain: TrustDomain, callbacks: SourceCallbacks, logger?: Logger): WorkloadApiSvidSource {
+/** The source for `identity.workloadApi` (sidecar and broker alike). */
+export function workloadApiSource(settings: Omit<WorkloadApiIdentityConfig, 'kind'>, trustDomain: TrustDomain, callbacks: SourceCallbacks, logger?: Logger): WorkloadApiSvidSource {
   return new WorkloadApiSvidSource(
     {
       endpoint: parseWorkloadEndpoint(settings.socket),

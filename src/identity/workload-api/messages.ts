@@ -29,10 +29,13 @@ export interface WorkloadX509Svid extends X509Svid {
   bundle: X509Bundle;
 }
 
-/** One FetchX509SVID response: every SVID offered plus the foreign bundles sent with them. */
-export interface X509Context {
-  svids: WorkloadX509Svid[];
-  federated: X509Bundle[];
+/**
+ * A well-formed response that does not offer the SVID this workload presents (the selected one
+ * was redacted, or the default is outside the configured trust domain): the spec says to stop
+ * using it, so this withdraws the identity rather than keeping the last one.
+ */
+export class WorkloadApiSelectionError extends Error {
+  readonly code = 'workload_api_svid_not_offered';
 }
 
 export interface SvidSelector {
@@ -40,29 +43,54 @@ export interface SvidSelector {
   hint?: string;
 }
 
-const isEmpty = (b: Buffer | undefined): boolean => b === undefined || b.length === 0;
-
-export function parseX509SvidResponse(response: X509SvidResponse): X509Context {
-  if (!response.svids || response.svids.length === 0) throw new WorkloadApiResponseError('svids', 'is empty');
-  const svids = response.svids.map((message, i) => parseSvid(message, `svids[${i}]`));
-  const federated = parseBundleMap(response.federated_bundles ?? {}, 'federated_bundles', false);
-  return { svids, federated };
+/** What one FetchX509SVID response means for this workload. */
+export interface X509Identity {
+  svid: WorkloadX509Svid;
+  /** The selected SVID's own trust domain bundle plus every federated bundle for another domain. */
+  bundles: BundleSet;
 }
 
+const isEmpty = (b: Buffer | undefined): boolean => b === undefined || b.length === 0;
+
 /**
- * The SVID this sidecar presents and the bundles it trusts, from one response: the selected
- * SVID (in the configured trust domain), its own domain's bundle, and every federated bundle
- * for another domain. Bundles absent from the response are absent here: dropping one from the
- * stream withdraws that trust.
+ * Checks every SVID for its mandatory fields (any missing: the whole response is discarded),
+ * picks the one this workload presents, and validates that one fully (chain, key, ID, bundle);
+ * SVIDs it does not use are not parsed further, so one of them expiring cannot hold up a
+ * rotation or a bundle change. Bundles absent from the response are absent from the result:
+ * dropping one from the stream withdraws that trust.
  */
-export function x509Identity(context: X509Context, selector: SvidSelector, trustDomain: TrustDomain): { svid: WorkloadX509Svid; bundles: BundleSet } {
-  const svid = selectSvid(context, selector);
+export function parseX509SvidResponse(response: X509SvidResponse, selector: SvidSelector, trustDomain: TrustDomain): X509Identity {
+  if (!response.svids || response.svids.length === 0) throw new WorkloadApiResponseError('svids', 'is empty');
+  response.svids.forEach((m, i) => requireFields(m, `svids[${i}]`));
+  const index = selectIndex(response.svids, selector);
+  const svid = parseSvid(response.svids[index]!, `svids[${index}]`);
   if (!svid.id.trustDomain.equals(trustDomain)) {
-    throw new WorkloadApiResponseError('svids', `the selected SVID ${svid.id} is not in the configured trust domain ${trustDomain.name}`);
+    throw new WorkloadApiSelectionError(`the selected SVID ${svid.id} is not in the configured trust domain ${trustDomain.name}`);
   }
   // Our own domain's bundle comes with the SVID, never from the federation map.
-  const federated = context.federated.filter((b) => !b.trustDomain.equals(trustDomain));
+  const federated = parseBundleMap(response.federated_bundles ?? {}, 'federated_bundles', false).filter((b) => !b.trustDomain.equals(trustDomain));
   return { svid, bundles: new BundleSet([...federated, svid.bundle]) };
+}
+
+function requireFields(message: X509SvidMessage, field: string): void {
+  if (!message.spiffe_id) throw new WorkloadApiResponseError(`${field}.spiffe_id`, 'is missing');
+  if (isEmpty(message.x509_svid)) throw new WorkloadApiResponseError(`${field}.x509_svid`, 'is missing');
+  if (isEmpty(message.x509_svid_key)) throw new WorkloadApiResponseError(`${field}.x509_svid_key`, 'is missing');
+  if (isEmpty(message.bundle)) throw new WorkloadApiResponseError(`${field}.bundle`, 'is missing');
+}
+
+/** The default SVID is the first; a configured SPIFFE ID and/or hint picks another. */
+function selectIndex(svids: X509SvidMessage[], selector: SvidSelector): number {
+  if (selector.spiffeId === undefined && selector.hint === undefined) return 0;
+  const index = svids.findIndex(
+    (m) => (selector.spiffeId === undefined || m.spiffe_id === selector.spiffeId) && (selector.hint === undefined || (m.hint ?? '') === selector.hint),
+  );
+  if (index < 0) {
+    const wanted = [selector.spiffeId && `SPIFFE ID ${selector.spiffeId}`, selector.hint !== undefined && `hint ${JSON.stringify(selector.hint)}`].filter(Boolean).join(' and ');
+    const offered = svids.map((m) => (m.hint ? `${m.spiffe_id} (hint ${JSON.stringify(m.hint)})` : m.spiffe_id)).join(', ');
+    throw new WorkloadApiSelectionError(`no SVID with ${wanted} is offered (offered: ${offered})`);
+  }
+  return index;
 }
 
 function parseSvid(message: X509SvidMessage, field: string): WorkloadX509Svid {
@@ -182,18 +210,4 @@ export function parseJwtSvidResponse(response: JwtSvidResponse): JwtSvid[] {
     }
     return { spiffeId, token: m.svid, hint: m.hint ?? '' };
   });
-}
-
-/** The default SVID is the first; a configured SPIFFE ID and/or hint picks another. */
-export function selectSvid(context: X509Context, selector: SvidSelector): WorkloadX509Svid {
-  if (selector.spiffeId === undefined && selector.hint === undefined) return context.svids[0]!;
-  const match = context.svids.find(
-    (s) => (selector.spiffeId === undefined || s.id.toString() === selector.spiffeId) && (selector.hint === undefined || s.hint === selector.hint),
-  );
-  if (!match) {
-    const wanted = [selector.spiffeId && `SPIFFE ID ${selector.spiffeId}`, selector.hint !== undefined && `hint ${JSON.stringify(selector.hint)}`].filter(Boolean).join(' and ');
-    const offered = context.svids.map((s) => (s.hint ? `${s.id} (hint ${JSON.stringify(s.hint)})` : s.id.toString())).join(', ');
-    throw new WorkloadApiResponseError('svids', `no SVID with ${wanted} (offered: ${offered})`);
-  }
-  return match;
 }

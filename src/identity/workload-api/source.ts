@@ -10,7 +10,7 @@ import type { SourceCallbacks, SvidSource, SvidUpdate } from '../types.js';
 import { Backoff } from './backoff.js';
 import { WorkloadApiClient, type WorkloadApiCallError } from './client.js';
 import type { WorkloadEndpoint } from './endpoint.js';
-import { parseJwtSvidResponse, parseX509SvidResponse, WorkloadApiResponseError, x509Identity, type JwtSvid, type SvidSelector } from './messages.js';
+import { parseJwtSvidResponse, parseX509SvidResponse, WorkloadApiResponseError, WorkloadApiSelectionError, type JwtSvid, type SvidSelector } from './messages.js';
 import type { X509SvidResponse } from './proto.js';
 import { StreamWatcher } from './stream.js';
 
@@ -53,6 +53,12 @@ export class WorkloadApiSvidSource implements SvidSource {
   private readonly state: WorkloadApiStatus;
   private last: { serial: string; bundles: string } | undefined;
   private readonly jwtSvids = new Map<string, { svid: JwtSvid; reuseUntil: number }>();
+  /** Fetches in flight per audience (one FetchJWTSVID however many exchanges wait for it). */
+  private readonly jwtFetches = new Map<string, Promise<JwtSvid>>();
+  /** Bumped by a withdrawal: a fetch that started before it is not cached. */
+  private jwtGeneration = 0;
+  /** The SPIFFE ID of the SVID presented now; JWT-SVIDs are asked for this identity. */
+  private presentedId: string | undefined;
   /** Withdrawn by PermissionDenied; only a good response clears it (not a reconnect). */
   private withdrawn = false;
   private first: { resolve(u: SvidUpdate): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
@@ -89,6 +95,12 @@ export class WorkloadApiSvidSource implements SvidSource {
     this.state.state = 'stopped';
     this.watcher.stop();
     this.client.close();
+    const first = this.first;
+    if (first) {
+      this.first = undefined;
+      clearTimeout(first.timer);
+      first.reject(new WorkloadApiStartupError(`stopped before the Workload API at ${this.options.endpoint.uri} sent a usable SVID`));
+    }
   }
 
   /**
@@ -99,7 +111,18 @@ export class WorkloadApiSvidSource implements SvidSource {
     const now = Date.now();
     const hit = this.jwtSvids.get(audience);
     if (hit && now < hit.reuseUntil) return hit.svid;
+    let pending = this.jwtFetches.get(audience);
+    if (!pending) {
+      pending = this.fetchAndCacheJwtSvid(audience).finally(() => this.jwtFetches.delete(audience));
+      this.jwtFetches.set(audience, pending);
+    }
+    return pending;
+  }
+
+  private async fetchAndCacheJwtSvid(audience: string): Promise<JwtSvid> {
+    const generation = this.jwtGeneration;
     const svid = await this.fetchJwtSvid(audience);
+    const now = Date.now();
     let exp: number | undefined;
     let iat: number | undefined;
     try {
@@ -110,35 +133,46 @@ export class WorkloadApiSvidSource implements SvidSource {
     if (typeof exp !== 'number' || exp * 1000 <= now) throw new WorkloadApiResponseError('svids[].svid', 'is expired or has no exp');
     const lifetime = exp * 1000 - (typeof iat === 'number' ? iat * 1000 : now);
     const reuseUntil = Math.min(now + JWT_SVID_REUSE_MS, exp * 1000 - lifetime / 3);
-    this.jwtSvids.set(audience, { svid, reuseUntil });
+    if (generation === this.jwtGeneration) this.jwtSvids.set(audience, { svid, reuseUntil });
     return svid;
   }
 
   /** A JWT-SVID for `audience` (FetchJWTSVID), for the selected identity. */
+  /** A JWT-SVID for `audience` (FetchJWTSVID) for the identity presented now (or the selected one). */
   async fetchJwtSvid(audience: string, timeoutMs?: number): Promise<JwtSvid> {
-    const spiffeId = this.options.selector.spiffeId ?? '';
+    // Ask for the X.509-SVID's own identity: the JWT default need not be the same workload ID.
+    const spiffeId = this.presentedId ?? this.options.selector.spiffeId ?? '';
     const svids = parseJwtSvidResponse(await this.client.fetchJwtSvid({ audience: [audience], spiffe_id: spiffeId }, timeoutMs));
-    const match = svids.find((s) => (spiffeId === '' || s.spiffeId.toString() === spiffeId) && (this.options.selector.hint === undefined || s.hint === this.options.selector.hint)) ?? (spiffeId === '' && this.options.selector.hint === undefined ? svids[0] : undefined);
-    if (!match) throw new WorkloadApiResponseError('svids', 'no JWT-SVID for the selected identity');
+    const match = spiffeId === '' ? svids[0] : svids.find((s) => s.spiffeId.toString() === spiffeId);
+    if (!match) throw new WorkloadApiResponseError('svids', `no JWT-SVID for ${spiffeId}`);
     return match;
   }
 
-  private onMessage(message: X509SvidResponse): void {
+  /** Handles one response; true when it was usable (the stream is healthy: backoff resets). */
+  private onMessage(message: X509SvidResponse): boolean {
     let update: SvidUpdate;
     try {
-      const context = parseX509SvidResponse(message);
-      update = x509Identity(context, this.options.selector, this.options.trustDomain);
+      update = parseX509SvidResponse(message, this.options.selector, this.options.trustDomain);
     } catch (err) {
+      if (err instanceof WorkloadApiSelectionError) {
+        // Well-formed, but our SVID is not (or no longer) offered: stop using it (spec §5.2.1).
+        this.state.state = 'denied';
+        this.noteStartupProblem(err.message);
+        this.state.lastError = err.message;
+        this.withdraw(`the Workload API no longer offers this workload's SVID: ${err.message}`);
+        return true;
+      }
       this.state.rejectedUpdates++;
       this.noteStartupProblem(`discarded a FetchX509SVID response: ${(err as Error).message}`);
       this.state.lastError = `discarded a FetchX509SVID response: ${(err as Error).message}`;
       this.callbacks.onError(new WorkloadApiResponseError((err as WorkloadApiResponseError).field ?? 'response', `discarded; keeping the last good SVID and bundles: ${(err as Error).message}`));
-      return;
+      return false;
     }
     this.state.state = 'receiving';
     this.withdrawn = false;
+    this.presentedId = update.svid.id.toString();
     const fingerprint = { serial: update.svid.serial, bundles: update.bundles.trustDomains().map((td) => `${td.name}:${update.bundles.get(td)!.toPem()}`).sort().join('\n') };
-    if (this.last && this.last.serial === fingerprint.serial && this.last.bundles === fingerprint.bundles) return;
+    if (this.last && this.last.serial === fingerprint.serial && this.last.bundles === fingerprint.bundles) return true;
     this.last = fingerprint;
     this.state.updates++;
     const first = this.first;
@@ -146,9 +180,25 @@ export class WorkloadApiSvidSource implements SvidSource {
       this.first = undefined;
       clearTimeout(first.timer);
       first.resolve(update);
-      return;
+      return true;
     }
     this.callbacks.onUpdate(update);
+    return true;
+  }
+
+  /**
+   * Stops presenting the identity until the Workload API hands one out again (even the same
+   * one); JWT-SVIDs minted before are not handed out again either. During startup nothing is
+   * presented yet: start() keeps waiting.
+   */
+  private withdraw(reason: string): void {
+    this.last = undefined;
+    this.jwtSvids.clear();
+    this.jwtGeneration++;
+    if (this.first) return;
+    const wasWithdrawn = this.withdrawn;
+    this.withdrawn = true;
+    if (!wasWithdrawn) this.callbacks.onWithdraw?.(new Error(reason));
   }
 
   private onInterrupted(err: WorkloadApiCallError, retryInMs: number): void {
@@ -167,17 +217,10 @@ export class WorkloadApiSvidSource implements SvidSource {
   }
 
   private onPermissionDenied(err: WorkloadApiCallError, retryInMs: number): void {
-    const wasWithdrawn = this.withdrawn;
     this.state.state = 'denied';
     this.noteStartupProblem(err.message);
     this.state.lastError = err.message;
-    // The identity must come back from the provider before it is presented again, even if it is
-    // the very same SVID; JWT-SVIDs minted before are not handed out again either.
-    this.last = undefined;
-    this.jwtSvids.clear();
-    if (this.first) return;
-    this.withdrawn = true;
-    if (!wasWithdrawn) this.callbacks.onWithdraw?.(new Error(`Workload API denied this workload its identity (${err.message}); retrying in ${retryInMs} ms`));
+    this.withdraw(`Workload API denied this workload its identity (${err.message}); retrying in ${retryInMs} ms`);
   }
 
   private onFatal(err: WorkloadApiCallError): void {
@@ -194,6 +237,9 @@ export class WorkloadApiSvidSource implements SvidSource {
       first.reject(fatal);
       return;
     }
+    // No more rotations: the SVID in hand serves until it expires (then /readyz turns 503).
+    this.options.logger?.error('Workload API: fatal error after startup; the SVID will not rotate again', { error: fatal.message, code: fatal.code });
+    this.client.close();
     this.callbacks.onError(fatal);
   }
 }

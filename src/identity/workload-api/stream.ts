@@ -7,7 +7,8 @@ import type { Backoff } from './backoff.js';
 import { callError, WorkloadApiCallError } from './client.js';
 
 export interface StreamWatcherHandlers<T> {
-  message(message: T): void;
+  /** True when the message was usable: only then is the backoff reset (junk is not health). */
+  message(message: T): boolean;
   /** The stream ended or failed and will be reopened in `retryInMs`. */
   interrupted(error: WorkloadApiCallError, retryInMs: number): void;
   /** PermissionDenied: this workload has no identity (yet, or any more); retrying in `retryInMs`. */
@@ -52,8 +53,7 @@ export class StreamWatcher<T> {
     let finished = false;
     call.on('data', (message: T) => {
       if (this.call !== call) return;
-      this.backoff.reset();
-      this.handlers.message(message);
+      if (this.handlers.message(message)) this.backoff.reset();
     });
     // grpc-js reports the end of every call exactly once through 'status'; 'error' repeats a
     // non-OK status and must have a listener so it is not thrown.
