@@ -157,8 +157,12 @@ export class Sidecar {
     this.identity.on('update', (snapshot, cause) => {
       this.inbound?.updateIdentity(snapshot);
       this.outbound?.updateIdentity();
-      this.bus?.updateIdentity(snapshot);
-      this.revocations.updateIdentity(snapshot);
+      // While withdrawn (a trust bundle file reloaded meanwhile) nothing may connect with the
+      // withdrawn SVID: NATS connections follow when the identity is restored.
+      if (this.identity.current()) {
+        this.bus?.updateIdentity(snapshot);
+        this.revocations.updateIdentity(snapshot);
+      }
       this.recordIdentity(snapshot, cause);
     });
     this.identity.on('sourceError', () => this.metrics.svidRotations.inc({ result: 'failure' }));
@@ -237,7 +241,10 @@ export class Sidecar {
     let bus: AddressInfo | undefined;
     if (this.bus && this.busApi) {
       const caFile = this.config.bus?.nats?.ca;
-      this.bus.start(snapshot, caFile === undefined ? undefined : readCaFile(caFile));
+      // The identity may have rotated or been withdrawn while the revocation list loaded.
+      const current = this.identity.current();
+      this.bus.start(current ?? snapshot, caFile === undefined ? undefined : readCaFile(caFile));
+      if (!current) this.bus.suspend();
       bus = await this.busApi.start();
     }
     this.addresses = {
@@ -410,7 +417,9 @@ export class Sidecar {
   private actorTokenFrom(source: WorkloadApiSvidSource): (audience: string) => Promise<string> {
     return async (audience) => {
       if (!this.identity.current()) throw new Error('the identity is withdrawn');
-      return (await source.jwtSvidFor(audience)).token;
+      const token = (await source.jwtSvidFor(audience)).token;
+      if (!this.identity.current()) throw new Error('the identity was withdrawn meanwhile');
+      return token;
     };
   }
 

@@ -97,9 +97,10 @@ export class NatsTransport {
   /** Starts connecting; resolves at once (publishes are queued until connected). */
   start(snapshot: IdentitySnapshot): void {
     this.identityKey = natsIdentityKey(snapshot, this.options.caPem);
-    this.connecting = this.open(snapshot);
-    this.connecting.then(
-      (nc) => this.adopt(nc),
+    const attempt = this.open(snapshot);
+    this.connecting = attempt;
+    attempt.then(
+      (nc) => this.adopt(nc, attempt).catch((err: Error) => this.options.logger.warn('NATS connection could not be set up', { error: err })),
       (err: Error) => {
         if (!this.stopped) this.options.logger.error('NATS connection failed', { error: err });
       },
@@ -168,22 +169,23 @@ export class NatsTransport {
   updateIdentity(snapshot: IdentitySnapshot): void {
     const key = natsIdentityKey(snapshot, this.options.caPem);
     if (this.stopped || key === this.identityKey) return;
+    const rotated = !this.identityKey?.startsWith(`${snapshot.svid.serial}|`);
     this.identityKey = key;
     const next = this.open(snapshot);
     this.connecting = next;
     next.then(
       async (nc) => {
-        if (this.stopped || this.connecting !== next) return void nc.close();
+        if (this.stopped || this.connecting !== next) return void (await nc.close().catch(() => undefined));
         const old = this.current;
         this.beginHandover();
-        await this.adopt(nc);
+        if (!(await this.adopt(nc, next))) return;
         if (old && old !== nc) {
-          this.options.logger.info('NATS connection moved to the rotated SVID', { serial: snapshot.svid.serial });
+          this.options.logger.info(rotated ? 'NATS connection moved to the rotated SVID' : 'NATS connection moved to the new trust bundles', { serial: snapshot.svid.serial });
           await old.drain().catch(() => undefined);
         }
       },
-      (err: Error) => this.options.logger.warn('NATS reconnect with the rotated SVID failed; keeping the current connection', { error: err }),
-    );
+      (err: Error) => this.options.logger.warn('NATS reconnect with the rotated SVID or bundles failed; keeping the current connection', { error: err }),
+    ).catch((err: Error) => this.options.logger.warn('NATS connection could not be set up', { error: err }));
   }
 
   /**
@@ -193,10 +195,14 @@ export class NatsTransport {
   suspend(): void {
     if (this.stopped) return;
     this.identityKey = '';
+    // A connection still being made is closed when it comes up (adopt() checks `connecting`).
     this.connecting = undefined;
     const nc = this.current;
     this.current = undefined;
     this.connected = false;
+    // Signed under the withdrawn identity: not sent later on its behalf.
+    if (this.queue.length > 0) this.options.logger.warn('NATS publishes queued before the identity was withdrawn were dropped', { count: this.queue.length });
+    this.queue.length = 0;
     if (nc && !nc.isClosed()) void nc.close().catch(() => undefined);
   }
 
@@ -216,14 +222,25 @@ export class NatsTransport {
     return connect(natsConnectionOptions(this.options.servers, this.options.name, snapshot, this.options.caPem));
   }
 
-  private async adopt(nc: NatsConnection): Promise<void> {
-    if (this.stopped) {
-      await nc.close();
-      return;
+  /**
+   * Makes `nc` the connection in use, unless it is no longer wanted (stopped, suspended, or a
+   * newer attempt began) before or while its subscriptions were set up: then it is closed.
+   * Returns whether it was adopted.
+   */
+  private async adopt(nc: NatsConnection, attempt: Promise<NatsConnection>): Promise<boolean> {
+    const unwanted = (): boolean => this.stopped || this.connecting !== attempt;
+    if (unwanted()) {
+      await nc.close().catch(() => undefined);
+      return false;
     }
     for (const [pattern, state] of this.patterns) this.subscribeOn(nc, pattern, state);
     // The server has registered the subscriptions once a flush round-trips.
     await nc.flush().catch(() => undefined);
+    if (unwanted()) {
+      for (const state of this.patterns.values()) state.subs.delete(nc);
+      await nc.close().catch(() => undefined);
+      return false;
+    }
     this.current = nc;
     // Subjects subscribed while the flush was in flight went to the previous connection (or to
     // none, at startup): add them here, or they would die with the old connection.
@@ -232,6 +249,7 @@ export class NatsTransport {
     this.options.logger.info('connected to NATS', { server: nc.getServer() });
     this.watch(nc);
     this.sendQueued();
+    return true;
   }
 
   private subscribeOn(nc: NatsConnection, pattern: string, state: PatternState): void {

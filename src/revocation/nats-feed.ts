@@ -136,7 +136,8 @@ export class RevocationFeed {
 
   /** A new SVID or trust bundles: reconnect with them and continue after the last handled record. */
   updateIdentity(snapshot: IdentitySnapshot): void {
-    if (this.stopped || !this.live || natsIdentityKey(snapshot, this.options.caPem) === this.identityKey) return;
+    if (this.stopped || !this.live) return;
+    if (natsIdentityKey(snapshot, this.options.caPem) === this.identityKey && !this.needsReopen) return;
     void this.replace('rotated SVID or trust bundles');
   }
 
@@ -151,7 +152,12 @@ export class RevocationFeed {
   /** Opens a new connection and consumer (after the last handled record) and drops the old. */
   private replace(why: string): Promise<void> {
     const snapshot = this.options.identity();
-    if (!snapshot) return Promise.resolve();
+    if (!snapshot) {
+      // Withdrawn: no new connection may present it. Tried again when the identity is back.
+      this.needsReopen = true;
+      this.options.logger.warn('revocation feed not reopened: this sidecar has no identity right now', { why });
+      return Promise.resolve();
+    }
     this.reopening ??= this.open(snapshot)
       .then(
         async (live) => {

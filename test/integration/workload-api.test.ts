@@ -15,6 +15,7 @@ import { mtlsRequest, plainRequest, type HttpResult } from '../helpers/clients.j
 import { closedPort, runSigil, sidecarConfig, sleep, splitAddress, tempDir, waitUntil, writeConfig, type RunningSigil } from '../helpers/env.js';
 import { FakeWorkloadApi, trustDomainKey, x509SvidMessage, derConcat } from '../helpers/fake-workload-api.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
+import { startNats, withNatsServer } from '../helpers/nats.js';
 
 const ID_A = 'spiffe://example.org/agent/a';
 const ID_B = 'spiffe://example.org/agent/b';
@@ -425,4 +426,26 @@ t.test('the agent socket does not exist yet at start: the sidecar connects when 
   fake.setX509Svids(response);
   const b = await started;
   t.equal((await callB(b)).peerCert?.serialNumber, serials[0], 'serving with the SVID from the late agent');
+});
+
+t.test('PermissionDenied on a bus sidecar: its NATS connection (which presents the SVID) closes, and is back on restore', async (t) => {
+  await withNatsServer(t, async (natsBinary) => {
+    const nats = await startNats(t, natsBinary, ca.pem);
+    const fake = await FakeWorkloadApi.start(t);
+    fake.setX509Svids((await svidResponse()).response);
+    await startB(t, fake, 'bus-denied', {}, { bus: { local: '127.0.0.1:0', nats: { servers: [nats.url], tls: { ca: nats.caFile } } } });
+    const connections = async (): Promise<number> => {
+      const res = await fetch(`${nats.monitor}/connz?limit=1024`);
+      const body = (await res.json()) as { connections?: { name?: string }[] };
+      return (body.connections ?? []).filter((c) => c.name === `sigil ${ID_B}`).length;
+    };
+    t.ok(await waitUntil(async () => (await connections()) === 1, 5_000), 'positive control: connected to NATS with its SVID');
+    fake.failWith('FetchX509SVID', status.PERMISSION_DENIED, 'no identity issued');
+    fake.closeStreams('FetchX509SVID', status.PERMISSION_DENIED, 'no identity issued');
+    t.ok(await waitUntil(async () => (await connections()) === 0, 5_000), 'withdrawn: the NATS connection is closed');
+    await sleep(1_500);
+    t.equal(await connections(), 0, 'and it does not reconnect with the withdrawn SVID');
+    fake.failWith('FetchX509SVID', undefined);
+    t.ok(await waitUntil(async () => (await connections()) === 1, 5_000), 'restored: connected again');
+  });
 });

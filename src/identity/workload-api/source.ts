@@ -111,10 +111,12 @@ export class WorkloadApiSvidSource implements SvidSource {
     const now = Date.now();
     const hit = this.jwtSvids.get(audience);
     if (hit && now < hit.reuseUntil) return hit.svid;
-    let pending = this.jwtFetches.get(audience);
+    // Keyed by generation too: a fetch begun before a withdrawal is never joined after it.
+    const key = `${this.jwtGeneration}\n${audience}`;
+    let pending = this.jwtFetches.get(key);
     if (!pending) {
-      pending = this.fetchAndCacheJwtSvid(audience).finally(() => this.jwtFetches.delete(audience));
-      this.jwtFetches.set(audience, pending);
+      pending = this.fetchAndCacheJwtSvid(audience).finally(() => this.jwtFetches.delete(key));
+      this.jwtFetches.set(key, pending);
     }
     return pending;
   }
