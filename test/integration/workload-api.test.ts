@@ -66,6 +66,29 @@ async function startB(t: Test, fake: FakeWorkloadApi, name: string, identity: Re
   return runSigil(t, cfg);
 }
 
+/** A B config for the startup cases: `identity.workloadApi` as given, the rest fixed. */
+function startupConfig(name: string, workloadApi: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<string> {
+  return writeConfig(
+    dir,
+    `${name}.yaml`,
+    sidecarConfig({
+      trustDomain: 'example.org',
+      identity: { workloadApi },
+      inbound: { listen: '127.0.0.1:0', upstream: upstream.url },
+      policy: { allow: [ID_A] },
+      ...extra,
+    }),
+  );
+}
+
+/** `sigil run` that is expected to exit: its exit code and everything it printed. */
+async function runToExit(t: Test, cfg: string): Promise<{ code: number | null; out: string }> {
+  const proc = spawnJsonLines([SIGIL_BIN, 'run', '--config', cfg], { SIGIL_LOG_LEVEL: 'info' });
+  t.teardown(() => proc.stop('SIGKILL'));
+  const code = await new Promise<number | null>((resolve) => proc.child.once('exit', resolve));
+  return { code, out: JSON.stringify(proc.lines) + proc.stderr() };
+}
+
 /** The serial B presents to a fresh mTLS client, and whether the request succeeded. */
 async function callB(b: RunningSigil, client: Issued = clientA, path = '/wl'): Promise<HttpResult> {
   return mtlsRequest({ address: b.inbound, certPem: client.pem, keyPem: client.keyPem, path, timeoutMs: 3_000 });
@@ -333,17 +356,7 @@ t.test('startup: /readyz waits for the first SVID; the bound fails clearly; Inva
   await t.test('not ready until the first SVID, then ready', async (t) => {
     const fake = await FakeWorkloadApi.start(t);
     const adminPort = await closedPort();
-    const cfg = await writeConfig(
-      dir,
-      'late-svid.yaml',
-      sidecarConfig({
-        trustDomain: 'example.org',
-        admin: { listen: `127.0.0.1:${adminPort}` },
-        identity: { workloadApi: { socket: fake.endpoint, startupTimeout: '20s' } },
-        inbound: { listen: '127.0.0.1:0', upstream: upstream.url },
-        policy: { allow: [ID_A] },
-      }),
-    );
+    const cfg = await startupConfig('late-svid', { socket: fake.endpoint, startupTimeout: '20s' }, { admin: { listen: `127.0.0.1:${adminPort}` } });
     const proc = spawnJsonLines([SIGIL_BIN, 'run', '--config', cfg], { SIGIL_LOG_LEVEL: 'info' });
     t.teardown(() => proc.stop('SIGKILL'));
     const admin = `127.0.0.1:${adminPort}`;
@@ -357,21 +370,8 @@ t.test('startup: /readyz waits for the first SVID; the bound fails clearly; Inva
 
   await t.test('no SVID within the bound: exits non-zero naming the endpoint', async (t) => {
     const fake = await FakeWorkloadApi.start(t);
-    const cfg = await writeConfig(
-      dir,
-      'timeout.yaml',
-      sidecarConfig({
-        trustDomain: 'example.org',
-        identity: { workloadApi: { socket: fake.endpoint, startupTimeout: '1500ms' } },
-        inbound: { listen: '127.0.0.1:0', upstream: upstream.url },
-        policy: { allow: [ID_A] },
-      }),
-    );
-    const proc = spawnJsonLines([SIGIL_BIN, 'run', '--config', cfg], { SIGIL_LOG_LEVEL: 'info' });
-    t.teardown(() => proc.stop('SIGKILL'));
-    const code = await new Promise<number | null>((resolve) => proc.child.once('exit', resolve));
+    const { code, out } = await runToExit(t, await startupConfig('timeout', { socket: fake.endpoint, startupTimeout: '1500ms' }));
     t.not(code, 0, 'exits non-zero');
-    const out = JSON.stringify(proc.lines) + proc.stderr();
     t.match(out, 'no usable SVID from the Workload API at', 'says what it waited for');
     t.match(out, fake.endpoint, 'names the endpoint');
     t.match(out, 'workload_api_startup_timeout', 'with a stable code');
@@ -380,21 +380,8 @@ t.test('startup: /readyz waits for the first SVID; the bound fails clearly; Inva
   await t.test('InvalidArgument: one call, no retry, a fatal configuration error', async (t) => {
     const fake = await FakeWorkloadApi.start(t);
     fake.failWith('FetchX509SVID', status.INVALID_ARGUMENT, 'security header missing from request');
-    const cfg = await writeConfig(
-      dir,
-      'invalid.yaml',
-      sidecarConfig({
-        trustDomain: 'example.org',
-        identity: { workloadApi: { socket: fake.endpoint, startupTimeout: '20s', retry: { initial: '50ms', max: '100ms' } } },
-        inbound: { listen: '127.0.0.1:0', upstream: upstream.url },
-        policy: { allow: [ID_A] },
-      }),
-    );
-    const proc = spawnJsonLines([SIGIL_BIN, 'run', '--config', cfg], { SIGIL_LOG_LEVEL: 'info' });
-    t.teardown(() => proc.stop('SIGKILL'));
-    const code = await new Promise<number | null>((resolve) => proc.child.once('exit', resolve));
+    const { code, out } = await runToExit(t, await startupConfig('invalid', { socket: fake.endpoint, startupTimeout: '20s', retry: { initial: '50ms', max: '100ms' } }));
     t.not(code, 0, 'exits non-zero, long before the startup bound');
-    const out = JSON.stringify(proc.lines) + proc.stderr();
     t.match(out, 'workload_api_fatal', 'a fatal error with a stable code');
     t.match(out, 'not retrying', 'that says it will not retry');
     t.match(out, 'INVALID_ARGUMENT', 'and why');
@@ -408,16 +395,7 @@ t.test('the agent socket does not exist yet at start: the sidecar connects when 
   const sockDir = await mkdtemp(join(tmpdir(), 'wl-'));
   t.teardown(() => rm(sockDir, { recursive: true, force: true }));
   const socketPath = FakeWorkloadApi.socketPathIn(sockDir);
-  const cfg = await writeConfig(
-    dir,
-    'appears.yaml',
-    sidecarConfig({
-      trustDomain: 'example.org',
-      identity: { workloadApi: { startupTimeout: '20s', retry: { initial: '100ms', max: '300ms' } } },
-      inbound: { listen: '127.0.0.1:0', upstream: upstream.url },
-      policy: { allow: [ID_A] },
-    }),
-  );
+  const cfg = await startupConfig('appears', { startupTimeout: '20s', retry: { initial: '100ms', max: '300ms' } });
   // The socket comes from the environment, as in a pod spec.
   const started = runSigil(t, cfg, { SPIFFE_ENDPOINT_SOCKET: `unix://${socketPath}` });
   await sleep(800);
