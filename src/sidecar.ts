@@ -9,10 +9,10 @@ import { FrameSigning } from './bus/frames.js';
 import { PolicyStore, type AuthzRequest, type CallMeta, type Decision, type ReasonCode } from './authz/index.js';
 import { buildDelegation } from './delegation/sidecar.js';
 import { ConfigError, type SigilConfig } from './config/index.js';
-import { workloadApiSource, WorkloadApiSvidSource } from './identity/workload-api/index.js';
-import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from './identity/index.js';
+import { WorkloadApiSvidSource } from './identity/workload-api/index.js';
+import { createSvidSource, IdentityManager, isUsable, type IdentitySnapshot } from './identity/index.js';
 import { InboundProxy, OutboundProxy, type HandshakeObservation } from './proxy/index.js';
-import { SpiffeId, TrustDomain } from './spiffe/index.js';
+import type { SpiffeId } from './spiffe/index.js';
 import { AuditLog, SigilMetrics, type Logger, type RequestObservation } from './telemetry/index.js';
 import { PeerVerifier } from './tls/index.js';
 import { Revocations, type LiveWork, type RevocationEntry, type RevocationRecord, type RevocationSettings } from './revocation/index.js';
@@ -69,7 +69,11 @@ export class Sidecar {
       const entry = this.revocations.agent(id);
       return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
     };
-    this.identity = new IdentityManager((cb) => buildSource(config, cb, refuseIssue, logger.child({ component: 'workload-api' })), config.trust.bundles, logger.child({ component: 'identity' }));
+    this.identity = new IdentityManager(
+      (callbacks) => createSvidSource(config.identity, { trustDomain: config.trustDomain, callbacks, refuseIssue, logger: logger.child({ component: 'workload-api' }) }),
+      config.trust.bundles,
+      logger.child({ component: 'identity' }),
+    );
     const envelope = config.bus?.envelope;
     const frames = new FrameSigning({
       identity: () => this.identity.current(),
@@ -458,18 +462,6 @@ export class Sidecar {
       startedAt: this.startedAt.toISOString(),
       listeners: this.addresses,
     };
-  }
-}
-
-function buildSource(config: SigilConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined, logger: Logger): SvidSource {
-  const identity = config.identity;
-  switch (identity.kind) {
-    case 'dev':
-      return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs, refuseIssue }, callbacks);
-    case 'files':
-      return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
-    case 'workloadApi':
-      return workloadApiSource(identity, TrustDomain.parse(config.trustDomain), callbacks, logger);
   }
 }
 

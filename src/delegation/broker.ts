@@ -21,10 +21,9 @@ import type { TLSSocket } from 'node:tls';
 import { AdminServer } from '../admin/index.js';
 import type { AuthzRequest, Decision } from '../authz/index.js';
 import { ConfigError } from '../config/index.js';
-import { workloadApiSource } from '../identity/workload-api/index.js';
-import { DevSvidSource, FilesSvidSource, IdentityManager, isUsable, type IdentitySnapshot, type SourceCallbacks, type SvidSource } from '../identity/index.js';
+import { createSvidSource, IdentityManager, isUsable, type IdentitySnapshot } from '../identity/index.js';
 import { listen } from '../proxy/index.js';
-import { SpiffeId, TrustDomain } from '../spiffe/index.js';
+import type { SpiffeId } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { ALPN_PROTOCOLS, PeerVerificationError, PeerVerifier, serverContextOptions, type VerifiedPeer } from '../tls/index.js';
 import type { BrokerConfig } from './broker-config.js';
@@ -73,7 +72,11 @@ export class Broker {
       const entry = this.revocations.agent(id);
       return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
     };
-    this.identity = new IdentityManager((cb) => buildSource(config, cb, refuseIssue, logger.child({ component: 'workload-api' })), config.trust.bundles, logger.child({ component: 'identity' }));
+    this.identity = new IdentityManager(
+      (callbacks) => createSvidSource(config.identity, { trustDomain: config.trustDomain, callbacks, refuseIssue, logger: logger.child({ component: 'workload-api' }) }),
+      config.trust.bundles,
+      logger.child({ component: 'identity' }),
+    );
     // A revoked SVID fails the peer check (handshake and every request); cached verifications
     // do not survive a change of the list.
     this.verifier.useRevocation({
@@ -417,18 +420,6 @@ export class Broker {
       listeners: this.addresses,
       startedAt: this.startedAt.toISOString(),
     };
-  }
-}
-
-function buildSource(config: BrokerConfig, callbacks: SourceCallbacks, refuseIssue: (id: SpiffeId) => string | undefined, logger: Logger): SvidSource {
-  const identity = config.identity;
-  switch (identity.kind) {
-    case 'dev':
-      return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs, refuseIssue }, callbacks);
-    case 'files':
-      return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(config.trustDomain) }, callbacks);
-    case 'workloadApi':
-      return workloadApiSource(identity, TrustDomain.parse(config.trustDomain), callbacks, logger);
   }
 }
 

@@ -1,0 +1,27 @@
+// The SVID source an `identity` config section names (sidecar and broker alike).
+import type { IdentityConfig } from '../config/index.js';
+import { SpiffeId, TrustDomain } from '../spiffe/index.js';
+import type { Logger } from '../telemetry/index.js';
+import { DevSvidSource } from './dev-source.js';
+import { FilesSvidSource } from './files-source.js';
+import type { SourceCallbacks, SvidSource } from './types.js';
+import { workloadApiSource } from './workload-api/index.js';
+
+export interface SvidSourceContext {
+  trustDomain: string;
+  callbacks: SourceCallbacks;
+  /** Dev issuer only: why it must not issue for this ID (e.g. the agent is revoked), if so. */
+  refuseIssue: (id: SpiffeId) => string | undefined;
+  logger: Logger;
+}
+
+export function createSvidSource(identity: IdentityConfig, { trustDomain, callbacks, refuseIssue, logger }: SvidSourceContext): SvidSource {
+  switch (identity.kind) {
+    case 'dev':
+      return new DevSvidSource({ caDir: identity.caDir, spiffeId: SpiffeId.parse(identity.spiffeId), ttlMs: identity.ttlMs, refuseIssue }, callbacks);
+    case 'files':
+      return new FilesSvidSource({ ...identity, trustDomain: TrustDomain.parse(trustDomain) }, callbacks);
+    case 'workloadApi':
+      return workloadApiSource(identity, TrustDomain.parse(trustDomain), callbacks, logger);
+  }
+}
