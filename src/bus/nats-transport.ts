@@ -36,11 +36,6 @@ export interface NatsTransportOptions {
 }
 
 /**
- * How every Sigil NATS client connects: TLS with the current SVID as client certificate, the
- * server verified against `caPem` (default: every authority in the bundles), reconnecting
- * forever with jitter.
- */
-/**
  * What a NATS connection was made with: our SVID and, unless a CA file is configured, the trust
  * bundles the server is verified against. A change of either means a new connection (a CA the
  * Workload API stopped sending must stop being trusted for the server too).
@@ -50,6 +45,11 @@ export function natsIdentityKey(snapshot: IdentitySnapshot, caPem?: string): str
   return `${snapshot.svid.serial}|${cas}`;
 }
 
+/**
+ * How every Sigil NATS client connects: TLS with the current SVID as client certificate, the
+ * server verified against `caPem` (default: every authority in the bundles), reconnecting
+ * forever with jitter.
+ */
 export function natsConnectionOptions(servers: string[], name: string, snapshot: IdentitySnapshot, caPem?: string): ConnectionOptions {
   return {
     servers,

@@ -59,7 +59,7 @@ export class WorkloadApiSvidSource implements SvidSource {
   private jwtGeneration = 0;
   /** The SPIFFE ID of the SVID presented now; JWT-SVIDs are asked for this identity. */
   private presentedId: string | undefined;
-  /** Withdrawn by PermissionDenied; only a good response clears it (not a reconnect). */
+  /** Withdrawn (PermissionDenied, or our SVID no longer offered); only a good response clears it. */
   private withdrawn = false;
   private first: { resolve(u: SvidUpdate): void; reject(e: Error): void; timer: NodeJS.Timeout } | undefined;
 
@@ -139,7 +139,6 @@ export class WorkloadApiSvidSource implements SvidSource {
     return svid;
   }
 
-  /** A JWT-SVID for `audience` (FetchJWTSVID), for the selected identity. */
   /** A JWT-SVID for `audience` (FetchJWTSVID) for the identity presented now (or the selected one). */
   async fetchJwtSvid(audience: string, timeoutMs?: number): Promise<JwtSvid> {
     // Ask for the X.509-SVID's own identity: the JWT default need not be the same workload ID.
