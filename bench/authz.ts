@@ -204,6 +204,9 @@ function cedarCall(r: AuthzRequest, policySetId: string, withSchema: boolean): c
     resource = { type: 'Tool', id: res.name };
     entities.push({ uid: resource, attrs: { name: res.name }, parents: [{ type: 'Agent', id: res.agent.toString() }] });
     if (!res.agent.equals(r.principal)) entities.push(...entityOf(res.agent));
+  } else if (res.type === 'Host') {
+    resource = { type: 'Host', id: res.name };
+    entities.push({ uid: resource, attrs: { name: res.name }, parents: [] });
   } else {
     resource = { type: 'Topic', id: res.subject };
     entities.push({ uid: resource, attrs: { subject: res.subject }, parents: [] });

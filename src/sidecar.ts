@@ -10,6 +10,7 @@ import { PolicyStore, type AuthzRequest, type CallMeta, type Decision, type Reas
 import { buildDelegation } from './delegation/sidecar.js';
 import { ConfigError, type SigilConfig } from './config/index.js';
 import { WorkloadApiSvidSource } from './identity/workload-api/index.js';
+import { EgressRoutes } from './egress/index.js';
 import { createSvidSource, IdentityManager, isUsable, type IdentitySnapshot } from './identity/index.js';
 import { InboundProxy, OutboundProxy, type HandshakeObservation } from './proxy/index.js';
 import type { SpiffeId } from './spiffe/index.js';
@@ -45,6 +46,7 @@ export class Sidecar {
   private readonly verifier = new PeerVerifier();
   private readonly inbound: InboundProxy | undefined;
   private readonly outbound: OutboundProxy | undefined;
+  private readonly egress: EgressRoutes | undefined;
   private readonly bus: BusService | undefined;
   private readonly busApi: LocalBusApi | undefined;
   private readonly admin: AdminServer;
@@ -115,7 +117,19 @@ export class Sidecar {
       this.inbound = new InboundProxy({ ...deps, ...config.inbound, logger: logger.child({ component: 'inbound' }) });
     }
     if (config.outbound) {
-      this.outbound = new OutboundProxy({ ...deps, ...config.outbound, logger: logger.child({ component: 'outbound' }) });
+      if (config.outbound.egress.length > 0) {
+        this.egress = new EgressRoutes({
+          routes: config.outbound.egress,
+          identity: deps.identity,
+          decide: deps.decide,
+          refuse: deps.refuse,
+          ...(delegation && config.delegation ? { delegation: { verifier: delegation.verifier, header: config.delegation.header } } : {}),
+          observe: deps.observe,
+          live: deps.live,
+          logger: logger.child({ component: 'egress' }),
+        });
+      }
+      this.outbound = new OutboundProxy({ ...deps, ...config.outbound, ...(this.egress ? { egressRoutes: this.egress } : {}), logger: logger.child({ component: 'outbound' }) });
     }
     if (config.bus) {
       const busLog = logger.child({ component: 'bus' });
@@ -241,6 +255,7 @@ export class Sidecar {
     // meanwhile).
     await this.revocations.start();
     const inbound = this.inbound ? await this.inbound.start(snapshot) : undefined;
+    await this.egress?.start();
     const outbound = this.outbound ? await this.outbound.start() : undefined;
     let bus: AddressInfo | undefined;
     if (this.bus && this.busApi) {
@@ -267,6 +282,7 @@ export class Sidecar {
     // Safe on a partly started sidecar: each component's stop is a no-op if it never started.
     const drain = this.config.shutdown.drainTimeoutMs;
     await Promise.all([this.inbound?.stop(drain), this.outbound?.stop(drain), this.busApi?.stop()]);
+    this.egress?.stop();
     await this.bus?.stop();
     await this.revocations.stop();
     await this.admin.stop();
@@ -457,6 +473,7 @@ export class Sidecar {
       lastRotation: this.lastRotation?.toISOString(),
       connections: { inbound: this.inbound?.connectionCount ?? 0, outbound: this.outbound?.connectionCount ?? 0 },
       bus: this.bus?.status,
+      ...(this.egress ? { egress: this.egress.status() } : {}),
       revocation: this.revocations.status,
       build: { version: SIGIL_VERSION, node: process.version },
       startedAt: this.startedAt.toISOString(),

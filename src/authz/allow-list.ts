@@ -27,7 +27,8 @@ export class AllowListAuthorizer implements Authorizer {
 
   authorize(request: AuthzRequest): Decision {
     // Not a call on a connection: who may revoke is only expressible in Cedar.
-    if (request.action === 'revocation.issue') return { allowed: false, reason: 'policy_denied', policies: [], wouldDeny: false, policyVersion: this.version, request };
+    // Egress to external APIs has no peer agent to allow-list: also Cedar only.
+    if (request.action === 'revocation.issue' || request.action === 'egress.http') return { allowed: false, reason: 'policy_denied', policies: [], wouldDeny: false, policyVersion: this.version, request };
     const peer = request.peer.toString();
     let match = this.matches.get(peer);
     if (match === undefined) {

@@ -240,6 +240,8 @@ export class CedarAuthorizer implements Authorizer {
         parents: [{ type: 'Agent', id: resource.agent.toString() }],
       });
       addAgent(resource.agent);
+    } else if (resource.type === 'Host') {
+      entities.push({ uid: { type: 'Host', id: resource.name }, attrs: { name: resource.name }, parents: [] });
     } else {
       entities.push({ uid: { type: 'Topic', id: resource.subject }, attrs: { subject: resource.subject }, parents: [] });
     }
@@ -270,6 +272,8 @@ function resourceUid(resource: Resource): { type: string; id: string } {
       return { type: 'Tool', id: resource.name };
     case 'Topic':
       return { type: 'Topic', id: resource.subject };
+    case 'Host':
+      return { type: 'Host', id: resource.name };
   }
 }
 

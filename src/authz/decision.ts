@@ -8,13 +8,15 @@ export type Direction = 'inbound' | 'outbound';
  * Actions as DESIGN.md names them. JSON-RPC calls map to `mcp.<method>` / `a2a.<method>`
  * (e.g. `mcp.tools/call`, `a2a.message/send`).
  */
-export type Action = 'connect' | 'http' | 'websocket.message' | `mcp.${string}` | `a2a.${string}` | 'bus.publish' | 'bus.deliver' | 'revocation.issue';
+export type Action = 'connect' | 'http' | 'websocket.message' | `mcp.${string}` | `a2a.${string}` | 'bus.publish' | 'bus.deliver' | 'revocation.issue' | 'egress.http';
 
 /** What an action is performed on. A Tool lives in the agent that serves it. */
 export type Resource =
   | { type: 'Agent'; id: SpiffeId }
   | { type: 'Tool'; name: string; agent: SpiffeId }
-  | { type: 'Topic'; subject: string };
+  | { type: 'Topic'; subject: string }
+  /** An external API reached through an egress route, by its host name. */
+  | { type: 'Host'; name: string };
 
 export interface HttpContext {
   method: string;

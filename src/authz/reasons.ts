@@ -45,6 +45,11 @@ export const REASON_CODES = [
   // Revocation (src/revocation): something the request involves is revoked, or the list is too old.
   'revoked',
   'revocation_stale',
+  // Egress (src/egress): calls to external APIs through the sidecar.
+  'rate_limited',
+  'concurrency_limited',
+  'credential_unavailable',
+  'upstream_untrusted',
 ] as const;
 
 export type ReasonCode = (typeof REASON_CODES)[number];

@@ -3,7 +3,7 @@ export type { HostPort } from './address.js';
 export { parseHostPort } from './address.js';
 export { parseDuration } from './duration.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
-export { loadConfig, parseConfig, workloadApiIdentity, type WorkloadApiIdentityConfig, type BusConfig, type DelegationConfig, type IdentityConfig, type ParseOptions, type RevocationConfig, type RouteConfig, type SigilConfig } from './load.js';
+export { loadConfig, parseConfig, workloadApiIdentity, type WorkloadApiIdentityConfig, type BusConfig, type DelegationConfig, type IdentityConfig, type ParseOptions, type RevocationConfig, type RouteConfig, type SigilConfig, type EgressRouteConfig, type SecretSourceConfig } from './load.js';
 
 // For other config documents on the same conventions (`sigil broker`: delegation/broker-config.ts):
 // reading and parsing the file, wording and collecting issues, and the sections and checks they share.

@@ -12,6 +12,9 @@ import type { ConfigIssue } from './errors.js';
 import { validateDocument } from './issues.js';
 import { devSpiffeIdIssues, isObj, trustBundleKeyIssues, workloadApiIssues } from './raw-checks.js';
 import { KNOWN_KEYS, RootSchema, spiffeIdProblem, type RawConfig } from './schema.js';
+import type { CredentialSourceConfig } from '../egress/credentials.js';
+import type { RateSpec } from '../egress/limits.js';
+import { templateProblem } from '../egress/attribution.js';
 
 export interface RouteConfig {
   /** Lowercased; routes match the request host case-insensitively. */
@@ -25,6 +28,22 @@ export interface RouteConfig {
   signFrames?: boolean;
   /** Exchange the agent's bearer token at the broker for the route's peer (scope: space-separated). */
   exchange?: { scope?: string[] };
+}
+
+/** Where a secret comes from (egress credentials, the pseudonym secret); paths are absolute. */
+export type SecretSourceConfig = CredentialSourceConfig;
+
+export interface EgressRouteConfig {
+  /** Lowercased, matched like outbound routes. */
+  host: string;
+  port?: number;
+  /** `https://host[:port][/base]`. */
+  upstream: string;
+  /** PEM file of the CA(s) the upstream certificate must chain to; absent = the system store. */
+  ca?: string;
+  credential?: { source: SecretSourceConfig; header: string; value: string };
+  attribution: { headers: Record<string, string>; userSecret?: SecretSourceConfig };
+  limits: { agent?: RateSpec; user?: RateSpec; concurrency?: number; maxBodyBytes?: number };
 }
 
 export interface DelegationConfig {
@@ -61,7 +80,7 @@ export interface SigilConfig {
   identity: IdentityConfig;
   trust: { bundles: Record<string, string> };
   inbound?: { listen: HostPort; upstream: string; requireSignedFrames: boolean };
-  outbound?: { listen: HostPort; routes: RouteConfig[] };
+  outbound?: { listen: HostPort; routes: RouteConfig[]; egress: EgressRouteConfig[] };
   policy: { mode: 'enforce' | 'dry-run'; allow?: string[]; cedar?: string };
   bus?: BusConfig;
   delegation?: DelegationConfig;
@@ -95,6 +114,8 @@ export interface ParseOptions {
 export const DEFAULTS = {
   devTtl: '15m',
   workloadApiStartupTimeout: '30s',
+  secretRefresh: '5m',
+  secretTimeout: '5s',
   workloadApiRetryInitial: '500ms',
   workloadApiRetryMax: '30s',
   inboundListen: { host: '0.0.0.0', port: 8443 },
@@ -127,7 +148,7 @@ export function parseConfig(text: string, format: ConfigFormat, configPath: stri
   const data = validateDocument(RootSchema, raw, abs, {
     wording: { knownKeys: KNOWN_KEYS },
     rawIssues: crossFieldIssues(raw, env),
-    dataIssues: (d) => [...listenerIssues(d), ...busIssues(d), ...delegationIssues(d), ...revocationIssues(d)],
+    dataIssues: (d) => [...listenerIssues(d), ...busIssues(d), ...delegationIssues(d), ...revocationIssues(d), ...egressIssues(d)],
   });
   return build(data, abs, env);
 }
@@ -196,6 +217,49 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
     });
   }
 
+  return issues;
+}
+
+/** outbound.egress: one secret source each, hosts unique across routes and egress, sane templates. */
+function egressIssues(data: RawConfig): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const hosts = new Map<string, string>();
+  (data.outbound?.routes ?? []).forEach((r, i) => hosts.set(`${r.host.host}|${r.host.port ?? ''}`, `outbound.routes[${i}]`));
+  (data.outbound?.egress ?? []).forEach((e, i) => {
+    const at = `outbound.egress[${i}]`;
+    const key = `${e.host.host}|${e.host.port ?? ''}`;
+    const first = hosts.get(key);
+    if (first) issues.push({ path: `${at}.host`, message: `duplicate host ${JSON.stringify(e.host.host)} (same as ${first}.host)` });
+    else hosts.set(key, at);
+    const sourceIssue = (s: { file?: unknown; env?: unknown; http?: unknown } | undefined, path: string): void => {
+      if (!s) return;
+      const n = [s.file, s.env, s.http].filter((v) => v !== undefined).length;
+      if (n !== 1) issues.push({ path, message: `exactly one of file, env, http is required (got ${n})` });
+    };
+    sourceIssue(e.credential, `${at}.credential`);
+    sourceIssue(e.attribution?.userSecret, `${at}.attribution.userSecret`);
+    if (e.credential?.value !== undefined && !e.credential.value.includes('{credential}')) {
+      issues.push({ path: `${at}.credential.value`, message: 'must contain {credential}' });
+    }
+    if (e.credential?.http) {
+      try {
+        const u = new URL(e.credential.http.url);
+        const loopback = ['127.0.0.1', '[::1]', 'localhost'].includes(u.hostname);
+        if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback)) issues.push({ path: `${at}.credential.http.url`, message: 'must be https:// (http:// only on loopback)' });
+      } catch {
+        issues.push({ path: `${at}.credential.http.url`, message: 'is not a valid URL' });
+      }
+    }
+    const credentialHeader = (e.credential?.header ?? 'authorization').toLowerCase();
+    for (const [name, template] of Object.entries(e.attribution?.headers ?? {})) {
+      const path = `${at}.attribution.headers.${name}`;
+      if (!/^[A-Za-z0-9-]+$/.test(name)) issues.push({ path, message: 'is not a header name' });
+      const problem = templateProblem(template);
+      if (problem) issues.push({ path, message: problem });
+      if (e.credential && name.toLowerCase() === credentialHeader) issues.push({ path, message: 'is the credential header' });
+      if (template.includes('{user}') && !e.attribution?.userSecret) issues.push({ path, message: '{user} needs attribution.userSecret (the pseudonym is an HMAC under it)' });
+    }
+  });
   return issues;
 }
 
@@ -304,6 +368,48 @@ export function workloadApiIdentity(wa: RawConfig['identity']['workloadApi'] | u
   };
 }
 
+type RawEgress = NonNullable<NonNullable<RawConfig['outbound']>['egress']>[number];
+type RawSecret = NonNullable<NonNullable<RawEgress['attribution']>['userSecret']>;
+
+function secretSource(s: RawSecret, abs: (p: string) => string): SecretSourceConfig {
+  if (s.file !== undefined) return { kind: 'file', path: abs(s.file) };
+  if (s.env !== undefined) return { kind: 'env', name: s.env };
+  const h = s.http!;
+  return {
+    kind: 'http',
+    url: h.url,
+    pointer: h.pointer,
+    refreshMs: h.refresh ?? parseDuration(DEFAULTS.secretRefresh),
+    timeoutMs: h.timeout ?? parseDuration(DEFAULTS.secretTimeout),
+    ...(h.headers ? { headers: Object.fromEntries(Object.entries(h.headers).map(([k, v]) => [k.toLowerCase(), { file: abs(v.file) }])) } : {}),
+    ...(h.tls ? { tls: { ...(h.tls.ca ? { ca: abs(h.tls.ca) } : {}), ...(h.tls.cert ? { cert: abs(h.tls.cert) } : {}), ...(h.tls.key ? { key: abs(h.tls.key) } : {}) } } : {}),
+  };
+}
+
+function egressRoute(e: RawEgress, abs: (p: string) => string): EgressRouteConfig {
+  const rate = (r: { rate: number; burst?: number } | undefined): RateSpec | undefined => r && { ratePerSecond: r.rate, burst: r.burst ?? Math.max(1, Math.ceil(r.rate)) };
+  const header = (e.credential?.header ?? 'authorization').toLowerCase();
+  const agent = rate(e.limits?.agent);
+  const user = rate(e.limits?.user);
+  return {
+    host: e.host.host,
+    ...(e.host.port !== undefined ? { port: e.host.port } : {}),
+    upstream: e.upstream,
+    ...(e.ca ? { ca: abs(e.ca) } : {}),
+    ...(e.credential ? { credential: { source: secretSource(e.credential, abs), header, value: e.credential.value ?? (header === 'authorization' ? 'Bearer {credential}' : '{credential}') } } : {}),
+    attribution: {
+      headers: Object.fromEntries(Object.entries(e.attribution?.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
+      ...(e.attribution?.userSecret ? { userSecret: secretSource(e.attribution.userSecret, abs) } : {}),
+    },
+    limits: {
+      ...(agent ? { agent } : {}),
+      ...(user ? { user } : {}),
+      ...(e.limits?.concurrency !== undefined ? { concurrency: e.limits.concurrency } : {}),
+      ...(e.limits?.maxBodyBytes !== undefined ? { maxBodyBytes: e.limits.maxBodyBytes } : {}),
+    },
+  };
+}
+
 function build(data: RawConfig, configPath: string, env: Record<string, string | undefined>): SigilConfig {
   const dir = path.dirname(configPath);
   const abs = (p: string) => path.resolve(dir, p);
@@ -354,6 +460,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
         if (r.exchange) route.exchange = r.exchange.scope === undefined ? {} : { scope: r.exchange.scope.split(' ') };
         return route;
       }),
+      egress: (data.outbound.egress ?? []).map((e) => egressRoute(e, abs)),
     };
   }
   if (data.bus) {

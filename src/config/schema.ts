@@ -185,9 +185,80 @@ export const RouteSchema = z.strictObject({
   exchange: z.strictObject({ scope: scopeString.optional() }).optional(),
 });
 
+const headerName = z.string().regex(/^[A-Za-z0-9-]+$/, { error: 'must be a header name (letters, digits, -)' });
+
+const httpsUrl = z.string().superRefine(
+  check((s) => {
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      return `invalid URL ${JSON.stringify(s)} (expected https://host[:port][/base/path])`;
+    }
+    if (u.protocol !== 'https:') return `must be an https:// URL (got ${u.protocol}); egress always leaves over TLS`;
+    if (u.username !== '' || u.password !== '') return 'must not carry user info (credentials go in `credential`)';
+    if (u.search !== '' || u.hash !== '') return 'must not have a query or fragment';
+    return undefined;
+  }),
+);
+
+/** Where a secret comes from: exactly one of a file (watched), an environment variable, or an HTTP JSON endpoint. */
+export const SecretHttpSchema = z.strictObject({
+  url: z.string().min(1),
+  /** RFC 6901 JSON pointer to the string in the response, e.g. `/data/data/api_key` (Vault KV v2). */
+  pointer: z.string().regex(/^(\/[^/]*)+$/, { error: 'must be a JSON pointer such as /data/data/api_key' }),
+  refresh: duration.optional(),
+  timeout: duration.optional(),
+  /** Request headers read from files at every fetch (e.g. `x-vault-token`). */
+  headers: z.record(z.string(), z.strictObject({ file: filePath })).optional(),
+  tls: z.strictObject({ ca: filePath.optional(), cert: filePath.optional(), key: filePath.optional() }).optional(),
+});
+
+export const SecretSourceSchema = z.strictObject({
+  file: filePath.optional(),
+  env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'must be an environment variable name' }).optional(),
+  http: SecretHttpSchema.optional(),
+});
+
+export const EgressCredentialSchema = SecretSourceSchema.extend({
+  /** The header the credential goes in (default `authorization`); the agent's own copy is removed. */
+  header: headerName.optional(),
+  /** The header value; `{credential}` is replaced (default `Bearer {credential}` for authorization, else `{credential}`). */
+  value: z.string().optional(),
+});
+
+const rateSpec = z.strictObject({ rate: z.number().positive(), burst: z.number().int().positive().optional() });
+
+export const EgressRouteSchema = z.strictObject({
+  host: routeHost,
+  /** The real API: `https://host[:port][/base]`; the agent's path is appended to the base. */
+  upstream: httpsUrl,
+  /** PEM CA(s) for the upstream's certificate (default: the system store). */
+  ca: filePath.optional(),
+  credential: EgressCredentialSchema.optional(),
+  attribution: z
+    .strictObject({
+      /** Header → template with {agent}, {user} (pseudonym), {task}. */
+      headers: z.record(z.string(), z.string()).optional(),
+      /** The secret the user pseudonym is an HMAC under (same on every sidecar that should agree). */
+      userSecret: SecretSourceSchema.optional(),
+    })
+    .optional(),
+  limits: z
+    .strictObject({
+      agent: rateSpec.optional(),
+      user: rateSpec.optional(),
+      concurrency: z.number().int().positive().optional(),
+      maxBodyBytes: z.number().int().positive().optional(),
+    })
+    .optional(),
+});
+
 export const OutboundSchema = z.strictObject({
   listen: listen.optional(),
   routes: z.array(RouteSchema).optional(),
+  /** Model providers and SaaS APIs: the sidecar holds the credential and calls them over TLS. */
+  egress: z.array(EgressRouteSchema).optional(),
 });
 
 export const PolicySchema = z.strictObject({
@@ -344,6 +415,12 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   inbound: Object.keys(InboundSchema.shape),
   outbound: Object.keys(OutboundSchema.shape),
   'outbound.routes[]': Object.keys(RouteSchema.shape),
+  'outbound.egress[]': Object.keys(EgressRouteSchema.shape),
+  'outbound.egress[].credential': Object.keys(EgressCredentialSchema.shape),
+  'outbound.egress[].credential.http': Object.keys(SecretHttpSchema.shape),
+  'outbound.egress[].attribution': ['headers', 'userSecret'],
+  'outbound.egress[].attribution.userSecret': Object.keys(SecretSourceSchema.shape),
+  'outbound.egress[].limits': ['agent', 'user', 'concurrency', 'maxBodyBytes'],
   policy: Object.keys(PolicySchema.shape),
   bus: Object.keys(BusSchema.shape),
   'bus.nats': Object.keys(NatsSchema.shape),

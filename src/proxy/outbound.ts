@@ -19,7 +19,8 @@ import { OutboundError, PeerAgent } from './peer-agent.js';
 import { authorizeCalls, inspectWebSocketText, readRequestBody, REQUEST_REF_HEADER, sendJson } from './jsonrpc-http.js';
 import type { JsonRpcCall } from './jsonrpc.js';
 import { denialBody, errorBody, sendError, sendRawError, type ErrorBody } from './responses.js';
-import { RouteTable, type Route } from './routes.js';
+import { RouteTable, splitAuthority, type Route } from './routes.js';
+import type { EgressRoute, EgressRoutes } from '../egress/index.js';
 import { SIGNED_FRAMES_HEADER, SIGNED_FRAMES_VERSION, type FrameSigning } from '../bus/frames.js';
 import { ExchangeError, type ExchangeClient } from '../delegation/exchange-client.js';
 import { bearerToken } from '../delegation/gate.js';
@@ -48,6 +49,8 @@ export interface OutboundOptions {
   exchange?: ExchangeClient;
   /** Registers live work (pooled connections, streams) so a revocation can cut it. */
   live?: (work: LiveWork) => () => void;
+  /** Egress routes to external APIs (outbound.egress), matched before peer routes' 403 no_route. */
+  egressRoutes?: EgressRoutes;
   logger: Logger;
 }
 
@@ -155,8 +158,38 @@ export class OutboundProxy {
     return target;
   }
 
+  /** The egress route a request names (Host or absolute-form), with req.url made origin-form. */
+  private egressFor(req: IncomingMessage): EgressRoute | undefined {
+    const egress = this.options.egressRoutes;
+    if (!egress) return undefined;
+    let authority = req.headers.host ?? '';
+    const url = req.url ?? '/';
+    let parsed: URL | undefined;
+    if (!url.startsWith('/')) {
+      try {
+        parsed = new URL(url);
+      } catch {
+        return undefined;
+      }
+      if (parsed.protocol !== 'http:') return undefined;
+      authority = parsed.host;
+    }
+    const { host, port } = splitAuthority(authority);
+    const route = egress.resolve(host, port);
+    if (route && parsed) req.url = parsed.pathname + parsed.search;
+    return route;
+  }
+
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     stripIdentityHeaders(req.headers);
+    const egress = this.egressFor(req);
+    if (egress) {
+      this.options.egressRoutes!.handle(req, res, egress).catch((err: Error) => {
+        this.options.logger.error('egress request failed unexpectedly', { error: err });
+        sendError(res, 502, errorBody(502, 'internal_error'), true);
+      });
+      return;
+    }
     const { meta, outcome } = this.track(req, res, 'http', () => (res.headersSent ? res.statusCode : 0));
     const target = this.route(req);
     if ('error' in target) {

@@ -21,6 +21,7 @@ const ERROR_NAMES: Record<number, string> = {
   405: 'method_not_allowed',
   413: 'payload_too_large',
   415: 'unsupported_media_type',
+  429: 'too_many_requests',
   431: 'headers_too_large',
   502: 'bad_gateway',
   503: 'unavailable',

@@ -15,7 +15,8 @@ import { silentLogger, type Logger } from './logger.js';
 export type AuditResource =
   | { type: 'Agent'; id: string }
   | { type: 'Tool'; name: string; agent: string }
-  | { type: 'Topic'; subject: string };
+  | { type: 'Topic'; subject: string }
+  | { type: 'Host'; name: string };
 
 /** One audit line (JSON, one per line). Optional fields are `undefined` here and absent from the JSON. */
 export interface AuditLine {
@@ -90,6 +91,10 @@ export function auditLine(decision: Decision, meta: CallMeta | undefined, time: 
     case 'Tool':
       resource = { type: 'Tool', name: r.name, agent: r.agent.toString() };
       destination = resource.agent;
+      break;
+    case 'Host':
+      resource = { type: 'Host', name: r.name };
+      destination = r.name;
       break;
     default:
       resource = { type: 'Topic', subject: r.subject };

@@ -13,7 +13,7 @@ export interface MetricsOptions {
   principalPathSegments?: number;
 }
 
-export type Reporter = 'inbound' | 'outbound';
+export type Reporter = 'inbound' | 'outbound' | 'egress';
 export type RequestProtocol = 'http' | 'websocket' | 'jsonrpc' | 'bus';
 export type DecisionLabel = 'allow' | 'deny' | 'would_deny';
 
@@ -21,6 +21,8 @@ export interface RequestObservation {
   reporter: Reporter;
   source?: SpiffeId;
   destination?: SpiffeId;
+  /** Egress: the external API's host (from config, so bounded) instead of a SPIFFE ID. */
+  destinationHost?: string;
   protocol: RequestProtocol;
   responseCode: number;
   decision: DecisionLabel;
@@ -194,7 +196,7 @@ export class SigilMetrics {
     const labels = {
       reporter: o.reporter,
       source_principal: this.principal('source_principal', o.source),
-      destination_principal: this.principal('destination_principal', o.destination),
+      destination_principal: o.destinationHost ?? this.principal('destination_principal', o.destination),
       request_protocol: o.protocol,
       response_code: String(o.responseCode),
       decision: o.decision,

@@ -652,6 +652,7 @@ shutdown: { drainTimeout: 2500ms }
           spiffeId: 'spiffe://example.org/team/**',
         },
       ],
+      egress: [],
     },
     policy: { mode: 'dry-run', allow: ['spiffe://example.org/agent/*', 'spiffe://partner.example/**'] },
     bus: {
@@ -691,6 +692,7 @@ shutdown: { drainTimeout: 2500ms }
     outbound: {
       listen: { host: '127.0.0.1', port: 15001 },
       routes: [{ host: 'tools.mcp', address: { host: '10.0.0.7', port: 443 }, spiffeId: 'spiffe://prod.example.com/mcp/tools' }],
+      egress: [],
     },
     policy: { mode: 'enforce', cedar: path.join(dir, 'conf', 'policy.cedar') },
     metrics: { enabled: true, principalLabelLimit: 100 },

@@ -1,0 +1,335 @@
+// Egress routes: the agent calls a model provider or SaaS API through its sidecar without any
+// key. Per call, in this order: the agent's delegation (if it presents one) is verified, the
+// call is authorized (`egress.http` on `Host::"<host>"`, revocation first), the route's limits
+// are taken, and the request is sent over TLS to the real upstream (verified against the
+// system store or the route's CA) with the credential injected and attribution headers added.
+// The agent's own copy of the credential header and its delegation token never leave.
+// Responses stream through as they arrive (server-sent events, chunked).
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { decodeJwt } from 'jose';
+import type { AuthzRequest, CallMeta, Decide, DelegationContext, ReasonCode } from '../authz/index.js';
+import type { EgressRouteConfig } from '../config/index.js';
+import { bearerToken } from '../delegation/gate.js';
+import { DelegationError, type DelegationVerifier } from '../delegation/index.js';
+import type { IdentitySnapshot } from '../identity/index.js';
+import { stripHopByHop } from '../proxy/headers.js';
+import { beginCall, httpContext, nonCanonicalTarget } from '../proxy/http-common.js';
+import { REQUEST_REF_HEADER } from '../proxy/jsonrpc-http.js';
+import { denialBody, errorBody, sendError } from '../proxy/responses.js';
+import type { LiveWork } from '../revocation/index.js';
+import type { Logger, RequestObservation } from '../telemetry/index.js';
+import { pseudonym, renderTemplate } from './attribution.js';
+import { createCredentialSource, CredentialUnavailableError, type CredentialSource } from './credentials.js';
+import { ConcurrencyLimit, KeyedBuckets, TokenBucket } from './limits.js';
+
+export interface EgressOptions {
+  routes: EgressRouteConfig[];
+  identity: () => IdentitySnapshot | undefined;
+  /** Evaluates with the policy in force (revocation first) and records the decision. */
+  decide: Decide;
+  /** Records a refusal no policy made (limits, credentials), like a decision: audit and metrics. */
+  refuse: (request: AuthzRequest, reason: ReasonCode, meta?: CallMeta) => void;
+  /** Verifies delegation tokens the agent presents (when the sidecar has `delegation`). */
+  delegation?: { verifier: DelegationVerifier; header: string };
+  observe: (observation: RequestObservation) => void;
+  /** Registers in-flight calls so a revocation (of a user, task, token) cuts them. */
+  live?: (work: LiveWork) => () => void;
+  logger: Logger;
+}
+
+/** One configured egress route with its running parts. */
+export interface EgressRoute {
+  config: EgressRouteConfig;
+  upstream: URL;
+  agent: HttpsAgent;
+  credential?: CredentialSource;
+  userSecret?: CredentialSource;
+  agentRate?: TokenBucket;
+  userRates?: KeyedBuckets;
+  concurrency?: ConcurrencyLimit;
+}
+
+const NEVER_FORWARDED = ['host', REQUEST_REF_HEADER, 'proxy-authorization'];
+
+export class EgressRoutes {
+  private readonly routes: EgressRoute[];
+
+  constructor(private readonly options: EgressOptions) {
+    this.routes = options.routes.map((config, i) => {
+      const upstream = new URL(config.upstream);
+      let ca: string | undefined;
+      if (config.ca) {
+        try {
+          ca = readFileSync(config.ca, 'utf8');
+        } catch (err) {
+          throw new Error(`outbound.egress[${i}].ca: cannot read ${config.ca} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+        }
+      }
+      const route: EgressRoute = {
+        config,
+        upstream,
+        // The route's own CA, or Node's bundled/system store; never `rejectUnauthorized: false`.
+        agent: new HttpsAgent({ keepAlive: true, ...(ca ? { ca } : {}) }),
+      };
+      const log = options.logger.child({ egress: config.host });
+      if (config.credential) route.credential = createCredentialSource(config.credential.source, log);
+      if (config.attribution.userSecret) route.userSecret = createCredentialSource(config.attribution.userSecret, log);
+      if (config.limits.agent) route.agentRate = new TokenBucket(config.limits.agent);
+      if (config.limits.user) route.userRates = new KeyedBuckets(config.limits.user);
+      if (config.limits.concurrency) route.concurrency = new ConcurrencyLimit(config.limits.concurrency);
+      return route;
+    });
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.routes.flatMap((r) => [r.credential?.start(), r.userSecret?.start()]));
+  }
+
+  stop(): void {
+    for (const r of this.routes) {
+      r.credential?.stop();
+      r.userSecret?.stop();
+      r.agent.destroy();
+    }
+  }
+
+  /** The route for a request's host (and port, if the route names one). */
+  resolve(host: string, port: number | undefined): EgressRoute | undefined {
+    return (
+      this.routes.find((r) => r.config.host === host && r.config.port !== undefined && r.config.port === port) ??
+      this.routes.find((r) => r.config.host === host && r.config.port === undefined)
+    );
+  }
+
+  /** For /status: never a credential value. */
+  status(): unknown {
+    return this.routes.map((r) => ({
+      host: r.config.host,
+      upstream: r.upstream.origin,
+      credential: r.credential?.status(),
+      inFlight: r.concurrency?.current,
+    }));
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse, route: EgressRoute): Promise<void> {
+    const started = process.hrtime.bigint();
+    const meta = beginCall(req);
+    let decisionLabel: RequestObservation['decision'] = 'deny';
+    let reason: string = 'internal_error';
+    let chainDepth = 0;
+    res.once('close', () => {
+      this.options.observe({
+        reporter: 'egress',
+        ...(own ? { source: own.svid.id } : {}),
+        destinationHost: route.config.host,
+        protocol: 'http',
+        responseCode: res.headersSent ? res.statusCode : 0,
+        decision: decisionLabel,
+        reason,
+        seconds: Number(process.hrtime.bigint() - started) / 1e9,
+        chainDepth,
+      });
+    });
+    const refuse = (status: number, why: ReasonCode, detail?: string, headers: OutgoingHttpHeaders = {}): void => {
+      reason = why;
+      for (const [k, v] of Object.entries(headers)) res.setHeader(k, v as string);
+      sendError(res, status, errorBody(status, why, detail === undefined ? {} : { detail }));
+    };
+    const own = this.options.identity();
+    if (!own) return refuse(503, 'svid_unavailable', 'this sidecar has no identity to act with');
+    const nonCanonical = nonCanonicalTarget(req.url);
+    if (nonCanonical) return refuse(400, 'bad_request', nonCanonical);
+
+    // The agent's delegation, if it presents one (never forwarded to the provider).
+    let delegation: DelegationContext | undefined;
+    const d = this.options.delegation;
+    if (d && req.headers[d.header] !== undefined) {
+      const token = bearerToken(req.headers[d.header]);
+      if (!token) return refuse(401, 'delegation_invalid', 'not a Bearer token');
+      try {
+        // The token is addressed to this agent; on egress there is no mTLS peer to compare its
+        // current actor with, so the actor is taken from the token itself (signature, audience,
+        // expiry, depth and revocation are still checked).
+        const act = (decodeJwt(token) as { act?: { sub?: unknown } }).act?.sub;
+        const verified = await d.verifier.verify(token, { audience: own.svid.id.toString(), actor: typeof act === 'string' ? act : '' });
+        delegation = verified.context;
+        chainDepth = delegation.depth;
+      } catch (err) {
+        const why: ReasonCode = err instanceof DelegationError ? err.code : 'delegation_invalid';
+        res.setHeader('www-authenticate', `Bearer realm="sigil", error="invalid_token", error_description="${why}"`);
+        return refuse(401, why);
+      }
+    }
+
+    const http = httpContext(req);
+    const request: AuthzRequest = {
+      action: 'egress.http',
+      direction: 'outbound',
+      principal: own.svid.id,
+      resource: { type: 'Host', name: route.config.host },
+      peer: own.svid.id,
+      http,
+      ...(delegation ? { delegation } : {}),
+    };
+    const decision = this.options.decide(request, meta);
+    if (!decision.allowed) {
+      reason = decision.reason;
+      sendError(res, 403, denialBody(decision));
+      return;
+    }
+    decisionLabel = decision.wouldDeny ? 'would_deny' : 'allow';
+    reason = decision.wouldDeny ? decision.reason : 'allowed';
+
+    const limited = (why: 'rate_limited' | 'concurrency_limited', retryAfterMs: number, detail: string): void => {
+      decisionLabel = 'deny';
+      this.options.refuse(request, why, meta);
+      refuse(429, why, detail, { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) });
+    };
+    const release = route.concurrency?.tryAcquire();
+    if (route.concurrency && !release) return limited('concurrency_limited', 1000, `at most ${route.concurrency.max} calls in flight to ${route.config.host}`);
+    res.once('close', () => release?.());
+    const agentTake = route.agentRate?.take();
+    if (agentTake && !agentTake.ok) return limited('rate_limited', agentTake.retryAfterMs, `agent rate limit for ${route.config.host}`);
+
+    let user: string | undefined;
+    if (delegation && route.userSecret) {
+      try {
+        user = pseudonym(route.userSecret.value(), delegation.sub);
+      } catch (err) {
+        return this.unavailable(request, meta, refuse, err, 'the user pseudonym secret');
+      }
+    }
+    if (delegation && route.userRates) {
+      // Keyed by the pseudonym when there is one, else by a hash-free stand-in: the sub itself
+      // never leaves this process either way.
+      const take = route.userRates.take(user ?? `sub:${delegation.sub}`);
+      if (!take.ok) return limited('rate_limited', take.retryAfterMs, `per-user rate limit for ${route.config.host}`);
+    }
+
+    const max = route.config.limits.maxBodyBytes;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (max !== undefined && declared > max) {
+      decisionLabel = 'deny';
+      this.options.refuse(request, 'body_too_large', meta);
+      return refuse(413, 'body_too_large', `request bodies to ${route.config.host} are limited to ${max} bytes`);
+    }
+
+    let credentialValue: string | undefined;
+    if (route.credential) {
+      try {
+        credentialValue = route.credential.value();
+      } catch (err) {
+        return this.unavailable(request, meta, refuse, err, 'the credential');
+      }
+    }
+    const headers = this.upstreamHeaders(req.headers, route, { agent: own.svid.id.toString(), ...(user ? { user } : {}), ...(delegation ? { task: delegation.task } : {}) }, credentialValue);
+    this.send(req, res, route, headers, max, {
+      onFailure: (why, detail) => {
+        decisionLabel = why === 'body_too_large' || why === 'upstream_untrusted' ? 'deny' : decisionLabel;
+        reason = why;
+        if (why === 'body_too_large') this.options.refuse(request, why, meta);
+        const status = why === 'body_too_large' ? 413 : 502;
+        sendError(res, status, errorBody(status, why, { detail }));
+      },
+      register: (cut) =>
+        this.options.live?.({
+          kind: 'connection',
+          agents: [own.svid.id],
+          ...(delegation ? { delegation } : {}),
+          close: () => cut(),
+        }),
+    });
+  }
+
+  private unavailable(request: AuthzRequest, meta: CallMeta, refuse: (status: number, why: ReasonCode, detail?: string) => void, err: unknown, what: string): void {
+    // The source's reason names where the value comes from, never the value.
+    const detail = err instanceof CredentialUnavailableError ? err.message : `${what} is unavailable`;
+    this.options.logger.warn('egress call refused: credential unavailable', { reason: 'credential_unavailable', host: request.resource.type === 'Host' ? request.resource.name : '', detail });
+    this.options.refuse(request, 'credential_unavailable', meta);
+    refuse(502, 'credential_unavailable', detail);
+  }
+
+  /** The request headers for the upstream: the agent's, minus what must not leave, plus ours. */
+  private upstreamHeaders(incoming: IncomingHttpHeaders, route: EgressRoute, values: { agent: string; user?: string; task?: string }, credential: string | undefined): OutgoingHttpHeaders {
+    const headers: OutgoingHttpHeaders = { ...incoming };
+    stripHopByHop(headers);
+    for (const name of NEVER_FORWARDED) delete headers[name];
+    const d = this.options.delegation;
+    if (d) delete headers[d.header];
+    const cred = route.config.credential;
+    // The agent's own copy of the credential header never reaches the provider.
+    if (cred) delete headers[cred.header];
+    for (const name of Object.keys(route.config.attribution.headers)) delete headers[name];
+    for (const [name, template] of Object.entries(route.config.attribution.headers)) {
+      const value = renderTemplate(template, values);
+      if (value !== undefined) headers[name] = value;
+    }
+    if (cred && credential !== undefined) headers[cred.header] = cred.value.replace('{credential}', credential);
+    headers['host'] = route.upstream.host;
+    return headers;
+  }
+
+  private send(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: EgressRoute,
+    headers: OutgoingHttpHeaders,
+    maxBodyBytes: number | undefined,
+    hooks: { onFailure(why: ReasonCode, detail: string): void; register(cut: () => void): (() => void) | undefined },
+  ): void {
+    const base = route.upstream.pathname.replace(/\/$/, '');
+    let upstreamReq: ClientRequest | undefined;
+    let failed = false;
+    const fail = (why: ReasonCode, detail: string): void => {
+      if (failed) return;
+      failed = true;
+      upstreamReq?.destroy();
+      hooks.onFailure(why, detail);
+    };
+    upstreamReq = httpsRequest(
+      {
+        protocol: 'https:',
+        hostname: route.upstream.hostname.replace(/^\[(.*)\]$/, '$1'),
+        port: route.upstream.port || 443,
+        path: base + (req.url ?? '/'),
+        method: req.method,
+        headers,
+        agent: route.agent,
+        servername: route.upstream.hostname,
+      },
+      (upstreamRes) => {
+        const out: IncomingHttpHeaders = { ...upstreamRes.headers };
+        stripHopByHop(out);
+        res.writeHead(upstreamRes.statusCode ?? 502, out as OutgoingHttpHeaders);
+        // Streamed as it arrives: server-sent events reach the agent token by token.
+        res.flushHeaders();
+        upstreamRes.pipe(res);
+        upstreamRes.on('error', () => res.destroy());
+      },
+    );
+    const unregister = hooks.register(() => {
+      upstreamReq?.destroy();
+      res.destroy();
+    });
+    res.once('close', () => {
+      unregister?.();
+      if (!upstreamReq?.writableFinished || !res.writableFinished) upstreamReq?.destroy();
+    });
+    upstreamReq.on('error', (err: NodeJS.ErrnoException) => {
+      if (res.headersSent) return void res.destroy();
+      const tls = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|altname/i.test(`${err.code ?? ''} ${err.message}`);
+      fail(tls ? 'upstream_untrusted' : 'upstream_unavailable', tls ? `the upstream ${route.upstream.host} presented a certificate that does not verify (${err.code ?? 'tls'})` : `upstream ${route.upstream.host}: ${err.code ?? err.message}`);
+    });
+    let sent = 0;
+    req.on('data', (chunk: Buffer) => {
+      sent += chunk.length;
+      if (maxBodyBytes !== undefined && sent > maxBodyBytes) {
+        req.unpipe(upstreamReq!);
+        fail('body_too_large', `request bodies to ${route.config.host} are limited to ${maxBodyBytes} bytes`);
+      }
+    });
+    req.pipe(upstreamReq);
+  }
+}

@@ -1,0 +1,295 @@
+// Egress to an external API through a real `sigil run`: a local HTTPS server with its own CA
+// stands in for a model provider. The agent calls http://api.provider.test through its sidecar
+// with no key (and with a key of its own, which must not pass); the provider sees the injected
+// credential and the attribution headers; server-sent events stream through; the credential
+// file rotates; a missing credential, a policy denial, limits and an untrusted upstream are
+// refused with clear reasons; no log, audit line, metric or /status carries the credential.
+import { randomBytes } from 'node:crypto';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { request as httpRequest } from 'node:http';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { nestAct, signDelegationToken, SigningKeyRing, type DelegationTokenClaims, type SigningKey } from '../../src/delegation/index.js';
+import { pseudonym } from '../../src/egress/index.js';
+import { createCa, createCert, type Issued } from '../fixtures/certs.js';
+import { plainRequest, type HttpResult } from '../helpers/clients.js';
+import { runSigil, setupTrustDomain, sidecarConfig, sleep, splitAddress, tempDir, waitUntil, writeConfig, type RunningSigil } from '../helpers/env.js';
+
+const TD = 'example.org';
+const ID_A = 'spiffe://example.org/agent/a';
+const ISSUER = 'https://broker.example.org';
+const SECRET_1 = `sk-live-${randomBytes(12).toString('hex')}`;
+const SECRET_2 = `sk-live-${randomBytes(12).toString('hex')}`;
+const PSEUDONYM_SECRET = `pseudo-${randomBytes(12).toString('hex')}`;
+const AGENT_KEY = `sk-agent-${randomBytes(8).toString('hex')}`;
+
+const POLICY = `
+@id("provider-v1") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"api.provider.test")
+when { context.http.path like "/v1/*" };
+@id("no-admin") forbid (principal, action == Action::"egress.http", resource)
+when { context.http.path like "/v1/admin*" };
+@id("limited") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"limited.provider.test");
+@id("untrusted") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"untrusted.provider.test");
+@id("missing") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"missing.provider.test");
+`;
+
+interface Seen {
+  url: string;
+  headers: IncomingHttpHeaders;
+}
+
+let dir: string;
+let a: RunningSigil;
+let key: SigningKey;
+let provider: { port: number; seen: Seen[]; release: () => void };
+let auditPath: string;
+let credentialFile: string;
+
+async function startProvider(t: Test, ca: Issued): Promise<{ port: number; seen: Seen[]; release: () => void }> {
+  const cert = await createCert({ signer: ca, role: 'provider', ipAddresses: ['127.0.0.1'], dnsNames: ['localhost'], keyUsage: ['digitalSignature', 'keyEncipherment'], extKeyUsage: ['1.3.6.1.5.5.7.3.1'] });
+  const seen: Seen[] = [];
+  let release: () => void = () => {};
+  const server: HttpsServer = createHttpsServer({ cert: cert.pem, key: cert.keyPem }, (req, res: ServerResponse) => {
+    seen.push({ url: req.url ?? '', headers: req.headers });
+    if (req.url === '/v1/stream') {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      res.write('data: first\n\n');
+      release = () => res.end('data: second\n\n');
+      return;
+    }
+    if (req.url?.startsWith('/v1/slow')) {
+      setTimeout(() => res.end('{}'), 500);
+      return;
+    }
+    let body = 0;
+    req.on('data', (c: Buffer) => (body += c.length));
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ok: true, body }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }));
+  return { port: (server.address() as { port: number }).port, seen, release: () => release() };
+}
+
+t.before(async () => {
+  dir = await tempDir(t, 'sigil-egress-');
+  const td = await setupTrustDomain(dir, TD);
+  const providerCa = await createCa({ trustDomain: 'provider.test' });
+  provider = await startProvider(t, providerCa);
+  await writeFile(join(dir, 'provider-ca.pem'), providerCa.pem);
+  // The untrusted route's CA is some other CA: the provider's certificate does not chain to it.
+  await writeFile(join(dir, 'other-ca.pem'), (await createCa({ trustDomain: 'other.test' })).pem);
+  credentialFile = join(dir, 'provider.key');
+  await writeFile(credentialFile, `${SECRET_1}\n`);
+  await writeFile(join(dir, 'pseudonym.key'), PSEUDONYM_SECRET);
+  await writeFile(join(dir, 'policy.cedar'), POLICY);
+  const ring = await SigningKeyRing.load(join(dir, 'broker-keys'));
+  key = ring.current();
+  await ring.writeJwks(join(dir, 'broker.jwks.json'));
+  auditPath = join(dir, 'audit.jsonl');
+  const upstream = `https://127.0.0.1:${provider.port}`;
+  a = await runSigil(
+    t,
+    await writeConfig(
+      dir,
+      'a.yaml',
+      sidecarConfig({
+        trustDomain: TD,
+        identity: { dev: { caDir: td.caDir, spiffeId: ID_A, ttl: '15m' } },
+        outbound: {
+          listen: '127.0.0.1:0',
+          egress: [
+            {
+              host: 'api.provider.test',
+              upstream,
+              ca: './provider-ca.pem',
+              credential: { file: './provider.key' },
+              attribution: {
+                headers: { 'x-acting-agent': '{agent}', 'x-user-pseudonym': '{user}', 'x-task-id': '{task}' },
+                userSecret: { file: './pseudonym.key' },
+              },
+              limits: { maxBodyBytes: 1024 },
+            },
+            {
+              host: 'limited.provider.test',
+              upstream,
+              ca: './provider-ca.pem',
+              credential: { file: './provider.key', header: 'x-api-key' },
+              limits: { agent: { rate: 1, burst: 2 }, concurrency: 1 },
+            },
+            { host: 'untrusted.provider.test', upstream, ca: './other-ca.pem', credential: { file: './provider.key' } },
+            { host: 'missing.provider.test', upstream, ca: './provider-ca.pem', credential: { file: './does-not-exist.key' } },
+          ],
+        },
+        policy: { cedar: './policy.cedar' },
+        delegation: { issuer: ISSUER, jwks: './broker.jwks.json', leeway: '1s' },
+        audit: { path: auditPath },
+      }),
+    ),
+  );
+});
+
+function claims(over: Partial<DelegationTokenClaims> = {}): DelegationTokenClaims {
+  const now = Math.floor(Date.now() / 1000);
+  return {
+    iss: ISSUER,
+    sub: 'alice@example.org',
+    aud: ID_A,
+    client_id: 'spiffe://example.org/agent/orchestrator',
+    act: nestAct('spiffe://example.org/agent/orchestrator', undefined),
+    scope: 'chat',
+    iat: now,
+    exp: now + 120,
+    jti: randomBytes(16).toString('base64url'),
+    task: 'task-42',
+    ...over,
+  };
+}
+
+const call = (host: string, path: string, headers: Record<string, string> = {}, method = 'GET', body?: string): Promise<HttpResult> =>
+  plainRequest({ address: a.outbound, path, method, headers: { host, ...headers }, ...(body !== undefined ? { body } : {}) });
+const last = (): Seen => provider.seen[provider.seen.length - 1]!;
+
+t.test('the provider gets the injected credential and attribution; the agent sends no key', async (t) => {
+  const r = await call('api.provider.test', '/v1/chat');
+  t.equal(r.gotHttpResponse && r.status, 200, 'served');
+  t.equal(last().headers.authorization, `Bearer ${SECRET_1}`, 'the credential was injected');
+  t.equal(last().headers['x-acting-agent'], ID_A, 'the acting agent');
+  t.equal(last().headers['x-user-pseudonym'], undefined, 'no delegation: no user header');
+  t.equal(last().headers.host, `127.0.0.1:${provider.port}`, 'Host is the upstream');
+
+  const withOwnKey = await call('api.provider.test', '/v1/chat', { authorization: `Bearer ${AGENT_KEY}`, 'x-acting-agent': 'spiffe://example.org/agent/forged' });
+  t.equal(withOwnKey.gotHttpResponse && withOwnKey.status, 401, "an agent's own bearer value is taken as a delegation token, and refused");
+  const asKey = await call('limited.provider.test', '/v1/chat', { 'x-api-key': AGENT_KEY, 'x-acting-agent': 'forged' });
+  t.equal(asKey.gotHttpResponse && asKey.status, 200);
+  t.equal(last().headers['x-api-key'], SECRET_1, "the agent's own x-api-key was replaced by the sidecar's");
+  t.notOk(JSON.stringify(provider.seen).includes(AGENT_KEY), "the agent's key never reached the provider");
+});
+
+t.test('a delegation: a stable user pseudonym and the task id; the token never reaches the provider', async (t) => {
+  const token = await signDelegationToken(claims(), key);
+  const r = await call('api.provider.test', '/v1/chat', { authorization: `Bearer ${token}` });
+  t.equal(r.gotHttpResponse && r.status, 200, `served (${r.gotHttpResponse ? r.body : r.error})`);
+  t.equal(last().headers['x-user-pseudonym'], pseudonym(PSEUDONYM_SECRET, 'alice@example.org'), 'the HMAC pseudonym of the user');
+  t.notOk(JSON.stringify(last().headers).includes('alice'), 'never the user');
+  t.equal(last().headers['x-task-id'], 'task-42');
+  t.equal(last().headers.authorization, `Bearer ${SECRET_1}`, 'the credential replaces the delegation token');
+  t.notOk(JSON.stringify(provider.seen).includes(token), 'the delegation token never reached the provider');
+  const expired = await signDelegationToken(claims({ iat: Math.floor(Date.now() / 1000) - 600, exp: Math.floor(Date.now() / 1000) - 300 }), key);
+  const refused = await call('api.provider.test', '/v1/chat', { authorization: `Bearer ${expired}` });
+  t.equal(refused.gotHttpResponse && refused.status, 401, 'an expired delegation is refused');
+  t.equal(refused.gotHttpResponse && refused.json?.reason, 'delegation_expired');
+});
+
+t.test('server-sent events stream through: the first event arrives before the stream ends', async (t) => {
+  const { host, port } = splitAddress(a.outbound);
+  const chunks: string[] = [];
+  let firstAt = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    const req = httpRequest({ host, port, path: '/v1/stream', headers: { host: 'api.provider.test', accept: 'text/event-stream' } }, (res) => {
+      t.equal(res.statusCode, 200);
+      t.match(String(res.headers['content-type']), 'text/event-stream');
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        if (chunks.length === 0) firstAt = Date.now();
+        chunks.push(c);
+      });
+      res.on('end', () => resolve());
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  t.ok(await waitUntil(() => chunks.join('').includes('data: first'), 3_000), 'the first event arrived while the stream is still open');
+  t.notOk(chunks.join('').includes('second'), 'nothing buffered ahead');
+  await sleep(100);
+  provider.release();
+  await done;
+  t.match(chunks.join(''), /data: first\n\n[\s\S]*data: second\n\n/);
+  t.ok(firstAt > 0);
+});
+
+t.test('credential rotation takes effect on the next call; a missing credential is a 502 with a reason', async (t) => {
+  await writeFile(credentialFile, `${SECRET_2}\n`);
+  t.ok(
+    await waitUntil(async () => {
+      await call('api.provider.test', '/v1/chat');
+      return last().headers.authorization === `Bearer ${SECRET_2}`;
+    }, 3_000),
+    'the rotated credential is used',
+  );
+  const missing = await call('missing.provider.test', '/v1/chat');
+  t.equal(missing.gotHttpResponse && missing.status, 502);
+  t.equal(missing.gotHttpResponse && missing.json?.reason, 'credential_unavailable');
+  t.match(missing.gotHttpResponse ? missing.json?.detail : '', 'does-not-exist.key', 'the reason names the source');
+});
+
+t.test('policy, limits, body size and an untrusted upstream are refused with reasons', async (t) => {
+  const denied = await call('api.provider.test', '/v1/admin/keys');
+  t.equal(denied.gotHttpResponse && denied.status, 403);
+  t.match(denied.gotHttpResponse ? denied.json : {}, { reason: 'policy_denied', policies: ['no-admin'] });
+  const unlisted = await call('api.provider.test', '/v2/other');
+  t.equal(unlisted.gotHttpResponse && unlisted.status, 403, 'outside the permitted paths: default deny');
+
+  const big = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json' }, 'POST', 'x'.repeat(2048));
+  t.equal(big.gotHttpResponse && big.status, 413);
+  t.equal(big.gotHttpResponse && big.json?.reason, 'body_too_large');
+  const small = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json' }, 'POST', 'x'.repeat(512));
+  t.equal(small.gotHttpResponse && small.status, 200, 'positive control: a body under the cap passes');
+
+  await sleep(2_100); // the limited route's bucket is full again
+  const results = [];
+  for (let i = 0; i < 4; i++) results.push(await call('limited.provider.test', '/v1/chat'));
+  const statuses = results.map((r) => (r.gotHttpResponse ? r.status : 0));
+  t.same(statuses.slice(0, 2), [200, 200], 'the burst passes');
+  t.ok(statuses.slice(2).includes(429), `then rate limited (${statuses.join(',')})`);
+  const limited = results.find((r) => r.gotHttpResponse && r.status === 429)!;
+  t.equal(limited.gotHttpResponse && limited.json?.reason, 'rate_limited');
+  t.ok(limited.gotHttpResponse && Number(limited.headers['retry-after']) >= 1, 'with Retry-After');
+
+  await sleep(2_100);
+  const [slow, second] = await Promise.all([call('limited.provider.test', '/v1/slow'), sleep(100).then(() => call('limited.provider.test', '/v1/chat'))]);
+  t.equal(slow.gotHttpResponse && slow.status, 200);
+  t.equal(second.gotHttpResponse && second.status, 429, 'a second call in flight is over the concurrency limit');
+  t.equal(second.gotHttpResponse && second.json?.reason, 'concurrency_limited');
+
+  const untrusted = await call('untrusted.provider.test', '/v1/chat');
+  t.equal(untrusted.gotHttpResponse && untrusted.status, 502);
+  t.equal(untrusted.gotHttpResponse && untrusted.json?.reason, 'upstream_untrusted', 'a certificate that does not chain to the route CA is refused');
+});
+
+t.test('metrics, audit and /status attribute egress calls and never carry the credential', async (t) => {
+  const metrics = await plainRequest({ address: a.admin, path: '/metrics' });
+  const text = metrics.gotHttpResponse ? metrics.body : '';
+  t.match(text, /sigil_requests_total\{[^}]*reporter="egress"[^}]*destination_principal="api.provider.test"[^}]*decision="allow"/, 'allowed egress calls are counted');
+  t.match(text, /reporter="egress"[^}]*reason="rate_limited"/, 'rate-limited calls too');
+  const audit = await readFile(auditPath, 'utf8');
+  t.match(audit, /"action":"egress.http"/);
+  t.match(audit, /"resource":\{"type":"Host","name":"api.provider.test"\}/);
+  t.match(audit, /"reason":"rate_limited"/);
+  const status = await plainRequest({ address: a.admin, path: '/status' });
+  const statusText = status.gotHttpResponse ? status.body : '';
+  t.match(statusText, /"egress":\[/);
+  const logs = JSON.stringify(a.proc.lines) + a.proc.stderr();
+  for (const [what, content] of [['logs', logs], ['audit', audit], ['metrics', text], ['/status', statusText]] as const) {
+    t.notOk(content.includes(SECRET_1) || content.includes(SECRET_2), `no credential bytes in ${what}`);
+    t.notOk(content.includes(PSEUDONYM_SECRET), `no pseudonym secret in ${what}`);
+  }
+  t.ok(logs.length > 0 && audit.length > 0, 'positive control: there was something to search');
+});
+
+t.test('teardown check: the credential file can go away without crashing the sidecar', async (t) => {
+  await rm(credentialFile);
+  t.ok(
+    await waitUntil(async () => {
+      const r = await call('api.provider.test', '/v1/chat');
+      return r.gotHttpResponse && r.status === 502 && r.json?.reason === 'credential_unavailable';
+    }, 3_000),
+    'a deleted credential stops being used',
+  );
+  const health = await plainRequest({ address: a.admin, path: '/healthz' });
+  t.equal(health.gotHttpResponse && health.status, 200, 'still running');
+});
