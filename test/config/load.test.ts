@@ -488,9 +488,122 @@ const bad: BadCase[] = [
     path: '',
     message: 'JSON syntax error at line 3, column 1',
   },
+  {
+    name: 'egress upstream over plain http',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'http://api.provider.test' }] })),
+    path: 'outbound.egress[0].upstream',
+    message: 'must be an https:// URL',
+  },
+  {
+    name: 'egress upstream with user info',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://key:x@api.provider.test' }] })),
+    path: 'outbound.egress[0].upstream',
+    message: 'must not carry user info',
+  },
+  {
+    name: 'egress credential with two sources',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { file: './k', env: 'KEY' } }] })),
+    path: 'outbound.egress[0].credential',
+    message: 'exactly one of file, env, http is required (got 2)',
+  },
+  {
+    name: 'egress credential with no source',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { header: 'x-api-key' } }] })),
+    path: 'outbound.egress[0].credential',
+    message: 'exactly one of file, env, http is required (got 0)',
+  },
+  {
+    name: 'egress credential value without placeholder',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { env: 'KEY', value: 'Bearer static' } }] })),
+    path: 'outbound.egress[0].credential.value',
+    message: 'must contain {credential}',
+  },
+  {
+    name: 'egress credential over plain http to a remote secrets manager',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { http: { url: 'http://vault.example/v1/k', pointer: '/data/k' } } }] })),
+    path: 'outbound.egress[0].credential.http.url',
+    message: 'must be https://',
+  },
+  {
+    name: 'egress credential pointer',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { http: { url: 'https://vault.example/v1/k', pointer: 'data.k' } } }] })),
+    path: 'outbound.egress[0].credential.http.pointer',
+    message: 'must be a JSON pointer',
+  },
+  {
+    name: 'egress attribution template with an unknown placeholder',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', attribution: { headers: { 'x-user': '{sub}' } } }] })),
+    path: 'outbound.egress[0].attribution.headers.x-user',
+    message: 'unknown placeholder',
+  },
+  {
+    name: 'egress {user} without a secret',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', attribution: { headers: { 'x-user': '{user}' } } }] })),
+    path: 'outbound.egress[0].attribution.headers.x-user',
+    message: 'needs attribution.userSecret',
+  },
+  {
+    name: 'egress attribution header is the credential header',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { env: 'KEY' }, attribution: { headers: { authorization: '{agent}' } } }] })),
+    path: 'outbound.egress[0].attribution.headers.authorization',
+    message: 'is the credential header',
+  },
+  {
+    name: 'egress host also a peer route',
+    yaml: mutate((d) => (d.outbound = { routes: [{ host: 'api.provider.test', address: '127.0.0.1:9443', spiffeId: 'spiffe://example.org/b' }], egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test' }] })),
+    path: 'outbound.egress[0].host',
+    message: 'duplicate host',
+  },
+  {
+    name: 'egress rate not positive',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', limits: { agent: { rate: 0 } } }] })),
+    path: 'outbound.egress[0].limits.agent.rate',
+    message: '',
+  },
+  {
+    name: 'egress unknown key',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', retries: 3 }] })),
+    path: 'outbound.egress[0]',
+    message: 'retries',
+  },
   { name: 'empty document', yaml: '', path: '', message: 'config is empty' },
   { name: 'top-level array', yaml: '- a\n- b\n', path: '', message: 'expected object, got array' },
 ];
+
+t.test('outbound.egress: defaults and absolute paths', async (t) => {
+  const text = YAML.stringify({
+    trustDomain: 'example.org',
+    identity: { dev: { caDir: './ca', spiffeId: 'spiffe://example.org/agent/a' } },
+    outbound: {
+      egress: [
+        {
+          host: 'API.Provider.test:8443',
+          upstream: 'https://api.provider.test/base',
+          ca: './provider-ca.pem',
+          credential: { file: './provider.key' },
+          attribution: { headers: { 'X-Agent': '{agent}', 'x-user': '{user}' }, userSecret: { env: 'PSEUDO' } },
+          limits: { agent: { rate: 2.5 }, user: { rate: 1, burst: 3 }, concurrency: 4, maxBodyBytes: 1000 },
+        },
+        { host: 'vault-backed.test', upstream: 'https://x.test', credential: { http: { url: 'https://vault.test/v1/secret/data/x', pointer: '/data/data/k', headers: { 'X-Vault-Token': { file: './vt' } }, tls: { cert: './c.pem', key: './c.key' } }, header: 'x-api-key' } },
+      ],
+    },
+  });
+  const cfg = parseConfig(text, 'yaml', CFG, { env: {} });
+  t.strictSame(cfg.outbound!.egress[0], {
+    host: 'api.provider.test',
+    port: 8443,
+    upstream: 'https://api.provider.test/base',
+    ca: '/etc/sigil/provider-ca.pem',
+    credential: { source: { kind: 'file', path: '/etc/sigil/provider.key' }, header: 'authorization', value: 'Bearer {credential}' },
+    attribution: { headers: { 'x-agent': '{agent}', 'x-user': '{user}' }, userSecret: { kind: 'env', name: 'PSEUDO' } },
+    limits: { agent: { ratePerSecond: 2.5, burst: 3 }, user: { ratePerSecond: 1, burst: 3 }, concurrency: 4, maxBodyBytes: 1000 },
+  });
+  t.strictSame(cfg.outbound!.egress[1]!.credential, {
+    source: { kind: 'http', url: 'https://vault.test/v1/secret/data/x', pointer: '/data/data/k', refreshMs: 300_000, timeoutMs: 5_000, headers: { 'x-vault-token': { file: '/etc/sigil/vt' } }, tls: { cert: '/etc/sigil/c.pem', key: '/etc/sigil/c.key' } },
+    header: 'x-api-key',
+    value: '{credential}',
+  });
+});
 
 t.test('bad configs report the path and a plain-words message', async (t) => {
   t.ok(bad.length >= 20, `${bad.length} bad configs`);
@@ -555,7 +668,7 @@ t.test('outbound defaults and workloadApi socket from the environment', async (t
   const cfg = parseConfig(text, 'yaml', CFG, { env: { SPIFFE_ENDPOINT_SOCKET: 'unix:///run/spire/agent.sock' } });
   const defaults = { startupTimeoutMs: 30_000, retryInitialMs: 500, retryMaxMs: 30_000 };
   t.strictSame(cfg.identity, { kind: 'workloadApi', socket: 'unix:///run/spire/agent.sock', ...defaults });
-  t.strictSame(cfg.outbound, { listen: { host: '127.0.0.1', port: 15001 }, routes: [] });
+  t.strictSame(cfg.outbound, { listen: { host: '127.0.0.1', port: 15001 }, routes: [], egress: [] });
   t.equal(cfg.inbound, undefined);
   t.equal(cfg.bus, undefined);
 

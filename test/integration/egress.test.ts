@@ -281,6 +281,33 @@ t.test('metrics, audit and /status attribute egress calls and never carry the cr
   t.ok(logs.length > 0 && audit.length > 0, 'positive control: there was something to search');
 });
 
+t.test('revoking the user cuts an egress stream made for them, and refuses the next call', async (t) => {
+  const token = await signDelegationToken(claims({ sub: 'bob@example.org' }), key);
+  const { host, port } = splitAddress(a.outbound);
+  let received = '';
+  const ended = new Promise<string>((resolve) => {
+    const req = httpRequest({ host, port, path: '/v1/stream', headers: { host: 'api.provider.test', authorization: `Bearer ${token}` } }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (received += c));
+      res.on('end', () => resolve('end'));
+      res.on('error', () => resolve('error'));
+      res.on('close', () => resolve('close'));
+    });
+    req.on('error', () => resolve('error'));
+    req.end();
+  });
+  t.ok(await waitUntil(() => received.includes('data: first'), 3_000), 'positive control: the stream is open');
+  const revoke = await plainRequest({ address: a.admin, path: '/v1/revocations', method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'user', value: 'bob@example.org', reason: 'test' }) });
+  t.equal(revoke.gotHttpResponse && revoke.status, 201, 'revoked');
+  const how = await Promise.race([ended, sleep(3_000).then(() => 'still open')]);
+  t.not(how, 'still open', `the stream was cut (${how})`);
+  t.notOk(received.includes('second'), 'before it finished');
+  const next = await call('api.provider.test', '/v1/chat', { authorization: `Bearer ${await signDelegationToken(claims({ sub: 'bob@example.org' }), key)}` });
+  t.equal(next.gotHttpResponse && next.status, 403);
+  t.equal(next.gotHttpResponse && next.json?.reason, 'revoked');
+  provider.release();
+});
+
 t.test('teardown check: the credential file can go away without crashing the sidecar', async (t) => {
   await rm(credentialFile);
   t.ok(
