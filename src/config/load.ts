@@ -42,7 +42,7 @@ export interface EgressRouteConfig {
   /** PEM file of the CA(s) the upstream certificate must chain to; absent = the system store. */
   ca?: string;
   credential?: { source: SecretSourceConfig; header: string; value: string };
-  attribution: { headers: Record<string, string>; userSecret?: SecretSourceConfig };
+  attribution: { headers: Record<string, string>; bodyFields: Record<string, string>; userSecret?: SecretSourceConfig };
   limits: { agent?: RateSpec; user?: RateSpec; concurrency?: number; maxBodyBytes?: number };
 }
 
@@ -259,6 +259,13 @@ function egressIssues(data: RawConfig): ConfigIssue[] {
       if (e.credential && name.toLowerCase() === credentialHeader) issues.push({ path, message: 'is the credential header' });
       if (template.includes('{user}') && !e.attribution?.userSecret) issues.push({ path, message: '{user} needs attribution.userSecret (the pseudonym is an HMAC under it)' });
     }
+    for (const [name, template] of Object.entries(e.attribution?.bodyFields ?? {})) {
+      const path = `${at}.attribution.bodyFields.${name}`;
+      if (name === '' || name === '__proto__' || name === 'constructor' || name === 'prototype') issues.push({ path, message: 'is not a usable field name' });
+      const problem = templateProblem(template);
+      if (problem) issues.push({ path, message: problem });
+      if (template.includes('{user}') && !e.attribution?.userSecret) issues.push({ path, message: '{user} needs attribution.userSecret (the pseudonym is an HMAC under it)' });
+    }
   });
   return issues;
 }
@@ -399,6 +406,7 @@ function egressRoute(e: RawEgress, abs: (p: string) => string): EgressRouteConfi
     ...(e.credential ? { credential: { source: secretSource(e.credential, abs), header, value: e.credential.value ?? (header === 'authorization' ? 'Bearer {credential}' : '{credential}') } } : {}),
     attribution: {
       headers: Object.fromEntries(Object.entries(e.attribution?.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
+      bodyFields: { ...(e.attribution?.bodyFields ?? {}) },
       ...(e.attribution?.userSecret ? { userSecret: secretSource(e.attribution.userSecret, abs) } : {}),
     },
     limits: {

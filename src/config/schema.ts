@@ -240,6 +240,11 @@ export const EgressRouteSchema = z.strictObject({
     .strictObject({
       /** Header → template with {agent}, {user} (pseudonym), {task}. */
       headers: z.record(z.string(), z.string()).optional(),
+      /**
+       * Top-level fields set in JSON request bodies (e.g. OpenAI's `user`), same templates; the
+       * agent's own values for them are overwritten. Bodies are then read whole (≤ maxBodyBytes).
+       */
+      bodyFields: z.record(z.string(), z.string()).optional(),
       /** The secret the user pseudonym is an HMAC under (same on every sidecar that should agree). */
       userSecret: SecretSourceSchema.optional(),
     })
@@ -418,7 +423,7 @@ export const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   'outbound.egress[]': Object.keys(EgressRouteSchema.shape),
   'outbound.egress[].credential': Object.keys(EgressCredentialSchema.shape),
   'outbound.egress[].credential.http': Object.keys(SecretHttpSchema.shape),
-  'outbound.egress[].attribution': ['headers', 'userSecret'],
+  'outbound.egress[].attribution': ['headers', 'bodyFields', 'userSecret'],
   'outbound.egress[].attribution.userSecret': Object.keys(SecretSourceSchema.shape),
   'outbound.egress[].limits': ['agent', 'user', 'concurrency', 'maxBodyBytes'],
   policy: Object.keys(PolicySchema.shape),

@@ -15,7 +15,7 @@ import { bearerToken } from '../delegation/gate.js';
 import { DelegationError, type DelegationVerifier } from '../delegation/index.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import { stripHopByHop } from '../proxy/headers.js';
-import { beginCall, httpContext, nonCanonicalTarget } from '../proxy/http-common.js';
+import { beginCall, DEFAULT_MAX_BODY_BYTES, httpContext, nonCanonicalTarget } from '../proxy/http-common.js';
 import { REQUEST_REF_HEADER } from '../proxy/jsonrpc-http.js';
 import { denialBody, errorBody, sendError } from '../proxy/responses.js';
 import type { LiveWork } from '../revocation/index.js';
@@ -224,8 +224,42 @@ export class EgressRoutes {
         return this.unavailable(request, meta, refuse, err, 'the credential');
       }
     }
-    const headers = this.upstreamHeaders(req.headers, route, { agent: own.svid.id.toString(), ...(user ? { user } : {}), ...(delegation ? { task: delegation.task } : {}) }, credentialValue);
-    this.send(req, res, route, headers, max, {
+    const values = { agent: own.svid.id.toString(), ...(user ? { user } : {}), ...(delegation ? { task: delegation.task } : {}) };
+    let body: Buffer | undefined;
+    const fields = route.config.attribution.bodyFields;
+    if (Object.keys(fields).length > 0 && hasBody(req)) {
+      // The body is rewritten, so it is read whole (bounded), and only JSON objects qualify:
+      // anything else could carry the agent's own attribution past us.
+      if (!/\bjson\b/i.test(String(req.headers['content-type'] ?? ''))) return refuse(400, 'bad_request', `${route.config.host} sets JSON body fields: send application/json`);
+      const raw = await readBounded(req, max ?? DEFAULT_MAX_BODY_BYTES);
+      if (raw === 'too_large') {
+        decisionLabel = 'deny';
+        this.options.refuse(request, 'body_too_large', meta);
+        return refuse(413, 'body_too_large', `request bodies to ${route.config.host} are limited to ${max ?? DEFAULT_MAX_BODY_BYTES} bytes`);
+      }
+      if (raw === 'aborted') return;
+      let doc: unknown;
+      try {
+        doc = JSON.parse(raw.toString('utf8'));
+      } catch {
+        return refuse(400, 'bad_request', 'the JSON body does not parse');
+      }
+      if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return refuse(400, 'bad_request', 'a JSON object body is required on this route');
+      const object = doc as Record<string, unknown>;
+      for (const [name, template] of Object.entries(fields)) {
+        const value = renderTemplate(template, values);
+        // The agent's own value never stands in for a missing one.
+        if (value === undefined) delete object[name];
+        else object[name] = value;
+      }
+      body = Buffer.from(JSON.stringify(object));
+    }
+    const headers = this.upstreamHeaders(req.headers, route, values, credentialValue);
+    if (body) {
+      headers['content-length'] = String(body.length);
+      delete headers['transfer-encoding'];
+    }
+    this.send(req, res, route, headers, max, body, {
       onFailure: (why, detail) => {
         decisionLabel = why === 'body_too_large' || why === 'upstream_untrusted' ? 'deny' : decisionLabel;
         reason = why;
@@ -277,6 +311,7 @@ export class EgressRoutes {
     route: EgressRoute,
     headers: OutgoingHttpHeaders,
     maxBodyBytes: number | undefined,
+    body: Buffer | undefined,
     hooks: { onFailure(why: ReasonCode, detail: string): void; register(cut: () => void): (() => void) | undefined },
   ): void {
     const base = route.upstream.pathname.replace(/\/$/, '');
@@ -322,6 +357,10 @@ export class EgressRoutes {
       const tls = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|altname/i.test(`${err.code ?? ''} ${err.message}`);
       fail(tls ? 'upstream_untrusted' : 'upstream_unavailable', tls ? `the upstream ${route.upstream.host} presented a certificate that does not verify (${err.code ?? 'tls'})` : `upstream ${route.upstream.host}: ${err.code ?? err.message}`);
     });
+    if (body) {
+      upstreamReq.end(body);
+      return;
+    }
     let sent = 0;
     req.on('data', (chunk: Buffer) => {
       sent += chunk.length;
@@ -332,4 +371,29 @@ export class EgressRoutes {
     });
     req.pipe(upstreamReq);
   }
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+}
+
+/** The whole request body, or why not: over `limit` bytes, or the agent went away. */
+function readBounded(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large' | 'aborted'> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.resume();
+        resolve('too_large');
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.once('end', () => resolve(Buffer.concat(chunks)));
+    req.once('aborted', () => resolve('aborted'));
+    req.once('error', () => resolve('aborted'));
+  });
 }

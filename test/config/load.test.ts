@@ -595,7 +595,7 @@ t.test('outbound.egress: defaults and absolute paths', async (t) => {
     upstream: 'https://api.provider.test/base',
     ca: '/etc/sigil/provider-ca.pem',
     credential: { source: { kind: 'file', path: '/etc/sigil/provider.key' }, header: 'authorization', value: 'Bearer {credential}' },
-    attribution: { headers: { 'x-agent': '{agent}', 'x-user': '{user}' }, userSecret: { kind: 'env', name: 'PSEUDO' } },
+    attribution: { headers: { 'x-agent': '{agent}', 'x-user': '{user}' }, bodyFields: {}, userSecret: { kind: 'env', name: 'PSEUDO' } },
     limits: { agent: { ratePerSecond: 2.5, burst: 3 }, user: { ratePerSecond: 1, burst: 3 }, concurrency: 4, maxBodyBytes: 1000 },
   });
   t.strictSame(cfg.outbound!.egress[1]!.credential, {

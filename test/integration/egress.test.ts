@@ -38,6 +38,7 @@ when { context.http.path like "/v1/admin*" };
 interface Seen {
   url: string;
   headers: IncomingHttpHeaders;
+  body?: string;
 }
 
 let dir: string;
@@ -63,11 +64,13 @@ async function startProvider(t: Test, ca: Issued): Promise<{ port: number; seen:
       setTimeout(() => res.end('{}'), 500);
       return;
     }
-    let body = 0;
-    req.on('data', (c: Buffer) => (body += c.length));
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      seen[seen.length - 1]!.body = text;
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ ok: true, body }));
+      res.end(JSON.stringify({ ok: true, body: text.length }));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -110,6 +113,7 @@ t.before(async () => {
               credential: { file: './provider.key' },
               attribution: {
                 headers: { 'x-acting-agent': '{agent}', 'x-user-pseudonym': '{user}', 'x-task-id': '{task}' },
+                bodyFields: { user: '{user}' },
                 userSecret: { file: './pseudonym.key' },
               },
               limits: { maxBodyBytes: 1024 },
@@ -185,6 +189,21 @@ t.test('a delegation: a stable user pseudonym and the task id; the token never r
   t.equal(refused.gotHttpResponse && refused.json?.reason, 'delegation_expired');
 });
 
+t.test("JSON body fields (a provider's `user` field) are set from verified values, never the agent's", async (t) => {
+  const spoof = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json' }, 'POST', JSON.stringify({ model: 'm', user: 'spoofed-user' }));
+  t.equal(spoof.gotHttpResponse && spoof.status, 200);
+  t.same(JSON.parse(last().body ?? '{}'), { model: 'm' }, "no delegation: the agent's own `user` is removed");
+  const token = await signDelegationToken(claims(), key);
+  const r = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json', authorization: `Bearer ${token}` }, 'POST', JSON.stringify({ model: 'm', user: 'spoofed-user' }));
+  t.equal(r.gotHttpResponse && r.status, 200);
+  t.same(JSON.parse(last().body ?? '{}'), { model: 'm', user: pseudonym(PSEUDONYM_SECRET, 'alice@example.org') }, 'with a delegation: the pseudonym');
+  const notJson = await call('api.provider.test', '/v1/chat', { 'content-type': 'text/plain' }, 'POST', '{"user":"spoofed-user"}');
+  t.equal(notJson.gotHttpResponse && notJson.status, 400, 'a body that cannot be rewritten is refused, not passed through');
+  const array = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json' }, 'POST', '[1]');
+  t.equal(array.gotHttpResponse && array.status, 400);
+  t.notOk(provider.seen.some((s) => s.body?.includes('spoofed-user')), 'the spoofed value never reached the provider');
+});
+
 t.test('server-sent events stream through: the first event arrives before the stream ends', async (t) => {
   const { host, port } = splitAddress(a.outbound);
   const chunks: string[] = [];
@@ -237,7 +256,7 @@ t.test('policy, limits, body size and an untrusted upstream are refused with rea
   const big = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json' }, 'POST', 'x'.repeat(2048));
   t.equal(big.gotHttpResponse && big.status, 413);
   t.equal(big.gotHttpResponse && big.json?.reason, 'body_too_large');
-  const small = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json' }, 'POST', 'x'.repeat(512));
+  const small = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json' }, 'POST', JSON.stringify({ pad: 'x'.repeat(500) }));
   t.equal(small.gotHttpResponse && small.status, 200, 'positive control: a body under the cap passes');
 
   await sleep(2_100); // the limited route's bucket is full again
