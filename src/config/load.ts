@@ -220,9 +220,17 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
   return issues;
 }
 
+/** Headers Sigil or HTTP itself controls: never a credential or attribution header. */
+const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'te', 'trailer', 'connection', 'keep-alive', 'upgrade', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'expect', 'traceparent']);
+
 /** outbound.egress: one secret source each, hosts unique across routes and egress, sane templates. */
 function egressIssues(data: RawConfig): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
+  const listenHost = data.outbound?.listen?.host ?? DEFAULTS.outboundListen.host;
+  if ((data.outbound?.egress ?? []).length > 0 && !['127.0.0.1', '::1', 'localhost'].includes(listenHost.toLowerCase())) {
+    // Whoever reaches the outbound listener spends the egress credentials.
+    issues.push({ path: 'outbound.listen', message: `must be on loopback when outbound.egress is configured (got ${listenHost}): whoever reaches it spends the credentials` });
+  }
   const hosts = new Map<string, string>();
   (data.outbound?.routes ?? []).forEach((r, i) => hosts.set(`${r.host.host}|${r.host.port ?? ''}`, `outbound.routes[${i}]`));
   (data.outbound?.egress ?? []).forEach((e, i) => {
@@ -238,8 +246,14 @@ function egressIssues(data: RawConfig): ConfigIssue[] {
     };
     sourceIssue(e.credential, `${at}.credential`);
     sourceIssue(e.attribution?.userSecret, `${at}.attribution.userSecret`);
-    if (e.credential?.value !== undefined && !e.credential.value.includes('{credential}')) {
-      issues.push({ path: `${at}.credential.value`, message: 'must contain {credential}' });
+    if (e.credential?.value !== undefined && e.credential.value.split('{credential}').length !== 2) {
+      issues.push({ path: `${at}.credential.value`, message: 'must contain {credential} exactly once' });
+    }
+    if (e.credential?.value !== undefined && /[\r\n\0]/.test(e.credential.value)) {
+      issues.push({ path: `${at}.credential.value`, message: 'must not contain a line break or NUL' });
+    }
+    if (e.credential?.header !== undefined && RESERVED_HEADERS.has(e.credential.header.toLowerCase())) {
+      issues.push({ path: `${at}.credential.header`, message: `${JSON.stringify(e.credential.header)} cannot carry a credential (framing, routing or hop-by-hop header)` });
     }
     if (e.credential?.http) {
       try {
@@ -254,6 +268,7 @@ function egressIssues(data: RawConfig): ConfigIssue[] {
     for (const [name, template] of Object.entries(e.attribution?.headers ?? {})) {
       const path = `${at}.attribution.headers.${name}`;
       if (!/^[A-Za-z0-9-]+$/.test(name)) issues.push({ path, message: 'is not a header name' });
+      if (RESERVED_HEADERS.has(name.toLowerCase())) issues.push({ path, message: 'is a framing, routing or hop-by-hop header' });
       const problem = templateProblem(template);
       if (problem) issues.push({ path, message: problem });
       if (e.credential && name.toLowerCase() === credentialHeader) issues.push({ path, message: 'is the credential header' });

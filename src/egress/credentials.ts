@@ -112,6 +112,8 @@ function valueProblem(value: string): { code: string; reason: string } | undefin
   if (value === '') return { code: 'empty', reason: 'empty' };
   // CR/LF would split the header (injection), NUL is refused by every HTTP stack.
   if (/[\r\n\0]/.test(value)) return { code: 'invalid_characters', reason: 'contains a line break or NUL' };
+  // Anything else Node would refuse to put in a header: unavailable here, not a 500 per call.
+  if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) return { code: 'invalid_characters', reason: 'contains characters not allowed in an HTTP header' };
   return undefined;
 }
 

@@ -8,6 +8,7 @@
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { decodeJwt } from 'jose';
 import type { AuthzRequest, CallMeta, Decide, DelegationContext, ReasonCode } from '../authz/index.js';
 import type { EgressRouteConfig } from '../config/index.js';
@@ -119,7 +120,16 @@ export class EgressRoutes {
     let decisionLabel: RequestObservation['decision'] = 'deny';
     let reason: string = 'internal_error';
     let chainDepth = 0;
+    // Everything a call holds is released on 'close', which is attached before the first await:
+    // a client that leaves while its token is verified must not leak a slot or a registration.
+    let release: (() => void) | undefined;
+    let unregister: (() => void) | undefined;
+    let closed = false;
+    const own = this.options.identity();
     res.once('close', () => {
+      closed = true;
+      release?.();
+      unregister?.();
       this.options.observe({
         reporter: 'egress',
         ...(own ? { source: own.svid.id } : {}),
@@ -132,47 +142,88 @@ export class EgressRoutes {
         chainDepth,
       });
     });
-    const refuse = (status: number, why: ReasonCode, detail?: string, headers: OutgoingHttpHeaders = {}): void => {
+    const respond = (status: number, why: ReasonCode, detail?: string, headers: OutgoingHttpHeaders = {}): void => {
       reason = why;
-      for (const [k, v] of Object.entries(headers)) res.setHeader(k, v as string);
+      if (!res.headersSent) for (const [k, v] of Object.entries(headers)) res.setHeader(k, v as string);
       sendError(res, status, errorBody(status, why, detail === undefined ? {} : { detail }));
     };
-    const own = this.options.identity();
-    if (!own) return refuse(503, 'svid_unavailable', 'this sidecar has no identity to act with');
+    if (!own) return respond(503, 'svid_unavailable', 'this sidecar has no identity to act with');
     const nonCanonical = nonCanonicalTarget(req.url);
-    if (nonCanonical) return refuse(400, 'bad_request', nonCanonical);
-
-    // The agent's delegation, if it presents one (never forwarded to the provider).
-    let delegation: DelegationContext | undefined;
-    const d = this.options.delegation;
-    if (d && req.headers[d.header] !== undefined) {
-      const token = bearerToken(req.headers[d.header]);
-      if (!token) return refuse(401, 'delegation_invalid', 'not a Bearer token');
-      try {
-        // The token is addressed to this agent; on egress there is no mTLS peer to compare its
-        // current actor with, so the actor is taken from the token itself (signature, audience,
-        // expiry, depth and revocation are still checked).
-        const act = (decodeJwt(token) as { act?: { sub?: unknown } }).act?.sub;
-        const verified = await d.verifier.verify(token, { audience: own.svid.id.toString(), actor: typeof act === 'string' ? act : '' });
-        delegation = verified.context;
-        chainDepth = delegation.depth;
-      } catch (err) {
-        const why: ReasonCode = err instanceof DelegationError ? err.code : 'delegation_invalid';
-        res.setHeader('www-authenticate', `Bearer realm="sigil", error="invalid_token", error_description="${why}"`);
-        return refuse(401, why);
-      }
-    }
-
-    const http = httpContext(req);
+    if (nonCanonical) return respond(400, 'bad_request', nonCanonical);
     const request: AuthzRequest = {
       action: 'egress.http',
       direction: 'outbound',
       principal: own.svid.id,
       resource: { type: 'Host', name: route.config.host },
       peer: own.svid.id,
-      http,
-      ...(delegation ? { delegation } : {}),
+      http: httpContext(req),
     };
+    // A refusal Sigil makes itself (not the policy): audited and counted once, as a deny.
+    const refuse = (status: number, why: ReasonCode, detail: string, headers: OutgoingHttpHeaders = {}): void => {
+      this.options.refuse(request, why, meta);
+      respond(status, why, detail, headers);
+    };
+
+    // The agent's delegation, if it presents one (never forwarded to the provider).
+    const d = this.options.delegation;
+    if (d && req.headers[d.header] !== undefined) {
+      const token = bearerToken(req.headers[d.header]);
+      let why: ReasonCode | undefined;
+      if (!token) why = 'delegation_invalid';
+      else {
+        try {
+          // The token is addressed to this agent; on egress there is no mTLS peer to compare its
+          // current actor with, so the actor is taken from the token itself (signature, audience,
+          // expiry, depth and revocation are still checked).
+          const act = (decodeJwt(token) as { act?: { sub?: unknown } }).act?.sub;
+          const verified = await d.verifier.verify(token, { audience: own.svid.id.toString(), actor: typeof act === 'string' ? act : '' });
+          request.delegation = verified.context;
+          chainDepth = verified.context.depth;
+        } catch (err) {
+          why = err instanceof DelegationError ? err.code : 'delegation_invalid';
+        }
+      }
+      if (closed) return;
+      if (why) return refuse(401, why, 'the delegation token was refused', { 'www-authenticate': `Bearer realm="sigil", error="invalid_token", error_description="${why}"` });
+    }
+    const delegation = request.delegation;
+
+    // Limits and Sigil's own refusals come before the policy, so a refused call has exactly one
+    // audit line (the refusal) and a permitted one exactly one (the decision).
+    const limited = (why: 'rate_limited' | 'concurrency_limited', retryAfterMs: number, detail: string): void =>
+      refuse(429, why, detail, { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) });
+    if (route.concurrency) {
+      release = route.concurrency.tryAcquire();
+      if (!release) return limited('concurrency_limited', 1000, `at most ${route.concurrency.max} calls in flight to ${route.config.host}`);
+    }
+    const agentTake = route.agentRate?.take();
+    if (agentTake && !agentTake.ok) return limited('rate_limited', agentTake.retryAfterMs, `agent rate limit for ${route.config.host}`);
+    let user: string | undefined;
+    if (delegation && route.userSecret) {
+      try {
+        user = pseudonym(route.userSecret.value(), delegation.sub);
+      } catch (err) {
+        return this.unavailable(route, refuse, err, 'the user pseudonym secret');
+      }
+    }
+    if (delegation && route.userRates) {
+      // Keyed by the pseudonym when there is one; the sub itself never leaves this process.
+      const take = route.userRates.take(user ?? `sub:${delegation.sub}`);
+      if (!take.ok) return limited('rate_limited', take.retryAfterMs, `per-user rate limit for ${route.config.host}`);
+    }
+    const max = route.config.limits.maxBodyBytes;
+    if (max !== undefined && Number(req.headers['content-length'] ?? 0) > max) {
+      return refuse(413, 'body_too_large', `request bodies to ${route.config.host} are limited to ${max} bytes`);
+    }
+    let credentialValue: string | undefined;
+    if (route.credential) {
+      try {
+        credentialValue = route.credential.value();
+      } catch (err) {
+        return this.unavailable(route, refuse, err, 'the credential');
+      }
+    }
+
     const decision = this.options.decide(request, meta);
     if (!decision.allowed) {
       reason = decision.reason;
@@ -182,69 +233,26 @@ export class EgressRoutes {
     decisionLabel = decision.wouldDeny ? 'would_deny' : 'allow';
     reason = decision.wouldDeny ? decision.reason : 'allowed';
 
-    const limited = (why: 'rate_limited' | 'concurrency_limited', retryAfterMs: number, detail: string): void => {
-      decisionLabel = 'deny';
-      this.options.refuse(request, why, meta);
-      refuse(429, why, detail, { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) });
-    };
-    const release = route.concurrency?.tryAcquire();
-    if (route.concurrency && !release) return limited('concurrency_limited', 1000, `at most ${route.concurrency.max} calls in flight to ${route.config.host}`);
-    res.once('close', () => release?.());
-    const agentTake = route.agentRate?.take();
-    if (agentTake && !agentTake.ok) return limited('rate_limited', agentTake.retryAfterMs, `agent rate limit for ${route.config.host}`);
-
-    let user: string | undefined;
-    if (delegation && route.userSecret) {
-      try {
-        user = pseudonym(route.userSecret.value(), delegation.sub);
-      } catch (err) {
-        return this.unavailable(request, meta, refuse, err, 'the user pseudonym secret');
-      }
-    }
-    if (delegation && route.userRates) {
-      // Keyed by the pseudonym when there is one, else by a hash-free stand-in: the sub itself
-      // never leaves this process either way.
-      const take = route.userRates.take(user ?? `sub:${delegation.sub}`);
-      if (!take.ok) return limited('rate_limited', take.retryAfterMs, `per-user rate limit for ${route.config.host}`);
-    }
-
-    const max = route.config.limits.maxBodyBytes;
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (max !== undefined && declared > max) {
-      decisionLabel = 'deny';
-      this.options.refuse(request, 'body_too_large', meta);
-      return refuse(413, 'body_too_large', `request bodies to ${route.config.host} are limited to ${max} bytes`);
-    }
-
-    let credentialValue: string | undefined;
-    if (route.credential) {
-      try {
-        credentialValue = route.credential.value();
-      } catch (err) {
-        return this.unavailable(request, meta, refuse, err, 'the credential');
-      }
-    }
     const values = { agent: own.svid.id.toString(), ...(user ? { user } : {}), ...(delegation ? { task: delegation.task } : {}) };
     let body: Buffer | undefined;
     const fields = route.config.attribution.bodyFields;
     if (Object.keys(fields).length > 0 && hasBody(req)) {
       // The body is rewritten, so it is read whole (bounded), and only JSON objects qualify:
       // anything else could carry the agent's own attribution past us.
-      if (!/\bjson\b/i.test(String(req.headers['content-type'] ?? ''))) return refuse(400, 'bad_request', `${route.config.host} sets JSON body fields: send application/json`);
+      if (!/\bjson\b/i.test(String(req.headers['content-type'] ?? ''))) return respond(400, 'bad_request', `${route.config.host} sets JSON body fields: send application/json`);
       const raw = await readBounded(req, max ?? DEFAULT_MAX_BODY_BYTES);
+      if (raw === 'aborted' || closed) return;
       if (raw === 'too_large') {
         decisionLabel = 'deny';
-        this.options.refuse(request, 'body_too_large', meta);
         return refuse(413, 'body_too_large', `request bodies to ${route.config.host} are limited to ${max ?? DEFAULT_MAX_BODY_BYTES} bytes`);
       }
-      if (raw === 'aborted') return;
       let doc: unknown;
       try {
         doc = JSON.parse(raw.toString('utf8'));
       } catch {
-        return refuse(400, 'bad_request', 'the JSON body does not parse');
+        return respond(400, 'bad_request', 'the JSON body does not parse');
       }
-      if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return refuse(400, 'bad_request', 'a JSON object body is required on this route');
+      if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return respond(400, 'bad_request', 'a JSON object body is required on this route');
       const object = doc as Record<string, unknown>;
       for (const [name, template] of Object.entries(fields)) {
         const value = renderTemplate(template, values);
@@ -257,31 +265,35 @@ export class EgressRoutes {
     const headers = this.upstreamHeaders(req.headers, route, values, credentialValue);
     if (body) {
       headers['content-length'] = String(body.length);
-      delete headers['transfer-encoding'];
+    } else if (req.headers['transfer-encoding'] !== undefined) {
+      // Framing is hop-by-hop and was stripped: a chunked body must be sent chunked again, or
+      // (on GET and friends) it would reach the provider unframed and could smuggle a request
+      // that our next call on the pooled connection completes with the credential.
+      headers['transfer-encoding'] = 'chunked';
+      delete headers['content-length'];
     }
     this.send(req, res, route, headers, max, body, {
       onFailure: (why, detail) => {
-        decisionLabel = why === 'body_too_large' || why === 'upstream_untrusted' ? 'deny' : decisionLabel;
-        reason = why;
-        if (why === 'body_too_large') this.options.refuse(request, why, meta);
-        const status = why === 'body_too_large' ? 413 : 502;
-        sendError(res, status, errorBody(status, why, { detail }));
+        decisionLabel = 'deny';
+        if (why === 'body_too_large') return refuse(413, why, detail);
+        if (why === 'upstream_unavailable') decisionLabel = decision.wouldDeny ? 'would_deny' : 'allow';
+        respond(502, why, detail);
       },
-      register: (cut) =>
-        this.options.live?.({
+      register: (cut) => {
+        unregister = this.options.live?.({
           kind: 'connection',
           agents: [own.svid.id],
           ...(delegation ? { delegation } : {}),
           close: () => cut(),
-        }),
+        });
+      },
     });
   }
 
-  private unavailable(request: AuthzRequest, meta: CallMeta, refuse: (status: number, why: ReasonCode, detail?: string) => void, err: unknown, what: string): void {
+  private unavailable(route: EgressRoute, refuse: (status: number, why: ReasonCode, detail: string) => void, err: unknown, what: string): void {
     // The source's reason names where the value comes from, never the value.
     const detail = err instanceof CredentialUnavailableError ? err.message : `${what} is unavailable`;
-    this.options.logger.warn('egress call refused: credential unavailable', { reason: 'credential_unavailable', host: request.resource.type === 'Host' ? request.resource.name : '', detail });
-    this.options.refuse(request, 'credential_unavailable', meta);
+    this.options.logger.warn('egress call refused: credential unavailable', { reason: 'credential_unavailable', host: route.config.host, detail });
     refuse(502, 'credential_unavailable', detail);
   }
 
@@ -289,18 +301,20 @@ export class EgressRoutes {
   private upstreamHeaders(incoming: IncomingHttpHeaders, route: EgressRoute, values: { agent: string; user?: string; task?: string }, credential: string | undefined): OutgoingHttpHeaders {
     const headers: OutgoingHttpHeaders = { ...incoming };
     stripHopByHop(headers);
-    for (const name of NEVER_FORWARDED) delete headers[name];
-    const d = this.options.delegation;
-    if (d) delete headers[d.header];
     const cred = route.config.credential;
-    // The agent's own copy of the credential header never reaches the provider.
-    if (cred) delete headers[cred.header];
-    for (const name of Object.keys(route.config.attribution.headers)) delete headers[name];
+    // Never forwarded: the agent's own copy of the credential header, its delegation token, and
+    // headers we set ourselves. Compared with `_` read as `-`: many server stacks (CGI-style
+    // HTTP_X_USER) cannot tell `x_user` from `x-user`, so a variant would pass for ours.
+    const removed = new Set([...NEVER_FORWARDED, ...Object.keys(route.config.attribution.headers)]);
+    if (this.options.delegation) removed.add(this.options.delegation.header);
+    if (cred) removed.add(cred.header);
+    for (const name of Object.keys(headers)) if (removed.has(name.toLowerCase().replace(/_/g, '-'))) delete headers[name];
     for (const [name, template] of Object.entries(route.config.attribution.headers)) {
       const value = renderTemplate(template, values);
       if (value !== undefined) headers[name] = value;
     }
-    if (cred && credential !== undefined) headers[cred.header] = cred.value.replace('{credential}', credential);
+    // split/join, not replace(): `$&`-style patterns in a credential must stay literal.
+    if (cred && credential !== undefined) headers[cred.header] = cred.value.split('{credential}').join(credential);
     headers['host'] = route.upstream.host;
     return headers;
   }
@@ -312,7 +326,7 @@ export class EgressRoutes {
     headers: OutgoingHttpHeaders,
     maxBodyBytes: number | undefined,
     body: Buffer | undefined,
-    hooks: { onFailure(why: ReasonCode, detail: string): void; register(cut: () => void): (() => void) | undefined },
+    hooks: { onFailure(why: ReasonCode, detail: string): void; register(cut: () => void): void },
   ): void {
     const base = route.upstream.pathname.replace(/\/$/, '');
     let upstreamReq: ClientRequest | undefined;
@@ -332,24 +346,30 @@ export class EgressRoutes {
         method: req.method,
         headers,
         agent: route.agent,
-        servername: route.upstream.hostname,
+        // SNI is for names only: none for an IP literal (the certificate's IP SAN is checked).
+        ...(isIP(route.upstream.hostname.replace(/^\[(.*)\]$/, '$1')) === 0 ? { servername: route.upstream.hostname } : {}),
       },
       (upstreamRes) => {
+        const status = upstreamRes.statusCode ?? 0;
+        // Node parses any three digits; writeHead throws on what it cannot send (e.g. 099).
+        if (status < 200 || status > 999) {
+          upstreamRes.resume();
+          return fail('upstream_unavailable', `upstream ${route.upstream.host} answered with status ${status}`);
+        }
         const out: IncomingHttpHeaders = { ...upstreamRes.headers };
         stripHopByHop(out);
-        res.writeHead(upstreamRes.statusCode ?? 502, out as OutgoingHttpHeaders);
+        res.writeHead(status, out as OutgoingHttpHeaders);
         // Streamed as it arrives: server-sent events reach the agent token by token.
         res.flushHeaders();
         upstreamRes.pipe(res);
         upstreamRes.on('error', () => res.destroy());
       },
     );
-    const unregister = hooks.register(() => {
+    hooks.register(() => {
       upstreamReq?.destroy();
       res.destroy();
     });
     res.once('close', () => {
-      unregister?.();
       if (!upstreamReq?.writableFinished || !res.writableFinished) upstreamReq?.destroy();
     });
     upstreamReq.on('error', (err: NodeJS.ErrnoException) => {

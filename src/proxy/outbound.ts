@@ -176,7 +176,11 @@ export class OutboundProxy {
     }
     const { host, port } = splitAuthority(authority);
     const route = egress.resolve(host, port);
-    if (route && parsed) req.url = parsed.pathname + parsed.search;
+    if (route && parsed) {
+      req.url = parsed.pathname + parsed.search;
+      // The policy's context.http.host is the host the request was routed by.
+      req.headers.host = parsed.host;
+    }
     return route;
   }
 

@@ -566,6 +566,36 @@ const bad: BadCase[] = [
     path: 'outbound.egress[0]',
     message: 'retries',
   },
+  {
+    name: 'egress credential header that frames the request',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { env: 'KEY', header: 'Transfer-Encoding' } }] })),
+    path: 'outbound.egress[0].credential.header',
+    message: 'cannot carry a credential',
+  },
+  {
+    name: 'egress attribution header host',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', attribution: { headers: { host: '{agent}' } } }] })),
+    path: 'outbound.egress[0].attribution.headers.host',
+    message: 'framing, routing or hop-by-hop',
+  },
+  {
+    name: 'egress credential value with two placeholders',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { env: 'KEY', value: '{credential} {credential}' } }] })),
+    path: 'outbound.egress[0].credential.value',
+    message: 'exactly once',
+  },
+  {
+    name: 'egress credential value with a line break',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { env: 'KEY', value: "Bearer {credential}\r\nx: y" } }] })),
+    path: 'outbound.egress[0].credential.value',
+    message: 'line break',
+  },
+  {
+    name: 'egress with a non-loopback outbound listener',
+    yaml: mutate((d) => (d.outbound = { listen: '0.0.0.0:15001', egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test' }] })),
+    path: 'outbound.listen',
+    message: 'must be on loopback',
+  },
   { name: 'empty document', yaml: '', path: '', message: 'config is empty' },
   { name: 'top-level array', yaml: '- a\n- b\n', path: '', message: 'expected object, got array' },
 ];

@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { request as httpRequest } from 'node:http';
+import { connect as netConnect } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -24,6 +26,7 @@ const SECRET_1 = `sk-live-${randomBytes(12).toString('hex')}`;
 const SECRET_2 = `sk-live-${randomBytes(12).toString('hex')}`;
 const PSEUDONYM_SECRET = `pseudo-${randomBytes(12).toString('hex')}`;
 const AGENT_KEY = `sk-agent-${randomBytes(8).toString('hex')}`;
+const DOLLAR_SECRET = 'sk$&x$`y$$z';
 
 const POLICY = `
 @id("provider-v1") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"api.provider.test")
@@ -32,6 +35,8 @@ when { context.http.path like "/v1/*" };
 when { context.http.path like "/v1/admin*" };
 @id("limited") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"limited.provider.test");
 @id("untrusted") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"untrusted.provider.test");
+@id("dollar") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"dollar.provider.test");
+@id("weird") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"weird.provider.test");
 @id("missing") permit (principal == Agent::"${ID_A}", action == Action::"egress.http", resource == Host::"missing.provider.test");
 `;
 
@@ -47,6 +52,19 @@ let key: SigningKey;
 let provider: { port: number; seen: Seen[]; release: () => void };
 let auditPath: string;
 let credentialFile: string;
+let weird: { port: number };
+
+/** A TLS server that answers every request with a status Node's parser accepts but cannot forward. */
+async function startWeirdProvider(t: Test, ca: Issued): Promise<{ port: number }> {
+  const cert = await createCert({ signer: ca, role: 'weird', ipAddresses: ['127.0.0.1'], keyUsage: ['digitalSignature', 'keyEncipherment'], extKeyUsage: ['1.3.6.1.5.5.7.3.1'] });
+  const server = createTlsServer({ cert: cert.pem, key: cert.keyPem }, (socket) => {
+    socket.on('error', () => undefined);
+    socket.once('data', () => socket.end('HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n'));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { port: (server.address() as { port: number }).port };
+}
 
 async function startProvider(t: Test, ca: Issued): Promise<{ port: number; seen: Seen[]; release: () => void }> {
   const cert = await createCert({ signer: ca, role: 'provider', ipAddresses: ['127.0.0.1'], dnsNames: ['localhost'], keyUsage: ['digitalSignature', 'keyEncipherment'], extKeyUsage: ['1.3.6.1.5.5.7.3.1'] });
@@ -89,6 +107,8 @@ t.before(async () => {
   credentialFile = join(dir, 'provider.key');
   await writeFile(credentialFile, `${SECRET_1}\n`);
   await writeFile(join(dir, 'pseudonym.key'), PSEUDONYM_SECRET);
+  await writeFile(join(dir, 'dollar.key'), DOLLAR_SECRET);
+  weird = await startWeirdProvider(t, providerCa);
   await writeFile(join(dir, 'policy.cedar'), POLICY);
   const ring = await SigningKeyRing.load(join(dir, 'broker-keys'));
   key = ring.current();
@@ -127,6 +147,8 @@ t.before(async () => {
             },
             { host: 'untrusted.provider.test', upstream, ca: './other-ca.pem', credential: { file: './provider.key' } },
             { host: 'missing.provider.test', upstream, ca: './provider-ca.pem', credential: { file: './does-not-exist.key' } },
+            { host: 'dollar.provider.test', upstream, ca: './provider-ca.pem', credential: { file: './dollar.key', header: 'x-api-key', value: 'key={credential};' } },
+            { host: 'weird.provider.test', upstream: `https://127.0.0.1:${weird.port}`, ca: './provider-ca.pem' },
           ],
         },
         policy: { cedar: './policy.cedar' },
@@ -172,6 +194,43 @@ t.test('the provider gets the injected credential and attribution; the agent sen
   t.equal(asKey.gotHttpResponse && asKey.status, 200);
   t.equal(last().headers['x-api-key'], SECRET_1, "the agent's own x-api-key was replaced by the sidecar's");
   t.notOk(JSON.stringify(provider.seen).includes(AGENT_KEY), "the agent's key never reached the provider");
+});
+
+t.test('header variants, request smuggling, credential bytes, odd upstream statuses', async (t) => {
+  // (A route with bodyFields refuses a body it cannot rewrite; this one passes bodies through.)
+  const variants = await call('api.provider.test', '/v1/chat', { x_user_pseudonym: 'u_victim', X_Acting_Agent: 'spiffe://example.org/agent/evil', 'x-task_id': 'stolen' });
+  t.equal(variants.gotHttpResponse && variants.status, 200);
+  const sent = JSON.stringify(last().headers);
+  t.notOk(sent.includes('u_victim') || sent.includes('agent/evil') || sent.includes('stolen'), `underscore variants of our headers are not forwarded (${sent})`);
+  t.equal(last().headers['x-acting-agent'], ID_A, 'ours is');
+
+  // A chunked body on a GET must stay a body: unframed, it would become a second request that
+  // our next call on the pooled connection completes with the credential.
+  const { host, port } = splitAddress(a.outbound);
+  const smuggled = 'GET /v1/admin/keys HTTP/1.1\r\nx-swallow: ';
+  await new Promise<void>((resolve) => {
+    const socket = netConnect({ host, port }, () => {
+      socket.write(`GET /v1/chat HTTP/1.1\r\nhost: dollar.provider.test\r\ntransfer-encoding: chunked\r\n\r\n${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`);
+    });
+    socket.on('data', () => socket.end());
+    socket.on('close', () => resolve());
+    socket.on('error', () => resolve());
+  });
+  // The same route (its pooled connections) right after.
+  await call('dollar.provider.test', '/v1/chat');
+  await call('dollar.provider.test', '/v1/chat');
+  t.notOk(provider.seen.some((s) => s.url.includes('admin')), 'no smuggled request reached the provider');
+  t.ok(provider.seen.some((s) => s.body === smuggled), 'positive control: it arrived as the body of the chunked GET', { seen: provider.seen.slice(-4).map((s) => ({ url: s.url, body: s.body, te: s.headers['transfer-encoding'] })) });
+
+  const dollar = await call('dollar.provider.test', '/v1/chat');
+  t.equal(dollar.gotHttpResponse && dollar.status, 200);
+  t.equal(last().headers['x-api-key'], `key=${DOLLAR_SECRET};`, 'a credential with $-patterns is injected byte for byte');
+
+  const odd = await call('weird.provider.test', '/v1/chat');
+  t.equal(odd.gotHttpResponse && odd.status, 502, 'an upstream status that cannot be forwarded is a 502');
+  t.equal(odd.gotHttpResponse && odd.json?.reason, 'upstream_unavailable');
+  const health = await plainRequest({ address: a.admin, path: '/healthz' });
+  t.equal(health.gotHttpResponse && health.status, 200, 'and the sidecar is still running');
 });
 
 t.test('a delegation: a stable user pseudonym and the task id; the token never reaches the provider', async (t) => {
