@@ -126,6 +126,7 @@ export class Sidecar {
           ...(delegation && config.delegation ? { delegation: { verifier: delegation.verifier, header: config.delegation.header } } : {}),
           observe: deps.observe,
           live: deps.live,
+          revoked: (request) => this.refusedByRevocation(request) !== undefined,
           logger: logger.child({ component: 'egress' }),
         });
       }
@@ -347,7 +348,8 @@ export class Sidecar {
     const entry = revocations.check(request) ?? (own && revocations.set.size > 0 ? revocations.agent(own) : undefined);
     const base = { allowed: false, policies: [], wouldDeny: false, policyVersion: this.policy.current().version, request };
     if (entry) return { ...base, reason: 'revoked', revocation: { kind: entry.kind, id: entry.id } };
-    if (request.action === 'connect' && revocations.stale()) return { ...base, reason: 'revocation_stale' };
+    // New connections, and egress calls (each is a new call on our credential), wait for a fresh list.
+    if ((request.action === 'connect' || request.action === 'egress.http') && revocations.stale()) return { ...base, reason: 'revocation_stale' };
     return undefined;
   }
 

@@ -223,6 +223,29 @@ function crossFieldIssues(raw: unknown, env: Record<string, string | undefined>)
 /** Headers Sigil or HTTP itself controls: never a credential or attribution header. */
 const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'te', 'trailer', 'connection', 'keep-alive', 'upgrade', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'expect', 'traceparent']);
 
+/** A secret source: exactly one kind; an HTTP one on https (http only on loopback), paired TLS files, sane header names and times. */
+function sourceIssues(s: RawSecret | undefined, path: string, issues: ConfigIssue[]): void {
+  if (!s) return;
+  const n = [s.file, s.env, s.http].filter((v) => v !== undefined).length;
+  if (n !== 1) issues.push({ path, message: `exactly one of file, env, http is required (got ${n})` });
+  const h = s.http;
+  if (!h) return;
+  try {
+    const u = new URL(h.url);
+    const loopback = ['127.0.0.1', '[::1]', 'localhost'].includes(u.hostname);
+    if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback)) issues.push({ path: `${path}.http.url`, message: 'must be https:// (http:// only on loopback)' });
+    if (u.protocol === 'http:' && h.tls) issues.push({ path: `${path}.http.tls`, message: 'needs an https:// url' });
+  } catch {
+    issues.push({ path: `${path}.http.url`, message: 'is not a valid URL' });
+  }
+  for (const name of Object.keys(h.headers ?? {})) {
+    if (!/^[A-Za-z0-9-]+$/.test(name)) issues.push({ path: `${path}.http.headers.${name}`, message: 'is not a header name' });
+  }
+  if (h.tls && (h.tls.cert === undefined) !== (h.tls.key === undefined)) issues.push({ path: `${path}.http.tls`, message: 'cert and key go together (a client certificate needs its key)' });
+  if (h.refresh === 0) issues.push({ path: `${path}.http.refresh`, message: 'must be greater than 0' });
+  if (h.timeout === 0) issues.push({ path: `${path}.http.timeout`, message: 'must be greater than 0' });
+}
+
 /** outbound.egress: one secret source each, hosts unique across routes and egress, sane templates. */
 function egressIssues(data: RawConfig): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
@@ -239,13 +262,8 @@ function egressIssues(data: RawConfig): ConfigIssue[] {
     const first = hosts.get(key);
     if (first) issues.push({ path: `${at}.host`, message: `duplicate host ${JSON.stringify(e.host.host)} (same as ${first}.host)` });
     else hosts.set(key, at);
-    const sourceIssue = (s: { file?: unknown; env?: unknown; http?: unknown } | undefined, path: string): void => {
-      if (!s) return;
-      const n = [s.file, s.env, s.http].filter((v) => v !== undefined).length;
-      if (n !== 1) issues.push({ path, message: `exactly one of file, env, http is required (got ${n})` });
-    };
-    sourceIssue(e.credential, `${at}.credential`);
-    sourceIssue(e.attribution?.userSecret, `${at}.attribution.userSecret`);
+    sourceIssues(e.credential, `${at}.credential`, issues);
+    sourceIssues(e.attribution?.userSecret, `${at}.attribution.userSecret`, issues);
     if (e.credential?.value !== undefined && e.credential.value.split('{credential}').length !== 2) {
       issues.push({ path: `${at}.credential.value`, message: 'must contain {credential} exactly once' });
     }
@@ -254,15 +272,6 @@ function egressIssues(data: RawConfig): ConfigIssue[] {
     }
     if (e.credential?.header !== undefined && RESERVED_HEADERS.has(e.credential.header.toLowerCase())) {
       issues.push({ path: `${at}.credential.header`, message: `${JSON.stringify(e.credential.header)} cannot carry a credential (framing, routing or hop-by-hop header)` });
-    }
-    if (e.credential?.http) {
-      try {
-        const u = new URL(e.credential.http.url);
-        const loopback = ['127.0.0.1', '[::1]', 'localhost'].includes(u.hostname);
-        if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback)) issues.push({ path: `${at}.credential.http.url`, message: 'must be https:// (http:// only on loopback)' });
-      } catch {
-        issues.push({ path: `${at}.credential.http.url`, message: 'is not a valid URL' });
-      }
     }
     const credentialHeader = (e.credential?.header ?? 'authorization').toLowerCase();
     for (const [name, template] of Object.entries(e.attribution?.headers ?? {})) {

@@ -37,6 +37,8 @@ export interface EgressOptions {
   observe: (observation: RequestObservation) => void;
   /** Registers in-flight calls so a revocation (of a user, task, token) cuts them. */
   live?: (work: LiveWork) => () => void;
+  /** Whether revocation (or a stale list) refuses this call: checked before any limit or credential. */
+  revoked?: (request: AuthzRequest) => boolean;
   logger: Logger;
 }
 
@@ -187,6 +189,14 @@ export class EgressRoutes {
       if (why) return refuse(401, why, 'the delegation token was refused', { 'www-authenticate': `Bearer realm="sigil", error="invalid_token", error_description="${why}"` });
     }
     const delegation = request.delegation;
+    // Revoked (agent, user, task, token) or a stale list: refused as such (403 revoked), before
+    // the limits and the credential could answer with something else.
+    if (this.options.revoked?.(request)) {
+      const refused = this.options.decide(request, meta);
+      reason = refused.reason;
+      sendError(res, 403, denialBody(refused));
+      return;
+    }
 
     // Limits and Sigil's own refusals come before the policy, so a refused call has exactly one
     // audit line (the refusal) and a permitted one exactly one (the decision).
@@ -239,7 +249,11 @@ export class EgressRoutes {
     if (Object.keys(fields).length > 0 && hasBody(req)) {
       // The body is rewritten, so it is read whole (bounded), and only JSON objects qualify:
       // anything else could carry the agent's own attribution past us.
-      if (!/\bjson\b/i.test(String(req.headers['content-type'] ?? ''))) return respond(400, 'bad_request', `${route.config.host} sets JSON body fields: send application/json`);
+      const badBody = (detail: string): void => {
+        decisionLabel = 'deny';
+        refuse(400, 'bad_request', detail);
+      };
+      if (!/\bjson\b/i.test(String(req.headers['content-type'] ?? ''))) return badBody(`${route.config.host} sets JSON body fields: send application/json`);
       const raw = await readBounded(req, max ?? DEFAULT_MAX_BODY_BYTES);
       if (raw === 'aborted' || closed) return;
       if (raw === 'too_large') {
@@ -250,9 +264,9 @@ export class EgressRoutes {
       try {
         doc = JSON.parse(raw.toString('utf8'));
       } catch {
-        return respond(400, 'bad_request', 'the JSON body does not parse');
+        return badBody('the JSON body does not parse');
       }
-      if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return respond(400, 'bad_request', 'a JSON object body is required on this route');
+      if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return badBody('a JSON object body is required on this route');
       const object = doc as Record<string, unknown>;
       for (const [name, template] of Object.entries(fields)) {
         const value = renderTemplate(template, values);
@@ -276,7 +290,9 @@ export class EgressRoutes {
       onFailure: (why, detail) => {
         decisionLabel = 'deny';
         if (why === 'body_too_large') return refuse(413, why, detail);
-        if (why === 'upstream_unavailable') decisionLabel = decision.wouldDeny ? 'would_deny' : 'allow';
+        if (why === 'upstream_untrusted') return refuse(502, why, detail);
+        // An outage is not a refusal: the call was allowed, the provider was not reachable.
+        decisionLabel = decision.wouldDeny ? 'would_deny' : 'allow';
         respond(502, why, detail);
       },
       register: (cut) => {

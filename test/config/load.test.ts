@@ -596,6 +596,24 @@ const bad: BadCase[] = [
     path: 'outbound.listen',
     message: 'must be on loopback',
   },
+  {
+    name: 'egress pseudonym secret over remote plain http',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', attribution: { userSecret: { http: { url: 'http://vault.example/v1/k', pointer: '/k' } } } }] })),
+    path: 'outbound.egress[0].attribution.userSecret.http.url',
+    message: 'must be https://',
+  },
+  {
+    name: 'egress secret client certificate without its key',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { http: { url: 'https://vault.example/v1/k', pointer: '/k', tls: { cert: './c.pem' } } } }] })),
+    path: 'outbound.egress[0].credential.http.tls',
+    message: 'cert and key go together',
+  },
+  {
+    name: 'egress secret refresh of zero',
+    yaml: mutate((d) => (d.outbound = { egress: [{ host: 'api.provider.test', upstream: 'https://api.provider.test', credential: { http: { url: 'https://vault.example/v1/k', pointer: '/k', refresh: '0s' } } }] })),
+    path: 'outbound.egress[0].credential.http.refresh',
+    message: 'greater than 0',
+  },
   { name: 'empty document', yaml: '', path: '', message: 'config is empty' },
   { name: 'top-level array', yaml: '- a\n- b\n', path: '', message: 'expected object, got array' },
 ];
