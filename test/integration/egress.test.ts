@@ -188,6 +188,11 @@ t.test('the provider gets the injected credential and attribution; the agent sen
   t.equal(last().headers['x-user-pseudonym'], undefined, 'no delegation: no user header');
   t.equal(last().headers.host, `127.0.0.1:${provider.port}`, 'Host is the upstream');
 
+  const viaProxy = await plainRequest({ address: a.outbound, path: 'http://api.provider.test/v1/chat?x=1', headers: { host: 'ignored.example' } });
+  t.equal(viaProxy.gotHttpResponse && viaProxy.status, 200, 'as a forward proxy (absolute-form URI), the URI names the route');
+  t.equal(last().url, '/v1/chat?x=1', 'origin-form path and query to the provider');
+  t.equal(last().headers.authorization, `Bearer ${SECRET_1}`);
+
   const withOwnKey = await call('api.provider.test', '/v1/chat', { authorization: `Bearer ${AGENT_KEY}`, 'x-acting-agent': 'spiffe://example.org/agent/forged' });
   t.equal(withOwnKey.gotHttpResponse && withOwnKey.status, 401, "an agent's own bearer value is taken as a delegation token, and refused");
   const asKey = await call('limited.provider.test', '/v1/chat', { 'x-api-key': AGENT_KEY, 'x-acting-agent': 'forged' });
