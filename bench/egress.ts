@@ -104,7 +104,8 @@ function rawProxyMain(a: Record<string, string>): void {
     });
     req.pipe(up);
   });
-  server.keepAliveTimeout = 60_000;
+  // Node's default keepAliveTimeout (5 s), like Sigil's outbound listener: both proxy rows see
+  // the same idle-connection behaviour between rounds.
   exitOnSignal();
   const { host, port } = hostPort(a.listen ?? '127.0.0.1:0');
   server.listen(port, host, () => announce(server.address()));
@@ -295,7 +296,12 @@ export async function runEgressBench(opts: Partial<EgressOptions> = {}): Promise
         port,
         // Direct: the client itself holds the key. Through a proxy: no key, the proxy adds it.
         headers: direct ? { authorization: `Bearer ${secret}` } : { host: HOST },
-        agent: direct ? new HttpsAgent({ keepAlive: true, maxSockets: o.concurrency, ca: providerCaPem }) : new HttpAgent({ keepAlive: true, maxSockets: o.concurrency }),
+        // `timeout` makes the agent honour the server's `Keep-Alive: timeout=N` hint (idle sockets
+        // are dropped 1 s before the server would close them); without it, Node ignores the hint
+        // and a request sent on a socket the server is just closing fails with ECONNRESET.
+        agent: direct
+          ? new HttpsAgent({ keepAlive: true, maxSockets: o.concurrency, timeout: 30_000, ca: providerCaPem })
+          : new HttpAgent({ keepAlive: true, maxSockets: o.concurrency, timeout: 30_000 }),
         requests: 0,
         errors: 0,
         elapsedMs: 0,
@@ -398,7 +404,7 @@ export async function runEgressBench(opts: Partial<EgressOptions> = {}): Promise
     process.stdout.write(`sigil_requests_total (incl. warm-up): metrics on ${countedOn}, metrics off ${countedOff}\n`);
     if (countedOn === 0 || countedOff !== 0) throw new Error(`metrics switch not in effect (on: ${countedOn}, off: ${countedOff})`);
     const failed = targets.filter((t) => t.errors > 0 || (rateResults.get(t)?.errors ?? 0) > 0);
-    for (const t of failed) process.stderr.write(`${t.name}: ${t.errors} errors, first: ${t.firstError}\n`);
+    for (const t of failed) process.stderr.write(`${t.name}: ${t.errors} errors closed-loop, ${rateResults.get(t)?.errors ?? 0} at the fixed rate, first: ${t.firstError}\n`);
     if (failed.length > 0) throw new Error('some egress requests failed');
   } finally {
     for (const t of targets) t.agent.destroy();
