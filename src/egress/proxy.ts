@@ -375,8 +375,9 @@ export class EgressRoutes {
         const out: IncomingHttpHeaders = { ...upstreamRes.headers };
         stripHopByHop(out);
         res.writeHead(status, out as OutgoingHttpHeaders);
-        // Streamed as it arrives: server-sent events reach the agent token by token.
-        res.flushHeaders();
+        // A stream (server-sent events, chunked) gets its headers at once, so the agent sees the
+        // response start before the first token; a sized body goes out with them in one write.
+        if (out['content-length'] === undefined || /event-stream/i.test(String(out['content-type'] ?? ''))) res.flushHeaders();
         upstreamRes.pipe(res);
         upstreamRes.on('error', () => res.destroy());
       },
