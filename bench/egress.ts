@@ -19,7 +19,7 @@ import { Agent as HttpsAgent, createServer as createHttpsServer, request as http
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createCa, createCert } from '../test/fixtures/certs.js';
-import { ID_A, TD, fmt, machineLine, makePki, printTable, processCpuMicros, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
+import { closedLoop, ID_A, TD, fmt, machineLine, makePki, printTable, processCpuMicros, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
 import { announce, args, exitOnSignal, hostPort } from './servers/common.js';
 
 export interface EgressOptions {
@@ -162,31 +162,8 @@ function oneRequest(t: Target, path = PATH): Promise<{ ok: boolean; ms: number; 
   });
 }
 
-async function load(t: Target, seconds: number, concurrency: number, record: boolean): Promise<void> {
-  const start = performance.now();
-  const deadline = start + seconds * 1000;
-  const worker = async (): Promise<void> => {
-    while (performance.now() < deadline) {
-      const r = await oneRequest(t);
-      if (!record) continue;
-      if (r.ok) {
-        t.requests++;
-        t.latencies.push(r.ms);
-      } else {
-        t.errors++;
-        t.firstError ??= r.error;
-      }
-    }
-  };
-  const before = t.requests;
-  const cpu0 = cpuOf(t);
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  if (record) {
-    t.cpuMicros += cpuOf(t) - cpu0;
-    const ms = performance.now() - start;
-    t.elapsedMs += ms;
-    t.roundRps.push(((t.requests - before) * 1000) / ms);
-  }
+function load(t: Target, seconds: number, concurrency: number, record: boolean): Promise<void> {
+  return closedLoop(t, seconds, concurrency, record, oneRequest);
 }
 
 /** Open loop at a fixed rate; latency from each request's scheduled send time (as in proxy.ts). */

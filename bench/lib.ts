@@ -172,3 +172,59 @@ export function splitHostPort(address: string): { host: string; port: number } {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What a closed-loop load run accumulates for one target (bench/proxy.ts, bench/egress.ts). */
+export interface ClosedLoopTarget {
+  requests: number;
+  errors: number;
+  elapsedMs: number;
+  latencies: number[];
+  /** req/s of each measured round, to show the spread. */
+  roundRps: number[];
+  /** Proxy CPU µs/req of each measured round, when the caller keeps it. */
+  roundCpu?: number[];
+  /** The proxy processes of this path (not the shared upstream); their CPU time is summed. */
+  pids: number[];
+  cpuMicros: number;
+  firstError?: string;
+}
+
+export interface OneResult {
+  ok: boolean;
+  ms: number;
+  error?: string;
+}
+
+/**
+ * `concurrency` workers send back to back for `seconds`; with `record`, successes add a latency
+ * and the round's req/s and the proxies' CPU (from /proc) are added to the target.
+ */
+export async function closedLoop<T extends ClosedLoopTarget>(t: T, seconds: number, concurrency: number, record: boolean, one: (t: T) => Promise<OneResult>): Promise<void> {
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  const cpuNow = (): number => t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0);
+  const worker = async (): Promise<void> => {
+    while (performance.now() < deadline) {
+      const r = await one(t);
+      if (!record) continue;
+      if (r.ok) {
+        t.requests++;
+        t.latencies.push(r.ms);
+      } else {
+        t.errors++;
+        t.firstError ??= r.error;
+      }
+    }
+  };
+  const before = t.requests;
+  const cpu0 = cpuNow();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  if (record) {
+    const cpu = cpuNow() - cpu0;
+    t.cpuMicros += cpu;
+    const ms = performance.now() - start;
+    t.elapsedMs += ms;
+    t.roundRps.push(((t.requests - before) * 1000) / ms);
+    t.roundCpu?.push(cpu / (t.requests - before));
+  }
+}

@@ -8,7 +8,7 @@
 // measured in alternating rounds so drift hits all of them alike.
 import { execFileSync, spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { ID_A, ID_B, TD, fmt, processCpuMicros, machineLine, makePki, printTable, serverScript, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
+import { closedLoop, ID_A, ID_B, TD, fmt, processCpuMicros, machineLine, makePki, printTable, serverScript, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
 
 export interface ProxyOptions {
   concurrency: number;
@@ -68,33 +68,8 @@ function oneRequest(t: Target): Promise<{ ok: boolean; ms: number; error?: strin
   });
 }
 
-async function load(t: Target, seconds: number, concurrency: number, record: boolean): Promise<void> {
-  const start = performance.now();
-  const deadline = start + seconds * 1000;
-  const worker = async (): Promise<void> => {
-    while (performance.now() < deadline) {
-      const r = await oneRequest(t);
-      if (!record) continue;
-      if (r.ok) {
-        t.requests++;
-        t.latencies.push(r.ms);
-      } else {
-        t.errors++;
-        t.firstError ??= r.error;
-      }
-    }
-  };
-  const before = t.requests;
-  const cpu0 = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0);
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  if (record) {
-    const cpu = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0) - cpu0;
-    t.cpuMicros += cpu;
-    const ms = performance.now() - start;
-    t.elapsedMs += ms;
-    t.roundRps.push(((t.requests - before) * 1000) / ms);
-    t.roundCpu.push(cpu / (t.requests - before));
-  }
+function load(t: Target, seconds: number, concurrency: number, record: boolean): Promise<void> {
+  return closedLoop(t, seconds, concurrency, record, oneRequest);
 }
 
 interface RateResult {
