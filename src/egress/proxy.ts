@@ -1,8 +1,9 @@
 // Egress routes: the agent calls a model provider or SaaS API through its sidecar without any
-// key. Per call, in this order: the agent's delegation (if it presents one) is verified, the
-// call is authorized (`egress.http` on `Host::"<host>"`, revocation first), the route's limits
-// are taken, and the request is sent over TLS to the real upstream (verified against the
-// system store or the route's CA) with the credential injected and attribution headers added.
+// key. Per call, in this order: the agent's delegation (if it presents one) is verified,
+// revocation is checked, the route's limits are taken and its credential read, the call is
+// authorized (`egress.http` on `Host::"<host>"`), and the request is sent over TLS to the real
+// upstream (verified against the system store or the route's CA) with the credential injected
+// and attribution headers added (docs/egress.md lists every step).
 // The agent's own copy of the credential header and its delegation token never leave.
 // Responses stream through as they arrive (server-sent events, chunked).
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
@@ -198,8 +199,8 @@ export class EgressRoutes {
       return;
     }
 
-    // Limits and Sigil's own refusals come before the policy, so a refused call has exactly one
-    // audit line (the refusal) and a permitted one exactly one (the decision).
+    // Limits and Sigil's own refusals come before the policy, so a call refused here has exactly
+    // one audit line (the refusal); only what is found after the decision adds a second.
     const limited = (why: 'rate_limited' | 'concurrency_limited', retryAfterMs: number, detail: string): void =>
       refuse(429, why, detail, { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) });
     if (route.concurrency) {
@@ -253,9 +254,17 @@ export class EgressRoutes {
         decisionLabel = 'deny';
         refuse(400, 'bad_request', detail);
       };
-      if (!/\bjson\b/i.test(String(req.headers['content-type'] ?? ''))) return badBody(`${route.config.host} sets JSON body fields: send application/json`);
+      if (!isJsonMediaType(req.headers['content-type'])) return badBody(`${route.config.host} sets JSON body fields: send application/json`);
       const raw = await readBounded(req, max ?? DEFAULT_MAX_BODY_BYTES);
       if (raw === 'aborted' || closed) return;
+      // Reading the body took time (as long as the agent likes): a revocation meanwhile applies.
+      if (this.options.revoked?.(request)) {
+        const refused = this.options.decide(request, meta);
+        decisionLabel = 'deny';
+        reason = refused.reason;
+        sendError(res, 403, denialBody(refused));
+        return;
+      }
       if (raw === 'too_large') {
         decisionLabel = 'deny';
         return refuse(413, 'body_too_large', `request bodies to ${route.config.host} are limited to ${max ?? DEFAULT_MAX_BODY_BYTES} bytes`);
@@ -279,6 +288,8 @@ export class EgressRoutes {
     const headers = this.upstreamHeaders(req.headers, route, values, credentialValue);
     if (body) {
       headers['content-length'] = String(body.length);
+      // What we send is JSON, whatever parameters the agent's media type carried.
+      headers['content-type'] = 'application/json';
     } else if (req.headers['transfer-encoding'] !== undefined) {
       // Framing is hop-by-hop and was stripped: a chunked body must be sent chunked again, or
       // (on GET and friends) it would reach the provider unframed and could smuggle a request
@@ -327,7 +338,8 @@ export class EgressRoutes {
     for (const name of Object.keys(headers)) if (removed.has(name.toLowerCase().replace(/_/g, '-'))) delete headers[name];
     for (const [name, template] of Object.entries(route.config.attribution.headers)) {
       const value = renderTemplate(template, values);
-      if (value !== undefined) headers[name] = value;
+      // Claims (a task id) may hold characters a header cannot: sent percent-encoded.
+      if (value !== undefined) headers[name] = /^[\t\x20-\x7e]*$/.test(value) ? value : encodeURIComponent(value);
     }
     // split/join, not replace(): `$&`-style patterns in a credential must stay literal.
     if (cred && credential !== undefined) headers[cred.header] = cred.value.split('{credential}').join(credential);
@@ -433,4 +445,11 @@ function readBounded(req: IncomingMessage, limit: number): Promise<Buffer | 'too
     req.once('aborted', () => resolve('aborted'));
     req.once('error', () => resolve('aborted'));
   });
+}
+
+/** `application/json` or any `+json` type, parameters ignored: nothing that merely mentions json. */
+function isJsonMediaType(value: string | string[] | undefined): boolean {
+  if (typeof value !== 'string') return false;
+  const type = value.split(';')[0]!.trim().toLowerCase();
+  return type === 'application/json' || /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.-]+\+json$/.test(type);
 }

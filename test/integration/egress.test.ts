@@ -263,6 +263,11 @@ t.test("JSON body fields (a provider's `user` field) are set from verified value
   t.same(JSON.parse(last().body ?? '{}'), { model: 'm', user: pseudonym(PSEUDONYM_SECRET, 'alice@example.org') }, 'with a delegation: the pseudonym');
   const notJson = await call('api.provider.test', '/v1/chat', { 'content-type': 'text/plain' }, 'POST', '{"user":"spoofed-user"}');
   t.equal(notJson.gotHttpResponse && notJson.status, 400, 'a body that cannot be rewritten is refused, not passed through');
+  const formish = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/x-www-form-urlencoded; x=json' }, 'POST', '{"a":"&user=evil&"}');
+  t.equal(formish.gotHttpResponse && formish.status, 400, 'a media type that merely mentions json is not JSON');
+  const plusJson = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/vnd.api+json; charset=utf-8' }, 'POST', '{"user":"spoofed-user"}');
+  t.equal(plusJson.gotHttpResponse && plusJson.status, 200, 'a +json media type is JSON');
+  t.equal(last().headers['content-type'], 'application/json', 'the rewritten body is sent as application/json');
   const array = await call('api.provider.test', '/v1/chat', { 'content-type': 'application/json' }, 'POST', '[1]');
   t.equal(array.gotHttpResponse && array.status, 400);
   t.notOk(provider.seen.some((s) => s.body?.includes('spoofed-user')), 'the spoofed value never reached the provider');
@@ -389,6 +394,37 @@ t.test('revoking the user cuts an egress stream made for them, and refuses the n
   t.equal(next.gotHttpResponse && next.status, 403);
   t.equal(next.gotHttpResponse && next.json?.reason, 'revoked');
   provider.release();
+});
+
+t.test('a revocation while the agent is still sending the body applies before anything is sent', async (t) => {
+  const token = await signDelegationToken(claims({ sub: 'carol@example.org', task: 'задача-7' }), key);
+  const ok = await call('api.provider.test', '/v1/chat', { authorization: `Bearer ${token}` });
+  t.equal(ok.gotHttpResponse && ok.status, 200, 'positive control: carol is served');
+  t.equal(last().headers['x-task-id'], encodeURIComponent('задача-7'), 'a task id a header cannot hold is sent percent-encoded');
+  const before = provider.seen.length;
+  const { host, port } = splitAddress(a.outbound);
+  const body = JSON.stringify({ model: 'm' });
+  let answer = '';
+  const done = new Promise<void>((resolve) => {
+    const socket = netConnect({ host, port }, () => {
+      socket.write(`POST /v1/chat HTTP/1.1\r\nhost: api.provider.test\r\nauthorization: Bearer ${token}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
+      setTimeout(async () => {
+        await plainRequest({ address: a.admin, path: '/v1/revocations', method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'user', value: 'carol@example.org', reason: 'test' }) });
+        socket.write(body.slice(5));
+      }, 300);
+    });
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => {
+      answer += d;
+      if (answer.includes('\r\n\r\n')) socket.end();
+    });
+    socket.on('close', () => resolve());
+    socket.on('error', () => resolve());
+  });
+  await done;
+  t.match(answer, /^HTTP\/1\.1 403/, 'refused once the body is in');
+  t.match(answer, /"reason":"revoked"/);
+  t.equal(provider.seen.length, before, 'nothing reached the provider');
 });
 
 t.test('teardown check: the credential file can go away without crashing the sidecar', async (t) => {
