@@ -19,7 +19,7 @@ import { Agent as HttpsAgent, createServer as createHttpsServer, request as http
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createCa, createCert } from '../test/fixtures/certs.js';
-import { closedLoop, ID_A, TD, fmt, machineLine, makePki, printTable, processCpuMicros, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
+import { closedLoop, openLoop, type RateResult, ID_A, TD, fmt, machineLine, makePki, printTable, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
 import { announce, args, exitOnSignal, hostPort } from './servers/common.js';
 
 export interface EgressOptions {
@@ -133,15 +133,7 @@ interface Target {
   firstError?: string;
 }
 
-interface RateResult {
-  requests: number;
-  errors: number;
-  latencies: number[];
-  cpuMicros: number;
-  roundCpu: number[];
-}
 
-const cpuOf = (t: Target): number => t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0);
 
 function oneRequest(t: Target, path = PATH): Promise<{ ok: boolean; ms: number; body?: string; error?: string }> {
   return new Promise((resolve) => {
@@ -167,37 +159,8 @@ function load(t: Target, seconds: number, concurrency: number, record: boolean):
 }
 
 /** Open loop at a fixed rate; latency from each request's scheduled send time (as in proxy.ts). */
-async function loadAtRate(t: Target, rate: number, seconds: number, out: RateResult | undefined): Promise<void> {
-  const total = Math.round(rate * seconds);
-  const cpu0 = cpuOf(t);
-  const pending: Array<Promise<void>> = [];
-  const start = performance.now();
-  let sent = 0;
-  while (sent < total) {
-    const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
-    for (; sent < due; sent++) {
-      const scheduled = start + (sent * 1000) / rate;
-      pending.push(
-        oneRequest(t).then((r) => {
-          if (!out) return;
-          if (r.ok) {
-            out.requests++;
-            out.latencies.push(performance.now() - scheduled);
-          } else {
-            out.errors++;
-            t.firstError ??= r.error;
-          }
-        }),
-      );
-    }
-    await sleep(1);
-  }
-  await Promise.all(pending);
-  if (out) {
-    const cpu = cpuOf(t) - cpu0;
-    out.cpuMicros += cpu;
-    out.roundCpu.push(cpu / total);
-  }
+function loadAtRate(t: Target, rate: number, seconds: number, out: RateResult | undefined): Promise<void> {
+  return openLoop(t, rate, seconds, out, oneRequest);
 }
 
 /** CPU seconds per 1,000 requests from µs per request. */

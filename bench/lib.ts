@@ -228,3 +228,51 @@ export async function closedLoop<T extends ClosedLoopTarget>(t: T, seconds: numb
     t.roundCpu?.push(cpu / (t.requests - before));
   }
 }
+
+/** What an open-loop (fixed-rate) run accumulates for one path. */
+export interface RateResult {
+  requests: number;
+  errors: number;
+  latencies: number[];
+  cpuMicros: number;
+  roundCpu: number[];
+}
+
+/**
+ * Sends at a fixed `rate` for `seconds` whether or not earlier requests have been answered,
+ * measuring latency from each request's scheduled send time (no coordinated omission); with
+ * `out`, results and the proxies' CPU are added there (undefined = warm-up).
+ */
+export async function openLoop<T extends Pick<ClosedLoopTarget, 'pids' | 'firstError'>>(t: T, rate: number, seconds: number, out: RateResult | undefined, one: (t: T) => Promise<OneResult>): Promise<void> {
+  const total = Math.round(rate * seconds);
+  const cpuNow = (): number => t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0);
+  const cpu0 = cpuNow();
+  const pending: Array<Promise<void>> = [];
+  const start = performance.now();
+  let sent = 0;
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
+    for (; sent < due; sent++) {
+      const scheduled = start + (sent * 1000) / rate;
+      pending.push(
+        one(t).then((r) => {
+          if (!out) return;
+          if (r.ok) {
+            out.requests++;
+            out.latencies.push(performance.now() - scheduled);
+          } else {
+            out.errors++;
+            t.firstError ??= r.error;
+          }
+        }),
+      );
+    }
+    await sleep(1);
+  }
+  await Promise.all(pending);
+  if (out) {
+    const cpu = cpuNow() - cpu0;
+    out.cpuMicros += cpu;
+    out.roundCpu.push(cpu / total);
+  }
+}

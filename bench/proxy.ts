@@ -8,7 +8,7 @@
 // measured in alternating rounds so drift hits all of them alike.
 import { execFileSync, spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { closedLoop, ID_A, ID_B, TD, fmt, processCpuMicros, machineLine, makePki, printTable, serverScript, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
+import { closedLoop, openLoop, type RateResult, ID_A, ID_B, TD, fmt, machineLine, makePki, printTable, serverScript, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
 
 export interface ProxyOptions {
   concurrency: number;
@@ -72,13 +72,6 @@ function load(t: Target, seconds: number, concurrency: number, record: boolean):
   return closedLoop(t, seconds, concurrency, record, oneRequest);
 }
 
-interface RateResult {
-  requests: number;
-  errors: number;
-  latencies: number[];
-  cpuMicros: number;
-  roundCpu: number[];
-}
 
 /**
  * Open loop at a fixed rate: requests are sent on schedule whether or not earlier ones have
@@ -87,37 +80,8 @@ interface RateResult {
  * like with like; under closed-loop saturation a slower path also batches less per event-loop
  * turn, which inflates its CPU per request beyond the cost of the extra work itself.
  */
-async function loadAtRate(t: Target, rate: number, seconds: number, out: RateResult | undefined): Promise<void> {
-  const total = Math.round(rate * seconds);
-  const cpu0 = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0);
-  const pending: Array<Promise<void>> = [];
-  const start = performance.now();
-  let sent = 0;
-  while (sent < total) {
-    const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
-    for (; sent < due; sent++) {
-      const scheduled = start + (sent * 1000) / rate;
-      pending.push(
-        oneRequest(t).then((r) => {
-          if (!out) return;
-          if (r.ok) {
-            out.requests++;
-            out.latencies.push(performance.now() - scheduled);
-          } else {
-            out.errors++;
-            t.firstError ??= r.error;
-          }
-        }),
-      );
-    }
-    await sleep(1);
-  }
-  await Promise.all(pending);
-  if (out) {
-    const cpu = t.pids.reduce((sum, pid) => sum + processCpuMicros(pid), 0) - cpu0;
-    out.cpuMicros += cpu;
-    out.roundCpu.push(cpu / total);
-  }
+function loadAtRate(t: Target, rate: number, seconds: number, out: RateResult | undefined): Promise<void> {
+  return openLoop(t, rate, seconds, out, oneRequest);
 }
 
 function hasNginx(): string | undefined {
