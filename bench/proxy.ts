@@ -72,7 +72,6 @@ function load(t: Target, seconds: number, concurrency: number, record: boolean):
   return closedLoop(t, seconds, concurrency, record, oneRequest);
 }
 
-
 /**
  * Open loop at a fixed rate: requests are sent on schedule whether or not earlier ones have
  * answered, and latency is measured from the scheduled send time (no coordinated omission).

@@ -11,7 +11,7 @@ import { buildDelegation } from './delegation/sidecar.js';
 import { ConfigError, type SigilConfig } from './config/index.js';
 import { WorkloadApiSvidSource } from './identity/workload-api/index.js';
 import { EgressRoutes } from './egress/index.js';
-import { createSvidSource, IdentityManager, isUsable, type IdentitySnapshot } from './identity/index.js';
+import { createIdentityManager, type IdentityManager, isUsable, type IdentitySnapshot } from './identity/index.js';
 import { InboundProxy, OutboundProxy, type HandshakeObservation } from './proxy/index.js';
 import type { SpiffeId } from './spiffe/index.js';
 import { AuditLog, SigilMetrics, type Logger, type RequestObservation } from './telemetry/index.js';
@@ -67,15 +67,8 @@ export class Sidecar {
       epoch: () => this.revocations.epoch,
       isRevoked: (serial, fingerprint) => this.revocations.svid(serial, fingerprint) !== undefined,
     });
-    const refuseIssue = (id: SpiffeId): string | undefined => {
-      const entry = this.revocations.agent(id);
-      return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
-    };
-    this.identity = new IdentityManager(
-      (callbacks) => createSvidSource(config.identity, { trustDomain: config.trustDomain, callbacks, refuseIssue, logger: logger.child({ component: 'workload-api' }) }),
-      config.trust.bundles,
-      logger.child({ component: 'identity' }),
-    );
+    // The dev issuer does not renew the SVID of a revoked (decommissioned) agent.
+    this.identity = createIdentityManager(config, (id) => this.revocations.decommissioned(id), logger);
     const envelope = config.bus?.envelope;
     const frames = new FrameSigning({
       identity: () => this.identity.current(),

@@ -21,7 +21,7 @@ import type { TLSSocket } from 'node:tls';
 import { AdminServer } from '../admin/index.js';
 import type { AuthzRequest, Decision } from '../authz/index.js';
 import { ConfigError } from '../config/index.js';
-import { createSvidSource, IdentityManager, isUsable, type IdentitySnapshot } from '../identity/index.js';
+import { createIdentityManager, type IdentityManager, isUsable, type IdentitySnapshot } from '../identity/index.js';
 import { listen } from '../proxy/index.js';
 import type { SpiffeId } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
@@ -68,15 +68,7 @@ export class Broker {
     this.policy = new BrokerPolicy(config.policy.cedar);
     this.revocations = this.buildRevocations(logger.child({ component: 'revocation' }));
     // As for a sidecar: the dev issuer does not renew the SVID of a revoked (decommissioned) agent.
-    const refuseIssue = (id: SpiffeId): string | undefined => {
-      const entry = this.revocations.agent(id);
-      return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
-    };
-    this.identity = new IdentityManager(
-      (callbacks) => createSvidSource(config.identity, { trustDomain: config.trustDomain, callbacks, refuseIssue, logger: logger.child({ component: 'workload-api' }) }),
-      config.trust.bundles,
-      logger.child({ component: 'identity' }),
-    );
+    this.identity = createIdentityManager(config, (id) => this.revocations.decommissioned(id), logger);
     // A revoked SVID fails the peer check (handshake and every request); cached verifications
     // do not survive a change of the list.
     this.verifier.useRevocation({

@@ -9,5 +9,5 @@ export { watchFiles, WATCH_INTERVAL_MS } from './watch.js';
 export type { FileWatch } from './watch.js';
 export { isUsable } from './types.js';
 export type { IdentitySnapshot, X509Svid, SvidSource, SvidUpdate, SourceCallbacks } from './types.js';
-export { createSvidSource } from './sources.js';
+export { createIdentityManager, createSvidSource } from './sources.js';
 export type { SvidSourceContext } from './sources.js';

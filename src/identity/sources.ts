@@ -4,6 +4,7 @@ import { SpiffeId, TrustDomain } from '../spiffe/index.js';
 import type { Logger } from '../telemetry/index.js';
 import { DevSvidSource } from './dev-source.js';
 import { FilesSvidSource } from './files-source.js';
+import { IdentityManager } from './manager.js';
 import type { SourceCallbacks, SvidSource } from './types.js';
 import { workloadApiSource } from './workload-api/index.js';
 
@@ -24,4 +25,17 @@ export function createSvidSource(identity: IdentityConfig, { trustDomain, callba
     case 'workloadApi':
       return workloadApiSource(identity, TrustDomain.parse(trustDomain), callbacks, logger);
   }
+}
+
+/** The identity of a sidecar or broker: its configured source plus its `trust.bundles` files. */
+export function createIdentityManager(
+  config: { identity: IdentityConfig; trustDomain: string; trust: { bundles: Record<string, string> } },
+  refuseIssue: (id: SpiffeId) => string | undefined,
+  logger: Logger,
+): IdentityManager {
+  return new IdentityManager(
+    (callbacks) => createSvidSource(config.identity, { trustDomain: config.trustDomain, callbacks, refuseIssue, logger: logger.child({ component: 'workload-api' }) }),
+    config.trust.bundles,
+    logger.child({ component: 'identity' }),
+  );
 }

@@ -188,6 +188,12 @@ export class Revocations {
     return this.set.agent(id, now);
   }
 
+  /** Why the dev issuer must not (re)issue an SVID for `id`: the agent is revoked (decommissioned). */
+  decommissioned(id: SpiffeId): string | undefined {
+    const entry = this.agent(id);
+    return entry && `the agent is revoked (${entry.kind} ${entry.id}): decommissioned`;
+  }
+
   // ---- freshness ----------------------------------------------------------------------------
 
   /** Age of the list in seconds: since every source last confirmed it; undefined without sources. */
