@@ -1,5 +1,6 @@
 // The composition root: the only module that knows every component. It builds them from the
 // config, wires identity updates into the TLS listeners and owns start/stop order.
+import { parseUnsafeTestWeakening, UNSAFE_TEST_WEAKEN_ENV, WEAKENINGS, type Weakening } from './config/unsafe-test-weakening.js';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { AdminServer } from './admin/index.js';
@@ -43,7 +44,9 @@ export class Sidecar {
   private readonly startedAt = new Date();
   private readonly bundleFingerprints = new Map<string, string>();
   private auditDroppedReported = 0;
-  private readonly verifier = new PeerVerifier();
+  private readonly verifier: PeerVerifier;
+  /** SIGIL_UNSAFE_TEST_WEAKEN: checks switched off to prove `sigil probe` detects them. Empty in production. */
+  private readonly weakened: ReadonlySet<Weakening>;
   private readonly inbound: InboundProxy | undefined;
   private readonly outbound: OutboundProxy | undefined;
   private readonly egress: EgressRoutes | undefined;
@@ -59,6 +62,9 @@ export class Sidecar {
   private serving = false;
 
   constructor(private readonly config: SigilConfig, private readonly logger: Logger) {
+    this.weakened = parseUnsafeTestWeakening(process.env[UNSAFE_TEST_WEAKEN_ENV]);
+    for (const w of this.weakened) logger.warn('UNSAFE: a security check is switched off for testing; never run this in production', { weakening: w, effect: WEAKENINGS[w], env: UNSAFE_TEST_WEAKEN_ENV });
+    this.verifier = new PeerVerifier({ unsafePoolTrustDomains: this.weakened.has('trust-domain-pooling') });
     this.metrics = new SigilMetrics(config.metrics);
     this.audit = config.audit && new AuditLog({ ...config.audit, logger: logger.child({ component: 'audit' }) });
     this.policy = new PolicyStore(config.policy);
@@ -89,6 +95,7 @@ export class Sidecar {
       live: (work) => this.revocations.registry.register(work),
       revocationEpoch: () => this.revocations.epoch,
       observeHandshake: (h: HandshakeObservation) => this.observeHandshake(h),
+      unsafeSkipActorCheck: this.weakened.has('delegation-actor'),
       ...(this.identity.activeSource instanceof WorkloadApiSvidSource ? { actorToken: this.actorTokenFrom(this.identity.activeSource) } : {}),
     }));
     const deps = {
@@ -107,7 +114,7 @@ export class Sidecar {
       revocationEpoch: () => this.revocations.epoch,
     };
     if (config.inbound) {
-      this.inbound = new InboundProxy({ ...deps, ...config.inbound, logger: logger.child({ component: 'inbound' }) });
+      this.inbound = new InboundProxy({ ...deps, ...config.inbound, unsafeKeepIncomingIdentityHeaders: this.weakened.has('identity-headers'), logger: logger.child({ component: 'inbound' }) });
     }
     if (config.outbound) {
       if (config.outbound.egress.length > 0) {
@@ -129,6 +136,7 @@ export class Sidecar {
       const busLog = logger.child({ component: 'bus' });
       this.bus = new BusService({
         config: config.bus,
+        unsafeSkipReplayCheck: this.weakened.has('bus-replay'),
         identity: () => this.identity.current(),
         decide: (request, meta) => this.decide(request, meta),
         observe: (o) => this.metrics.busMessages.inc({ direction: o.direction, result: o.result, reason: o.reason }),
@@ -471,6 +479,7 @@ export class Sidecar {
       ...(this.egress ? { egress: this.egress.status() } : {}),
       revocation: this.revocations.status,
       build: { version: SIGIL_VERSION, node: process.version },
+      ...(this.weakened.size > 0 ? { unsafeTestWeakening: [...this.weakened] } : {}),
       startedAt: this.startedAt.toISOString(),
       listeners: this.addresses,
     };

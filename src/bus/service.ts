@@ -88,6 +88,8 @@ export interface BusServiceOptions {
   reservedSubjects?: string[];
   /** Verifies `dlg` delegation tokens (actor = the message signer); without it they are refused. */
   delegation?: DelegationVerifier;
+  /** UNSAFE, tests of `sigil probe` only (SIGIL_UNSAFE_TEST_WEAKEN=bus-replay): deliver replays. */
+  unsafeSkipReplayCheck?: boolean;
   logger: Logger;
 }
 
@@ -339,7 +341,7 @@ export class BusService {
       return undefined;
     }
     const retainUntil = verified.exp * 1000 + this.options.config.envelope.leewayMs;
-    const seen = replay.checkAndRecord(verified.signer.id.toString(), verified.jti, retainUntil, Date.now());
+    const seen = this.options.unsafeSkipReplayCheck ? 'recorded' : replay.checkAndRecord(verified.signer.id.toString(), verified.jti, retainUntil, Date.now());
     if (seen === 'seen') return this.reject(subject, 'replay', 'seen', verified.signer.id);
     if (seen === 'full') return this.reject(subject, 'replay', 'window_full', verified.signer.id);
     this.options.observe({ direction: 'inbound', result: 'success', reason: 'allowed' });

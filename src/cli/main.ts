@@ -20,6 +20,8 @@ commands:
                                                 list the revocations in force
   revoke --admin URL --lift ID [--by NAME] [--json]
                                                 lift a revocation (sigil revoke --help for details)
+  probe --target HOST:PORT --cert F --key F --bundle F [options]
+                                                the impersonation test suite (sigil probe --help)
   demo                                          end-to-end demo on loopback (no external servers)
   dev-idp init --dir DIR [--issuer URL]         DEV ONLY: create a stand-in identity provider
   dev-token --dir DIR --sub USER --scope "a b" --aud AUD [--ttl 1h] [--may-act ID ...]
@@ -41,6 +43,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./dev-token.js')).runDevToken(rest);
     case 'revoke':
       return (await import('./revoke.js')).runRevoke(rest);
+    case 'probe':
+      return (await import('./probe.js')).runProbeCommand(rest);
     case 'demo':
       return (await import('./demo.js')).runDemo(rest);
     case undefined:

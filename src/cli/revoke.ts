@@ -187,7 +187,7 @@ export function parseRevokeArgs(args: string[], now: number): Invocation | 'help
   return { admin, json, ...(token === undefined ? {} : { token }), request: { op: 'revoke', body } };
 }
 
-function parseAdminUrl(text: string): URL {
+export function parseAdminUrl(text: string): URL {
   const problem = `--admin: must be an http(s) URL such as ${DEFAULT_ADMIN}`;
   // `host:port` is how the sidecar's ready line and admin.listen spell the address.
   const hint = /^([\w.-]+|\[[0-9a-f:.]+\]):\d+$/i.test(text) ? `; did you mean http://${text}?` : '';
@@ -213,14 +213,15 @@ function parseIsoTime(text: string): string {
   return new Date(ms).toISOString();
 }
 
-function readTokenFile(path: string): string {
+/** One bearer token from a file (never echoed); `flag` names the option in errors. */
+export function readTokenFile(path: string, flag = '--token-file'): string {
   let text: string;
   try {
     text = readFileSync(path, 'utf8').trim();
   } catch (err) {
-    throw new CliUsageError(`--token-file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new CliUsageError(`${flag}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  if (text === '' || /\s/.test(text)) throw new CliUsageError(`--token-file: ${path} must hold one token, no whitespace`);
+  if (text === '' || /\s/.test(text)) throw new CliUsageError(`${flag}: ${path} must hold one token, no whitespace`);
   return text;
 }
 

@@ -29,6 +29,8 @@ export interface DelegationDeps {
    * RFC 8693 actor_token. Present when the identity source can mint one (Workload API).
    */
   actorToken?: (audience: string) => Promise<string>;
+  /** UNSAFE, tests of `sigil probe` only: see DelegationVerifierOptions.unsafeSkipActorCheck. */
+  unsafeSkipActorCheck?: boolean;
 }
 
 export function buildDelegation(config: DelegationConfig, deps: DelegationDeps): { verifier: DelegationVerifier; gate: DelegationGate; exchange?: ExchangeClient } {
@@ -37,6 +39,7 @@ export function buildDelegation(config: DelegationConfig, deps: DelegationDeps):
     keys: jwksFromFile(config.jwks),
     maxDepth: config.maxDepth,
     leewaySeconds: config.leewayMs / 1000,
+    ...(deps.unsafeSkipActorCheck ? { unsafeSkipActorCheck: true } : {}),
   });
   const gate = new DelegationGate({ verifier, header: config.header, require: config.require });
   if (!config.broker) return { verifier, gate };

@@ -21,6 +21,8 @@ export interface DelegationVerifierOptions {
   leewaySeconds?: number;
   /** Maximum cached verifications (default 10 000; 0 disables the cache). */
   cacheLimit?: number;
+  /** UNSAFE, tests of `sigil probe` only (SIGIL_UNSAFE_TEST_WEAKEN=delegation-actor): skip actor = presenter. */
+  unsafeSkipActorCheck?: boolean;
 }
 
 export interface VerifiedDelegation {
@@ -73,6 +75,7 @@ export class DelegationVerifier {
   readonly leewaySeconds: number;
   readonly cacheLimit: number;
   private readonly keys: KeySource;
+  private readonly unsafeSkipActorCheck: boolean;
   private readonly cache = new Map<string, CacheEntry>();
   /** Counters for tests, /status and benchmarks. */
   readonly stats = { hits: 0, misses: 0, failures: 0 };
@@ -84,6 +87,7 @@ export class DelegationVerifier {
     this.maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH;
     this.leewaySeconds = opts.leewaySeconds ?? DEFAULT_LEEWAY_SECONDS;
     this.cacheLimit = opts.cacheLimit ?? 10_000;
+    this.unsafeSkipActorCheck = opts.unsafeSkipActorCheck === true;
   }
 
   /** Cached verifications right now. */
@@ -134,7 +138,7 @@ export class DelegationVerifier {
         leewaySeconds: this.leewaySeconds,
         maxDepth: this.maxDepth,
       });
-      if (claims.act.sub !== expect.actor) throw new DelegationError('actor_mismatch', 'actor');
+      if (claims.act.sub !== expect.actor && !this.unsafeSkipActorCheck) throw new DelegationError('actor_mismatch', 'actor');
       const context: DelegationContext = { sub: claims.sub, actors: actorsOf(claims.act), depth, scope, task: claims.task, jti: claims.jti };
       const result = freezeResult({ context, claims, expiresAt: claims.exp * 1000 });
       if (this.cacheLimit > 0) {

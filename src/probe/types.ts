@@ -39,9 +39,20 @@ export interface Attack {
   proves: string;
   /** Why the attack cannot run with these inputs (names the missing flag), or undefined. */
   skip?(ctx: ProbeContext): string | undefined;
+  /** The attack step's own bound when it must wait longer than a step (e.g. for a token to expire). */
+  timeoutMs?(ctx: ProbeContext): number;
   /** The positive control, run immediately before the attack. */
   control(ctx: ProbeContext, signal: AbortSignal): Promise<Outcome>;
   attack(ctx: ProbeContext, signal: AbortSignal): Promise<Outcome>;
+}
+
+/**
+ * Thrown by a control or attack that finds, once running, that it cannot be attempted here (the
+ * broker's tokens outlive the allowed wait, the local TLS library cannot offer TLS 1.0): the
+ * verdict is `skip` with this message, never a pass.
+ */
+export class AttackSkipped extends Error {
+  override readonly name = 'AttackSkipped';
 }
 
 export interface AttackResult {

@@ -52,6 +52,8 @@ export interface InboundOptions {
   refuse?: (request: AuthzRequest, reason: ReasonCode, meta?: CallMeta) => void;
   /** Registers live work (connections, streams) so a revocation can cut it; returns its removal. */
   live?: (work: LiveWork) => () => void;
+  /** UNSAFE, tests of `sigil probe` only (SIGIL_UNSAFE_TEST_WEAKEN=identity-headers): keep incoming identity headers. */
+  unsafeKeepIncomingIdentityHeaders?: boolean;
   /** Changes with every revocation: a request decided before one is decided again before forwarding. */
   revocationEpoch?: () => number;
   logger: Logger;
@@ -248,7 +250,7 @@ export class InboundProxy {
     if (!decision.allowed) return { decision };
     // Hop-by-hop first, so nothing named in `Connection` is removed after we set identity.
     forwardableRequestHeaders(req.headers, upgrade);
-    stripIdentityHeaders(req.headers);
+    if (!this.options.unsafeKeepIncomingIdentityHeaders) stripIdentityHeaders(req.headers);
     setIdentityHeaders(req.headers, own.svid.id, state.peer.leafHash, state.peer.id);
     const delegation = this.delegations.get(req);
     if (delegation) req.headers[DELEGATION_HEADER] = delegationHeader(delegation.context);

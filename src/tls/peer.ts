@@ -3,9 +3,11 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import {
+  BundleSet,
+  validateLeaf,
   verifyX509Svid,
   VerificationError,
-  type BundleSet,
+  X509Bundle,
   type SpiffeId,
   type VerifiedSvid,
 } from '../spiffe/index.js';
@@ -53,7 +55,17 @@ const CACHE_LIMIT = 4096;
  * nothing verified under old trust or an old revocation list survives either. The path's
  * validity window is re-checked on every hit, so expiry is never cached away.
  */
+export interface PeerVerifierOptions {
+  /**
+   * UNSAFE, tests of `sigil probe` only (SIGIL_UNSAFE_TEST_WEAKEN=trust-domain-pooling): accept a
+   * chain that any trust domain's authorities verify, the bundle-pooling flaw the SPIFFE rules forbid.
+   */
+  unsafePoolTrustDomains?: boolean;
+}
+
 export class PeerVerifier {
+  constructor(private readonly options: PeerVerifierOptions = {}) {}
+
   private cache = new WeakMap<BundleSet, { epoch: number; peers: Map<string, CachedPeer> }>();
   private revocation: PeerRevocationCheck | undefined;
 
@@ -82,7 +94,7 @@ export class PeerVerifier {
   verifyChain(presented: X509Certificate[], bundles: BundleSet, now = Date.now()): VerifiedPeer {
     let verified: VerifiedSvid;
     try {
-      verified = verifyX509Svid(presented, bundles, new Date(now));
+      verified = this.options.unsafePoolTrustDomains ? verifyPooled(presented, bundles, new Date(now)) : verifyX509Svid(presented, bundles, new Date(now));
     } catch (err) {
       if (err instanceof VerificationError) throw new PeerVerificationError('peer_untrusted', err.code, err.message);
       throw new PeerVerificationError('peer_untrusted', 'svid_invalid', (err as Error).message);
@@ -129,4 +141,23 @@ function presentedChain(detailed: DetailedPeerCertificate): X509Certificate[] {
     node = node.issuerCertificate;
   }
   return certs;
+}
+
+/** The pooling flaw, on purpose (see PeerVerifierOptions): every domain's authorities, relabelled as the peer's. */
+function verifyPooled(presented: X509Certificate[], bundles: BundleSet, now: Date): VerifiedSvid {
+  try {
+    return verifyX509Svid(presented, bundles, now);
+  } catch (err) {
+    const leaf = presented[0];
+    if (!leaf) throw err;
+    const td = validateLeaf(leaf).trustDomain;
+    for (const other of bundles.trustDomains()) {
+      try {
+        return verifyX509Svid(presented, new BundleSet([new X509Bundle(td, bundles.get(other)!.authorities)]), now);
+      } catch {
+        // try the next domain
+      }
+    }
+    throw err;
+  }
 }
