@@ -211,6 +211,10 @@ export class BusService {
     if (!entry) {
       if (this.subscriptions.size >= MAX_PATTERNS) throw new BusRefusal('bad_request', 400, `at most ${MAX_PATTERNS} distinct subscription subjects`);
       const window = this.windowFor(pattern);
+      // Core NATS delivers only what is published after a subscription exists, so an envelope
+      // signed before it (beyond the clock leeway) is a recording: a replay that a fresh window
+      // — a new subject, or any subject after a restart — would not remember.
+      const since = Date.now() - this.options.config.envelope.leewayMs;
       const delivers = new Set<(m: DeliveredMessage) => void>();
       const fanOut = (subject: string, message: DeliveredMessage | undefined): void => {
         if (!message) return;
@@ -227,7 +231,7 @@ export class BusService {
       let queue: Promise<void> | undefined;
       const remove = transport.subscribe(pattern, (subject, payload) => {
         const step = (): void | Promise<void> => {
-          const received = this.receive(subject, payload, window);
+          const received = this.receive(subject, payload, window, since);
           if (received instanceof Promise) return received.then((m) => fanOut(subject, m));
           fanOut(subject, received);
         };
@@ -287,7 +291,7 @@ export class BusService {
    * Verify, then authorize; undefined when the message must not be delivered. Synchronous
    * unless the message is delegated (its token is verified first).
    */
-  private receive(subject: string, payload: string, replay: ReplayWindow): DeliveredMessage | undefined | Promise<DeliveredMessage | undefined> {
+  private receive(subject: string, payload: string, replay: ReplayWindow, since: number): DeliveredMessage | undefined | Promise<DeliveredMessage | undefined> {
     const own = this.options.identity();
     if (!own) return this.reject(subject, 'svid_unavailable', 'no own identity yet');
     let verified: VerifiedEnvelope;
@@ -312,14 +316,14 @@ export class BusService {
       if (!delegation) return this.reject(subject, 'delegation_invalid', 'delegated message, but this sidecar has no delegation configured', verified.signer.id);
       // The same checks as an inbound request, with the signer as the acting agent.
       return delegation.verify(verified.delegation, { audience: own.svid.id.toString(), actor: verified.signer.id.toString() }).then(
-        (d) => this.authorizeDelivery(subject, verified, replay, d.context),
+        (d) => this.authorizeDelivery(subject, verified, replay, since, d.context),
         (err: unknown) => this.reject(subject, err instanceof DelegationError ? err.code : 'delegation_invalid', err instanceof DelegationError ? err.detail : 'verification_error', verified.signer.id),
       );
     }
-    return this.authorizeDelivery(subject, verified, replay, undefined);
+    return this.authorizeDelivery(subject, verified, replay, since, undefined);
   }
 
-  private authorizeDelivery(subject: string, verified: VerifiedEnvelope, replay: ReplayWindow, delegation: DelegationContext | undefined): DeliveredMessage | undefined {
+  private authorizeDelivery(subject: string, verified: VerifiedEnvelope, replay: ReplayWindow, since: number, delegation: DelegationContext | undefined): DeliveredMessage | undefined {
     // The signer's SVID again: a delegated message waited for its token's verification, and a
     // revocation may have come in meanwhile (agent-level ones are in the decision below).
     if (delegation && this.options.isRevoked?.(verified.signer)) return this.reject(subject, 'svid_revoked', 'revoked', verified.signer.id);
@@ -340,6 +344,7 @@ export class BusService {
       this.options.logger.info('bus message not delivered: policy', { subject, from: verified.signer.id.toString(), reason: decision.reason });
       return undefined;
     }
+    if (verified.iat * 1000 < since && !this.options.unsafeSkipReplayCheck) return this.reject(subject, 'replay', 'signed_before_subscription', verified.signer.id);
     const retainUntil = verified.exp * 1000 + this.options.config.envelope.leewayMs;
     const seen = this.options.unsafeSkipReplayCheck ? 'recorded' : replay.checkAndRecord(verified.signer.id.toString(), verified.jti, retainUntil, Date.now());
     if (seen === 'seen') return this.reject(subject, 'replay', 'seen', verified.signer.id);

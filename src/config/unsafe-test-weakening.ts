@@ -11,7 +11,7 @@ export const WEAKENINGS = {
   'identity-headers': 'incoming identity headers are not stripped',
   /** A peer SVID is accepted if any trust domain's bundle verifies its chain (bundle pooling). */
   'trust-domain-pooling': "peer chains are verified against every trust domain's bundle",
-  /** Bus deliveries skip the replay window. */
+  /** Bus deliveries skip the replay checks (the window, and signed-before-subscription). */
   'bus-replay': 'bus messages are not checked for replay',
   /** Delegation tokens are accepted whoever presents them (no actor = mTLS peer check). */
   'delegation-actor': 'delegation tokens are not bound to the presenting agent',

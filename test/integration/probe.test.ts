@@ -211,7 +211,7 @@ async function suite(natsBinary: string): Promise<void> {
     const expected = {
       'identity-headers': ['headers.forged-delegation', 'headers.underscore-variants'],
       'trust-domain-pooling': ['tls.federated-cross-domain'],
-      'bus-replay': ['bus.replay'],
+      'bus-replay': ['bus.replay', 'bus.replay-new-subscription'],
       'delegation-actor': ['delegation.actor-mismatch'],
     };
     for (const [weakening, ids] of Object.entries(expected)) {
