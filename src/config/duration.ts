@@ -6,6 +6,12 @@
  * repeated or out-of-order units (`30m1h`).
  */
 
+/**
+ * The most clock skew any check may tolerate (token and envelope leeways): a larger leeway would
+ * let expired credentials live on, so configuration refuses it.
+ */
+export const MAX_CLOCK_LEEWAY_MS = 60_000;
+
 const UNIT_MS = { h: 3_600_000, m: 60_000, s: 1_000, ms: 1 } as const;
 type Unit = keyof typeof UNIT_MS;
 const ORDER: readonly Unit[] = ['h', 'm', 's', 'ms'];

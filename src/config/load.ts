@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { HostPort } from './address.js';
 import { listenersConflict, splitHostPort } from './address.js';
 import { parseConfigText, readConfigFile, type ConfigFormat } from './document.js';
-import { parseDuration } from './duration.js';
+import { MAX_CLOCK_LEEWAY_MS, parseDuration } from './duration.js';
 import type { ConfigIssue } from './errors.js';
 import { validateDocument } from './issues.js';
 import { devSpiffeIdIssues, isObj, trustBundleKeyIssues, workloadApiIssues } from './raw-checks.js';
@@ -301,6 +301,8 @@ function delegationIssues(data: RawConfig): ConfigIssue[] {
     if (!data.delegation?.broker) issues.push({ path: `outbound.routes[${i}].exchange`, message: 'needs delegation.broker (where tokens are exchanged)' });
     if (spiffeIdProblem(r.spiffeId)) issues.push({ path: `outbound.routes[${i}].spiffeId`, message: 'must be an exact SPIFFE ID (the audience of exchanged tokens), not a pattern' });
   });
+  const leeway = data.delegation?.leeway;
+  if (leeway !== undefined && leeway > MAX_CLOCK_LEEWAY_MS) issues.push({ path: 'delegation.leeway', message: 'must be at most 60s (a larger leeway keeps expired tokens valid)' });
   return issues;
 }
 
@@ -352,6 +354,7 @@ function busIssues(data: RawConfig): ConfigIssue[] {
   const maxTtl = e.maxTtl ?? parseDuration(DEFAULTS.envelopeMaxTtl);
   if (e.ttl !== undefined && ttl < 1000) issues.push({ path: 'bus.envelope.ttl', message: 'must be at least 1s' });
   if (ttl > maxTtl) issues.push({ path: 'bus.envelope.ttl', message: `must not exceed bus.envelope.maxTtl (${maxTtl / 1000}s): receivers would refuse the envelopes` });
+  if (e.leeway !== undefined && e.leeway > MAX_CLOCK_LEEWAY_MS) issues.push({ path: 'bus.envelope.leeway', message: 'must be at most 60s (a larger leeway keeps expired envelopes valid)' });
   return issues;
 }
 

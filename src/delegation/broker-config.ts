@@ -43,6 +43,7 @@ import {
 } from '../config/index.js';
 import { buildRevocation, revocationIssues } from '../config/load.js';
 import { NatsTlsSchema, RevocationNatsSchema, RevocationSchema } from '../config/schema.js';
+import { MAX_CLOCK_LEEWAY_MS } from '../config/duration.js';
 import { DEFAULT_LEEWAY_SECONDS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_TTL_SECONDS } from './types.js';
 
 export interface SubjectIssuerConfig {
@@ -108,7 +109,6 @@ export const BROKER_DEFAULTS = {
 /** Upper bounds that keep a typo from issuing day-long tokens or unbounded chains. */
 const MAX_TTL_CEILING_MS = 24 * 3_600_000;
 const MAX_DEPTH_CEILING = 16;
-const MAX_LEEWAY_MS = 60_000;
 
 // ---------------------------------------------------------------------------------------------
 // Schema
@@ -265,7 +265,7 @@ function valueIssues(data: RawBrokerConfig): ConfigIssue[] {
     if (data.maxTtl < 1000) issues.push({ path: 'maxTtl', message: 'must be at least 1s' });
     else if (data.maxTtl > MAX_TTL_CEILING_MS) issues.push({ path: 'maxTtl', message: 'must be at most 24h (delegation tokens are meant to be short-lived)' });
   }
-  if (data.leeway !== undefined && data.leeway > MAX_LEEWAY_MS) issues.push({ path: 'leeway', message: 'must be at most 60s' });
+  if (data.leeway !== undefined && data.leeway > MAX_CLOCK_LEEWAY_MS) issues.push({ path: 'leeway', message: 'must be at most 60s' });
   if (data.identity.dev?.ttl === 0) issues.push({ path: 'identity.dev.ttl', message: 'must be greater than 0' });
   const addrListen = data.listen ?? BROKER_DEFAULTS.listen;
   const addrAdmin = data.admin?.listen ?? BROKER_DEFAULTS.adminListen;

@@ -50,6 +50,18 @@ interface BadCase {
 }
 
 const bad: BadCase[] = [
+  {
+    name: 'delegation.leeway over 60s',
+    yaml: mutate((d) => (d.delegation = { issuer: 'https://broker.example.org', jwks: './jwks.json', leeway: '61s' })),
+    path: 'delegation.leeway',
+    message: 'must be at most 60s',
+  },
+  {
+    name: 'bus.envelope.leeway over 60s',
+    yaml: mutate((d) => (d.bus = { local: '127.0.0.1:15002', envelope: { leeway: '2m' } })),
+    path: 'bus.envelope.leeway',
+    message: 'must be at most 60s',
+  },
   { name: 'missing trustDomain', yaml: mutate((d) => delete d.trustDomain), path: 'trustDomain', message: 'is required' },
   {
     name: 'uppercase trustDomain',
