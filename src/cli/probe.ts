@@ -38,6 +38,7 @@ delegation:
   --subject-token-file F    a test user's access token the broker accepts (never printed)
   --scope "A B"             scope to request (default: the subject token's)
   --other-audience ID       another agent, for the wrong-audience attack (default spiffe://<td>/sigil-probe/elsewhere)
+  --token-header NAME       the header the target reads delegation tokens from (its delegation.header; default authorization)
   --expiry-wait DURATION    how long the probe may wait for an exchanged token to expire (default 30s)
 bus:
   --nats URL                a NATS server (tls://HOST:PORT), repeatable
@@ -76,6 +77,7 @@ const OPTIONS = {
   scope: { type: 'string' },
   'other-audience': { type: 'string' },
   'expiry-wait': { type: 'string' },
+  'token-header': { type: 'string' },
   nats: { type: 'string', multiple: true },
   'nats-ca': { type: 'string' },
   'bus-local': { type: 'string' },
@@ -208,7 +210,7 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
   if (flags.victim !== undefined) options.victimId = spiffeId('victim', str(flags.victim));
   if (flags['federated-ca'] !== undefined) options.federatedCa = await loadFederatedCa(str(flags['federated-ca']), identity);
 
-  const delegationFlags = ['broker', 'broker-id', 'subject-token-file', 'scope', 'other-audience', 'expiry-wait'] as const;
+  const delegationFlags = ['broker', 'broker-id', 'subject-token-file', 'scope', 'other-audience', 'expiry-wait', 'token-header'] as const;
   if (delegationFlags.some((f) => flags[f] !== undefined)) {
     if (flags.broker === undefined || flags['subject-token-file'] === undefined) throw new CliUsageError('delegation attacks need both --broker and --subject-token-file');
     options.delegation = {
@@ -216,6 +218,7 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
       subjectToken: readTokenFile(str(flags['subject-token-file']), '--subject-token-file'),
       otherAudience: spiffeId('other-audience', typeof flags['other-audience'] === 'string' ? flags['other-audience'] : `spiffe://${td}/sigil-probe/elsewhere`),
       expiryWaitMs: duration('expiry-wait', flags['expiry-wait'], 30_000),
+      header: tokenHeader(flags['token-header']),
       ...(flags['broker-id'] === undefined ? {} : { brokerId: spiffeId('broker-id', str(flags['broker-id'])) }),
       ...(typeof flags.scope === 'string' ? { scope: flags.scope.split(' ').filter((s) => s !== '') } : {}),
     };
@@ -243,6 +246,13 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
     };
   }
   return options;
+}
+
+function tokenHeader(value: string | string[] | boolean | undefined): string {
+  if (value === undefined) return 'authorization';
+  const name = str(value);
+  if (!/^[A-Za-z0-9-]+$/.test(name)) throw new CliUsageError('--token-header: must be a header name');
+  return name.toLowerCase();
 }
 
 function readPem(flag: string, path: string): string {

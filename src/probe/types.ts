@@ -111,6 +111,8 @@ export interface ProbeOptions {
     brokerId?: SpiffeId;
     /** A test user's access token the broker accepts as subject_token. Never printed. */
     subjectToken: string;
+    /** The header the target reads `Bearer <token>` from (its delegation.header; default authorization). */
+    header: string;
     /** Scope to ask for (default: none, i.e. the subject token's). */
     scope?: string[];
     /** Another agent's SPIFFE ID, for the wrong-audience attack. */

@@ -122,6 +122,7 @@ async function buildContext(address: string, targetId: string, over: Partial<Pro
       brokerUrl: new URL(`https://${broker.address}/token`),
       brokerId: SpiffeId.parse(ID_BROKER),
       subjectToken,
+      header: 'authorization',
       otherAudience: SpiffeId.parse(ID_OTHER),
       expiryWaitMs: EXPIRY_WAIT_MS,
     },

@@ -3,6 +3,7 @@
 // real broker (audience = the target, actor = the test identity) and shared by the run; each
 // attack presents a token derived from it, and the control presents it unmodified. A correct
 // target answers every attack with 401 and the reason that names the broken rule.
+import { trustDomainOfCa } from '../../identity/devca.js';
 import { createHmac, createPublicKey, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CompactSign, type CompactJWSHeaderParameters } from 'jose';
@@ -262,13 +263,11 @@ async function brokerKeyPem(ctx: ProbeContext, kid: string, signal: AbortSignal)
 
 /** The trust domain the federated CA vouches for (its spiffe:// URI SAN, as `sigil ca init` writes it). */
 function federatedTrustDomain(ctx: ProbeContext): string {
-  const td = /URI:spiffe:\/\/([^,\s/]+)/.exec(ctx.federatedCa!.cert.subjectAltName ?? '')?.[1];
-  if (!td) throw new Error('the --federated-ca certificate has no spiffe://<trust domain> URI SAN naming its trust domain');
-  return td;
+  return trustDomainOfCa(ctx.federatedCa!.cert).name;
 }
 
 function present(ctx: ProbeContext, token: string, credentials: ClientCredentials, signal: AbortSignal): Promise<Exchange> {
-  return callInbound(ctx, credentials, { headers: { authorization: `Bearer ${token}` } }, signal);
+  return callInbound(ctx, credentials, { headers: { [ctx.delegation!.header]: `Bearer ${token}` } }, signal);
 }
 
 function b64Json(value: unknown): string {
