@@ -7,7 +7,7 @@ import { delegationAttacks } from './attacks/delegation.js';
 import { headerAttacks } from './attacks/headers.js';
 import { revocationAttacks } from './attacks/revocation.js';
 import { tlsAttacks } from './attacks/tls.js';
-import { describeExchange } from './inbound-steps.js';
+import { describeExchange, isDenial } from './inbound-steps.js';
 import { inboundRequest } from './client.js';
 import { createCa } from './mint.js';
 import { REPORT_VERSION, type ProbeReport } from './report.js';
@@ -60,8 +60,11 @@ export async function prepareProbe(options: ProbeOptions, progress: (line: strin
       request: { path: options.path },
       signal,
     });
-    if (first.kind === 'refused') {
-      throw new ProbeTargetError(`the target refused the legitimate test identity ${options.identity.id} (${describeExchange(first)}): is --cert an SVID the target trusts, and is it not revoked?`);
+    if (first.kind === 'refused' || isDenial(first)) {
+      // Every control would fail: say why once instead of reporting an ERROR per attack.
+      throw new ProbeTargetError(
+        `the target refused the legitimate test identity ${options.identity.id} (${describeExchange(first)}): is --cert an SVID the target trusts, allowed by its policy to connect and call ${options.path}, and not revoked?`,
+      );
     }
     targetId = first.serverId;
   } catch (err) {

@@ -30,6 +30,7 @@ const POLICY = `
 @id("domain-connects") permit (principal in TrustDomain::"${TD}", action == Action::"connect", resource);
 @id("domain-http") permit (principal in TrustDomain::"${TD}", action == Action::"http", resource);
 @id("probe-domain-connects") permit (principal in TrustDomain::"${FED}", action == Action::"connect", resource);
+@id("probe-domain-http") permit (principal in TrustDomain::"${FED}", action == Action::"http", resource);
 @id("probe-publishes") permit (principal == Agent::"${ID_PROBE}", action == Action::"bus.publish", resource) when { resource.subject like "probe.*" };
 @id("deliver-probe") permit (principal in TrustDomain::"${TD}", action == Action::"bus.deliver", resource) when { resource.subject like "probe.*" };
 `;
@@ -179,7 +180,9 @@ async function suite(natsBinary: string): Promise<void> {
     const byVerdict = (v: string): string[] => report.results.filter((r) => r.verdict === v).map((r) => `${r.id}: ${r.observed}`);
     t.same(byVerdict('fail'), [], 'no attack accepted');
     t.same(byVerdict('error'), [], 'no control failed, no step errored');
-    t.same(byVerdict('skip'), [], 'with every input given, nothing is skipped');
+    // Only what this machine's OpenSSL cannot even offer (3DES, RC4 are compiled out) may be skipped.
+    const skipped = report.results.filter((r) => r.verdict === 'skip');
+    t.ok(skipped.every((r) => /^tls\.cipher-/.test(r.id) && /cannot be attempted from here/.test(r.observed)), `with every input given, nothing else is skipped: ${byVerdict('skip').join('; ')}`);
     for (const family of ['tls', 'headers', 'delegation', 'bus', 'revocation']) {
       t.ok(report.results.some((r) => r.family === family && r.verdict === 'pass'), `${family} attacks ran and passed`);
     }
@@ -188,9 +191,9 @@ async function suite(natsBinary: string): Promise<void> {
     t.equal(report.summary.ok, true, 'summary ok');
     t.match(run.stdout, /^RESULT\s+ATTACK\s+EXPECTED\s+OBSERVED/m, 'table header');
     t.match(run.stdout, /^PASS\s+tls\.no-client-cert/m, 'a table row per attack');
-    t.match(run.stdout, /target PASSED: \d+ passed, 0 failed, 0 errors, 0 skipped/, 'summary line');
+    t.match(run.stdout, new RegExp(`target PASSED: \\d+ passed, 0 failed, 0 errors, ${skipped.length} skipped`), 'summary line');
     t.match(run.stderr, /\[1\/\d+\] tls\./, 'progress on stderr');
-    t.match(run.junit, /<testsuites name="sigil probe" tests="\d+" failures="0" errors="0" skipped="0">/, 'JUnit totals');
+    t.match(run.junit, new RegExp(`<testsuites name="sigil probe" tests="${report.results.length}" failures="0" errors="0" skipped="${skipped.length}">`), 'JUnit totals');
     t.match(run.junit, /<testsuite name="sigil.probe.bus"/, 'a JUnit suite per family');
     const tokenText = await readFile(probeFiles.subjectToken, 'utf8');
     t.notOk(run.stdout.includes(tokenText.trim()) || run.stderr.includes(tokenText.trim()) || JSON.stringify(report).includes(tokenText.trim()), 'the subject token appears in no output');
@@ -210,7 +213,7 @@ async function suite(natsBinary: string): Promise<void> {
     const failed = report.results.filter((r) => r.verdict === 'fail').map((r) => r.id).sort();
     const expected = {
       'identity-headers': ['headers.forged-delegation', 'headers.underscore-variants'],
-      'trust-domain-pooling': ['tls.federated-cross-domain'],
+      'trust-domain-pooling': ['tls.cross-trust-domain'],
       'bus-replay': ['bus.replay', 'bus.replay-new-subscription'],
       'delegation-actor': ['delegation.actor-mismatch'],
     };

@@ -260,7 +260,7 @@ t.test('the attack reading: only a 401 with the rule\'s reason is a rejection', 
   t.same(delegationRefused(response(200), rule), { ok: false, observed: 'accepted: HTTP 200' }, 'accepted: not rejected');
   t.match(delegationRefused(response(404), rule), { ok: false }, 'a 404 from the agent side also went through');
   t.match(delegationRefused(response(403, 'policy_denied'), rule), { ok: false, observed: /got past the delegation check/ }, 'a 403 where a 401 was due: the token was accepted');
-  t.match(delegationRefused(response(403, 'policy_denied'), { ...rule, policyFirst: true }), { ok: true, observed: /policy refused this agent/ }, 'unless policy may refuse the peer first');
+  t.throws(() => delegationRefused(response(403, 'policy_denied'), { ...rule, policyFirst: true }), { name: 'AttackSkipped', message: /policy refused the other agent before its token was judged/ }, 'policy refusing the peer first proves nothing about the token: skipped, not passed');
   t.throws(() => delegationRefused(response(401, 'delegation_expired'), rule), /does not show the rule under test/, 'a 401 for another reason proves nothing');
   t.throws(() => delegationRefused(response(502), rule), /nothing can be concluded/);
   t.throws(() => delegationRefused({ kind: 'refused', detail: 'ECONNRESET' }, rule), /closed the connection/);

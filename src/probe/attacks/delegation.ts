@@ -3,11 +3,11 @@
 // real broker (audience = the target, actor = the test identity) and shared by the run; each
 // attack presents a token derived from it, and the control presents it unmodified. A correct
 // target answers every attack with 401 and the reason that names the broken rule.
-import { trustDomainOfCa } from '../../identity/devca.js';
 import { createHmac, createPublicKey, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CompactSign, type CompactJWSHeaderParameters } from 'jose';
 import { decodeUnverified, DEFAULT_LEEWAY_SECONDS } from '../../delegation/index.js';
+import { trustDomainOfCa } from '../../identity/devca.js';
 import type { SpiffeId } from '../../spiffe/index.js';
 import { BrokerError, exchangeToken, fetchBrokerJwks } from '../broker-client.js';
 import type { ClientCredentials, Exchange } from '../client.js';
@@ -66,7 +66,7 @@ function actorMismatch(): Attack {
   return delegationAttack({
     id: 'delegation.actor-mismatch',
     title: 'the legitimate token presented by another agent the target trusts at TLS (a stolen token)',
-    expected: '401 actor_mismatch (or 403 when policy refuses that agent first)',
+    expected: '401 actor_mismatch',
     proves: "The target binds a delegation token to its mTLS peer (the token's current actor): a token stolen in transit or from logs is useless to any other workload, even a trusted one.",
     skip: (ctx) => needsBroker(ctx) ?? (ctx.federatedCa ? undefined : 'needs --federated-ca'),
     async attack(ctx, signal) {
@@ -280,7 +280,10 @@ function b64Json(value: unknown): string {
 export interface RefusalRule {
   /** 401 reasons that show the target refused for the rule the attack breaks. */
   proving: readonly string[];
-  /** A 403 also counts: policy refused the peer itself, before its token was judged. */
+  /**
+   * A 403 means policy refused the peer itself before its token was judged: nothing is proven
+   * about the token, so the attack is skipped (with what to allow), never passed.
+   */
   policyFirst?: boolean;
 }
 
@@ -298,7 +301,7 @@ export function delegationRefused(exchange: Exchange, rule: RefusalRule, echoNon
     throw new Error(`refused, but with ${observed}, which does not show the rule under test (expected ${rule.proving.join(' or ')})`);
   }
   if (exchange.status === 403) {
-    if (rule.policyFirst) return { ok: true, observed: `${observed} (policy refused this agent before its token was judged)` };
+    if (rule.policyFirst) throw new AttackSkipped(`${observed}: policy refused the other agent before its token was judged; allow it http on the target to test token binding`);
     return { ok: false, observed: `${observed}: the token got past the delegation check (401 due); only policy stopped this request` };
   }
   if (exchange.status >= 500) throw new Error(`the target failed (${observed}): nothing can be concluded`);

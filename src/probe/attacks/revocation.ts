@@ -18,9 +18,10 @@ interface AdminAnswer {
   body: Record<string, unknown>;
 }
 
-async function admin(ctx: ProbeContext, method: 'POST' | 'DELETE', path: string, body: unknown, signal: AbortSignal): Promise<AdminAnswer> {
+async function admin(ctx: ProbeContext, method: 'POST' | 'DELETE', path: string, body: unknown, signal: AbortSignal, query: Record<string, string> = {}): Promise<AdminAnswer> {
   const url = new URL(ctx.admin!.url.href);
   url.pathname = `${url.pathname.replace(/\/+$/, '')}${path}`;
+  for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
   const headers: Record<string, string> = { accept: 'application/json' };
   if (ctx.admin!.token !== undefined) headers['authorization'] = `Bearer ${ctx.admin!.token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
@@ -120,7 +121,7 @@ export function revocationAttacks(): Attack[] {
           }
         } finally {
           stream?.destroy();
-          const lifted = await admin(ctx, 'DELETE', `/v1/revocations/${encodeURIComponent(id)}?by=sigil-probe`, undefined, signal).catch((err: Error) => ({ status: 0, body: { error: err.message } }));
+          const lifted = await admin(ctx, 'DELETE', `/v1/revocations/${encodeURIComponent(id)}`, undefined, signal, { by: 'sigil-probe' }).catch((err: Error) => ({ status: 0, body: { error: err.message } }));
           if (lifted.status !== 200) {
             // Loud: the test identity stays revoked until the entry lapses.
             throw new Error(`could not lift revocation ${id} (HTTP ${lifted.status}); it lapses at ${new Date(Date.now() + REVOCATION_TTL_MS).toISOString()}`);
