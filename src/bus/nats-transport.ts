@@ -12,8 +12,10 @@
 // refused with `bus_buffer_full`, so the agent always learns that a publish was not taken.
 // Delivery itself is core NATS: at most once. A held message sent on reconnect reaches only the
 // subscribers that are connected at that moment.
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { connect, type ConnectionOptions, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { IdentitySnapshot } from '../identity/index.js';
+import { CIPHERS, MIN_TLS_VERSION } from '../tls/index.js';
 import type { Logger } from '../telemetry/index.js';
 
 export class BusTransportError extends Error {
@@ -51,10 +53,19 @@ export function natsIdentityKey(snapshot: IdentitySnapshot, caPem?: string): str
  * forever with jitter.
  */
 export function natsConnectionOptions(servers: string[], name: string, snapshot: IdentitySnapshot, caPem?: string): ConnectionOptions {
+  // nats.js hands these options to node:tls connect() as they are; its type names only a few.
+  // The same floor and suites as every other mTLS connection Sigil makes (tls/context.ts).
+  const tls: NonNullable<ConnectionOptions['tls']> & Pick<TlsConnectionOptions, 'minVersion' | 'ciphers'> = {
+    cert: snapshot.svid.certChainPem,
+    key: snapshot.svid.privateKeyPem,
+    ca: caPem ?? snapshot.bundles.allAuthorities().map((c) => c.toString()).join('\n'),
+    minVersion: MIN_TLS_VERSION,
+    ciphers: CIPHERS,
+  };
   return {
     servers,
     name,
-    tls: { cert: snapshot.svid.certChainPem, key: snapshot.svid.privateKeyPem, ca: caPem ?? snapshot.bundles.allAuthorities().map((c) => c.toString()).join('\n') },
+    tls,
     reconnect: true,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
