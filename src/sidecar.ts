@@ -63,7 +63,8 @@ export class Sidecar {
 
   constructor(private readonly config: SigilConfig, private readonly logger: Logger) {
     this.weakened = parseUnsafeTestWeakening(process.env[UNSAFE_TEST_WEAKEN_ENV]);
-    for (const w of this.weakened) logger.warn('UNSAFE: a security check is switched off for testing; never run this in production', { weakening: w, effect: WEAKENINGS[w], env: UNSAFE_TEST_WEAKEN_ENV });
+    // Logged as an error so that no log level hides it.
+    for (const w of this.weakened) logger.error('UNSAFE: a security check is switched off for testing; never run this in production', { weakening: w, effect: WEAKENINGS[w], env: UNSAFE_TEST_WEAKEN_ENV });
     this.verifier = new PeerVerifier({ unsafePoolTrustDomains: this.weakened.has('trust-domain-pooling') });
     this.metrics = new SigilMetrics(config.metrics);
     this.audit = config.audit && new AuditLog({ ...config.audit, logger: logger.child({ component: 'audit' }) });

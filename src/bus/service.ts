@@ -214,7 +214,9 @@ export class BusService {
       // Core NATS delivers only what is published after a subscription exists, so an envelope
       // signed before it (beyond the clock leeway) is a recording: a replay that a fresh window
       // — a new subject, or any subject after a restart — would not remember.
-      const since = Date.now() - this.options.config.envelope.leewayMs;
+      // `iat` is whole seconds: compare against a whole second too, or a leeway under 1 s would
+      // refuse messages signed in the same second the subscription was made.
+      const since = Math.floor((Date.now() - this.options.config.envelope.leewayMs) / 1000) * 1000;
       const delivers = new Set<(m: DeliveredMessage) => void>();
       const fanOut = (subject: string, message: DeliveredMessage | undefined): void => {
         if (!message) return;

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseDuration } from '../config/duration.js';
-import { parseHostPort } from '../config/address.js';
+import { isLoopbackHost, parseHostPort } from '../config/address.js';
 import { SpiffeId } from '../spiffe/index.js';
 import { startEchoUpstream, type EchoUpstream } from '../probe/echo.js';
 import { loadBundles, loadFederatedCa, loadIdentity } from '../probe/inputs.js';
@@ -34,7 +34,7 @@ headers (the probe acts as the target's agent):
   --echo-listen HOST:PORT   serve the echo upstream here; the target's inbound.upstream must point at it
 delegation:
   --broker URL              the token-exchange broker (https://HOST:PORT/token)
-  --broker-id ID            the broker's SPIFFE ID
+  --broker-id ID            the broker's SPIFFE ID (required with --broker: the token goes to it only)
   --subject-token-file F    a test user's access token the broker accepts (never printed)
   --scope "A B"             scope to request (default: the subject token's)
   --other-audience ID       another agent, for the wrong-audience attack (default spiffe://<td>/sigil-probe/elsewhere)
@@ -52,6 +52,8 @@ revocation:
 run:
   --only FAMILY|ID          run only these (repeatable): tls, headers, delegation, bus, revocation
   --timeout DURATION        bound on each control and each attack (default 10s)
+  --target-leeway DURATION  the clock leeway the target tolerates (its delegation.leeway and
+                            bus.envelope.leeway; default 5s): expiry and replay checks wait past it
   --report FILE             write the JSON report
   --junit FILE              write JUnit XML
   --quiet                   no progress lines
@@ -87,6 +89,7 @@ const OPTIONS = {
   'admin-token-file': { type: 'string' },
   only: { type: 'string', multiple: true },
   timeout: { type: 'string' },
+  'target-leeway': { type: 'string' },
   report: { type: 'string' },
   junit: { type: 'string' },
   quiet: { type: 'boolean' },
@@ -115,8 +118,12 @@ export async function runProbeCommand(args: string[]): Promise<number> {
     const options = await buildOptions(flags);
     const attacks = selectAttacks(allAttacks(), flags.only as string[] | undefined);
     if (flags['echo-listen'] !== undefined) {
-      const at = parseHostPort(str(flags['echo-listen']));
-      echo = await startEchoUpstream(at.host, at.port, randomBytes(12).toString('hex'));
+      const at = echoAddress(flags['echo-listen']);
+      try {
+        echo = await startEchoUpstream(at.host, at.port, randomBytes(12).toString('hex'));
+      } catch (err) {
+        throw new ProbeInputError(`--echo-listen: cannot listen on ${at.host}:${at.port} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      }
       options.echo = echo;
       progress(`echo upstream listening on ${echo.address.host}:${echo.address.port}`);
     }
@@ -204,7 +211,9 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
     identity,
     path: typeof flags.path === 'string' ? flags.path : '/',
     stepTimeoutMs: duration('timeout', flags.timeout, 10_000),
+    targetLeewayMs: duration('target-leeway', flags['target-leeway'], 5_000),
   };
+  if (options.targetLeewayMs > 60_000) throw new CliUsageError('--target-leeway: at most 60s (Sigil refuses larger leeways)');
   if (!options.path.startsWith('/')) throw new CliUsageError('--path: must start with /');
   if (options.stepTimeoutMs <= 0) throw new CliUsageError('--timeout: must be greater than 0');
   if (flags.victim !== undefined) options.victimId = spiffeId('victim', str(flags.victim));
@@ -213,6 +222,8 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
   const delegationFlags = ['broker', 'broker-id', 'subject-token-file', 'scope', 'other-audience', 'expiry-wait', 'token-header'] as const;
   if (delegationFlags.some((f) => flags[f] !== undefined)) {
     if (flags.broker === undefined || flags['subject-token-file'] === undefined) throw new CliUsageError('delegation attacks need both --broker and --subject-token-file');
+    // The subject token is a real user's credential: it goes only to the broker named here.
+    if (flags['broker-id'] === undefined) throw new CliUsageError('--broker needs --broker-id (the broker SVID the subject token may be sent to)');
     options.delegation = {
       brokerUrl: httpUrl('broker', str(flags.broker), ['https:']),
       subjectToken: readTokenFile(str(flags['subject-token-file']), '--subject-token-file'),
@@ -246,6 +257,18 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
     };
   }
   return options;
+}
+
+/** The echo answers whoever reaches it with what they sent: it listens on loopback only. */
+function echoAddress(value: string | string[] | boolean | undefined): { host: string; port: number } {
+  let at;
+  try {
+    at = parseHostPort(str(value));
+  } catch (err) {
+    throw new CliUsageError(`--echo-listen: ${(err as Error).message}`);
+  }
+  if (!isLoopbackHost(at.host)) throw new CliUsageError(`--echo-listen: must be a loopback address (got ${at.host}); the target sidecar reaches its upstream on loopback`);
+  return at;
 }
 
 function tokenHeader(value: string | string[] | boolean | undefined): string {

@@ -79,3 +79,8 @@ export function listenersConflict(a: HostPort, b: HostPort): boolean {
   if (hb === '0.0.0.0') return isIP(ha) !== 6;
   return false;
 }
+
+/** A listener host that only this machine can reach (127.0.0.1, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  return ['127.0.0.1', '::1', '[::1]', 'localhost'].includes(host.toLowerCase());
+}

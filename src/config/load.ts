@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import type { HostPort } from './address.js';
-import { listenersConflict, splitHostPort } from './address.js';
+import { isLoopbackHost, listenersConflict, splitHostPort } from './address.js';
 import { parseConfigText, readConfigFile, type ConfigFormat } from './document.js';
 import { MAX_CLOCK_LEEWAY_MS, parseDuration } from './duration.js';
 import type { ConfigIssue } from './errors.js';
@@ -250,7 +250,7 @@ function sourceIssues(s: RawSecret | undefined, path: string, issues: ConfigIssu
 function egressIssues(data: RawConfig): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const listenHost = data.outbound?.listen?.host ?? DEFAULTS.outboundListen.host;
-  if ((data.outbound?.egress ?? []).length > 0 && !['127.0.0.1', '::1', 'localhost'].includes(listenHost.toLowerCase())) {
+  if ((data.outbound?.egress ?? []).length > 0 && !isLoopbackHost(listenHost)) {
     // Whoever reaches the outbound listener spends the egress credentials.
     issues.push({ path: 'outbound.listen', message: `must be on loopback when outbound.egress is configured (got ${listenHost}): whoever reaches it spends the credentials` });
   }

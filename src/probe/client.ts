@@ -38,6 +38,8 @@ export type Exchange =
       /** The body (empty for `stream`). */
       body: string;
       serverId: SpiffeId;
+      /** The key type of the target's SVID (`ec`, `rsa`, ...). */
+      serverKeyType: string | undefined;
       /** For `stream`: the open response; destroy it when done. */
       response?: IncomingMessage;
     }
@@ -72,10 +74,10 @@ export interface InboundCall {
 export async function inboundRequest(call: InboundCall): Promise<Exchange> {
   const tls = await handshake(call);
   if (tls.kind === 'refused') return tls;
-  return sendRequest(tls.socket, tls.serverId, call);
+  return sendRequest(tls.socket, { serverId: tls.serverId, serverKeyType: tls.serverKeyType }, call);
 }
 
-type Handshake = { kind: 'secure'; socket: TLSSocket; serverId: SpiffeId } | { kind: 'refused'; detail: string };
+type Handshake = { kind: 'secure'; socket: TLSSocket; serverId: SpiffeId; serverKeyType: string | undefined } | { kind: 'refused'; detail: string };
 
 function handshake(call: InboundCall): Promise<Handshake> {
   const { target, credentials, offer, signal } = call;
@@ -95,6 +97,9 @@ function handshake(call: InboundCall): Promise<Handshake> {
       ...(offer?.ciphers ? { ciphers: offer.ciphers } : {}),
     };
     const socket = connect(options);
+    // An error before TCP connects is the probe's network, not the target's refusal.
+    let connected = false;
+    socket.once('connect', () => (connected = true));
     const onAbort = (): void => {
       socket.destroy();
       reject(new ProbeStepError('aborted', 'aborted'));
@@ -109,7 +114,7 @@ function handshake(call: InboundCall): Promise<Handshake> {
         if (target.expectedId && !peer.id.equals(target.expectedId)) {
           throw new Error(`it presented ${peer.id}, expected ${target.expectedId}`);
         }
-        resolve({ kind: 'secure', socket, serverId: peer.id });
+        resolve({ kind: 'secure', socket, serverId: peer.id, serverKeyType: peer.leaf.publicKey.asymmetricKeyType });
       } catch (err) {
         socket.destroy();
         reject(new ProbeStepError('target_unverified', `the target at ${target.host}:${target.port} failed verification: ${(err as Error).message}`));
@@ -118,8 +123,8 @@ function handshake(call: InboundCall): Promise<Handshake> {
     socket.once('error', (err: NodeJS.ErrnoException) => {
       settle();
       socket.destroy();
-      if (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENOTFOUND') {
-        reject(new ProbeStepError('unreachable', `cannot reach ${target.host}:${target.port} (${err.code})`));
+      if (!connected) {
+        reject(new ProbeStepError('unreachable', `cannot reach ${target.host}:${target.port} (${err.code ?? err.message})`));
         return;
       }
       resolve({ kind: 'refused', detail: `handshake refused (${describeTlsError(err)})` });
@@ -127,7 +132,7 @@ function handshake(call: InboundCall): Promise<Handshake> {
   });
 }
 
-function sendRequest(socket: TLSSocket, serverId: SpiffeId, call: InboundCall): Promise<Exchange> {
+function sendRequest(socket: TLSSocket, server: { serverId: SpiffeId; serverKeyType: string | undefined }, call: InboundCall): Promise<Exchange> {
   const { request, signal, target } = call;
   return new Promise((resolve, reject) => {
     let settled = false;
@@ -152,7 +157,7 @@ function sendRequest(socket: TLSSocket, serverId: SpiffeId, call: InboundCall): 
     signal.addEventListener('abort', onAbort, { once: true });
     req.on('response', (res) => {
       if (request.stream) {
-        done(() => resolve({ kind: 'response', status: res.statusCode ?? 0, headers: res.headers, body: '', serverId, response: res }));
+        done(() => resolve({ kind: 'response', status: res.statusCode ?? 0, headers: res.headers, body: '', ...server, response: res }));
         return;
       }
       const chunks: Buffer[] = [];
@@ -163,7 +168,7 @@ function sendRequest(socket: TLSSocket, serverId: SpiffeId, call: InboundCall): 
       });
       res.on('end', () => {
         socket.destroy();
-        done(() => resolve({ kind: 'response', status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), serverId }));
+        done(() => resolve({ kind: 'response', status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), ...server }));
       });
       res.on('error', (err) => done(() => reject(new ProbeStepError('bad_response', `the response broke off: ${err.message}`))));
     });

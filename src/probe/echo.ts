@@ -2,7 +2,8 @@
 // points at (the probe runs as that sidecar's agent). It answers every request with the headers
 // it received, so the probe sees exactly what the sidecar let through; `/__sigil_probe/stream`
 // keeps a response open (a chunk every 200 ms) so a revocation can be seen cutting it.
-// It serves nothing else, stores nothing but a count, and listens only where it is told.
+// It serves nothing else, stores nothing but a count, holds at most a few streams, and listens
+// only where it is told (`sigil probe` allows loopback only).
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
@@ -10,6 +11,8 @@ import type { Socket } from 'node:net';
 export const ECHO_MARK = 'sigil-probe-echo';
 export const STREAM_PATH = '/__sigil_probe/stream';
 const MAX_STREAM_MS = 60_000;
+/** The probe opens one stream at a time; a few more are refused rather than held. */
+const MAX_STREAMS = 4;
 
 /** The body every echoed request gets. */
 export interface EchoReply {
@@ -38,6 +41,10 @@ export async function startEchoUpstream(host: string, port: number, nonce: strin
   const server: Server = createServer((req, res) => {
     seen++;
     if (req.url === STREAM_PATH) {
+      if (openStreams >= MAX_STREAMS) {
+        res.writeHead(503).end();
+        return;
+      }
       openStreams++;
       res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
       res.write(`${nonce}\n`);

@@ -52,6 +52,7 @@ async function mintRogues(targetTrustDomain: string): Promise<RogueAuthorities> 
 export async function prepareProbe(options: ProbeOptions, progress: (line: string) => void): Promise<ProbeContext> {
   const signal = AbortSignal.timeout(options.stepTimeoutMs);
   let targetId;
+  let targetKeyType: string | undefined;
   try {
     const first = await inboundRequest({
       target: options.target,
@@ -67,12 +68,13 @@ export async function prepareProbe(options: ProbeOptions, progress: (line: strin
       );
     }
     targetId = first.serverId;
+    targetKeyType = first.serverKeyType;
   } catch (err) {
     if (err instanceof ProbeTargetError) throw err;
     throw new ProbeTargetError(`cannot establish the target: ${(err as Error).message}`);
   }
   const rogue = await mintRogues(targetId.trustDomain.name);
-  return { ...options, targetId, victim: options.victimId ?? targetId, rogue, progress };
+  return { ...options, targetId, ...(targetKeyType === undefined ? {} : { targetKeyType }), victim: options.victimId ?? targetId, rogue, progress };
 }
 
 export interface ProbeRun {

@@ -52,20 +52,34 @@ async function runOne(ctx: ProbeContext, attack: Attack): Promise<AttackResult> 
 
 type Bounded = { outcome: Outcome } | { failed: string } | { skipped: string };
 
+/**
+ * After a timeout, how long the runner still waits for the aborted step to wind down (close its
+ * sockets, lift a revocation) before the next step starts: steps never overlap on the target.
+ */
+const WIND_DOWN_MS = 5_000;
+
 /** Runs a step with an abort signal that fires after `ms`; never throws. */
 async function bounded(ms: number, what: string, step: (signal: AbortSignal) => Promise<Outcome>): Promise<Bounded> {
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
+  let running: Promise<unknown> = Promise.resolve();
   const expired = new Promise<Bounded>((resolve) => {
     timer = setTimeout(() => {
       controller.abort();
-      resolve({ failed: `${what} timed out after ${ms} ms` });
+      let grace: NodeJS.Timeout | undefined;
+      void Promise.race([running, new Promise((r) => (grace = setTimeout(r, WIND_DOWN_MS)))]).then(() => {
+        clearTimeout(grace);
+        resolve({ failed: `${what} timed out after ${ms} ms` });
+      });
     }, ms);
   });
   try {
+    const started = step(controller.signal);
+    running = started.catch(() => undefined);
     return await Promise.race([
-      step(controller.signal).then(
-        (outcome): Bounded => ({ outcome }),
+      started.then(
+        // A result that comes after the bound (while winding down) is not a verdict.
+        (outcome): Bounded => (controller.signal.aborted ? { failed: `${what} timed out after ${ms} ms` } : { outcome }),
         (err: unknown): Bounded => {
           if (err instanceof AttackSkipped) return { skipped: err.message };
           if (controller.signal.aborted) return { failed: `${what} timed out after ${ms} ms` };

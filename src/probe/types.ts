@@ -141,12 +141,19 @@ export interface ProbeOptions {
   };
   /** Bound on each control and each attack. */
   stepTimeoutMs: number;
+  /**
+   * The clock leeway the target tolerates (its delegation.leeway and bus.envelope.leeway; Sigil's
+   * default 5 s): the expiry and replay attacks wait past it.
+   */
+  targetLeewayMs: number;
 }
 
 /** What every attack gets: the options plus what the probe learned and made on the way. */
 export interface ProbeContext extends ProbeOptions {
   /** The target's verified SPIFFE ID (from a control handshake). */
   targetId: SpiffeId;
+  /** Its SVID's key type (`ec`, `rsa`, ...), for attacks that depend on it. */
+  targetKeyType?: string;
   /** victimId ?? targetId. */
   victim: SpiffeId;
   /** Rogue material minted once per run and shared between attacks (never trusted by anyone). */

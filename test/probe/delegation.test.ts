@@ -114,6 +114,7 @@ async function buildContext(address: string, targetId: string, over: Partial<Pro
     federatedCa,
     path: '/',
     stepTimeoutMs: STEP_MS,
+    targetLeewayMs: 5_000,
     targetId: id,
     victim: id,
     rogue,
@@ -254,6 +255,7 @@ t.test('the attack reading: only a 401 with the rule\'s reason is a rejection', 
     headers: reason ? { 'www-authenticate': `Bearer realm="sigil", error="invalid_token", error_description="${reason}"` } : {},
     body: reason ? JSON.stringify({ error: 'unauthorized', reason, detail: 'aud' }) : '{}',
     serverId: SpiffeId.parse(ID_TARGET),
+    serverKeyType: 'ec',
   });
   const rule = { proving: ['audience_mismatch'] };
   t.same(delegationRefused(response(401, 'audience_mismatch'), rule), { ok: true, observed: 'HTTP 401 audience_mismatch (aud)' });

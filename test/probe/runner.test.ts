@@ -27,6 +27,7 @@ t.test('verdicts', async (t) => {
     attack('tls.hangs-ignoring-abort', { attack: () => new Promise(() => undefined) }),
     attack('tls.skip', { skip: () => 'needs --x' }),
     attack('tls.skipped-at-run', { attack: () => Promise.reject(new AttackSkipped('cannot offer TLS 1.0 here')) }),
+    attack('tls.late-pass', { attack: () => new Promise((r) => setTimeout(() => r({ ok: true, observed: 'too late' }), 300)) }),
     attack('tls.longer', { timeoutMs: () => 600, attack: () => new Promise((r) => setTimeout(() => r({ ok: true, observed: 'late but in time' }), 350)) }),
   ]);
   const verdict = Object.fromEntries(results.map((r) => [r.id, r.verdict]));
@@ -40,8 +41,11 @@ t.test('verdicts', async (t) => {
     'tls.hangs-ignoring-abort': 'error',
     'tls.skip': 'skip',
     'tls.skipped-at-run': 'skip',
+    'tls.late-pass': 'error',
     'tls.longer': 'pass',
   });
+  const late = results.find((r) => r.id === 'tls.late-pass')!;
+  t.ok(late.durationMs >= 290, 'the runner waited for the timed-out step to wind down before going on (steps never overlap)');
   t.notOk(attackRan, 'the attack does not run when its control was refused');
   const by = Object.fromEntries(results.map((r) => [r.id, r]));
   t.equal(by['tls.control-refused']!.observed, 'positive control not accepted: HTTP 403');
@@ -49,7 +53,7 @@ t.test('verdicts', async (t) => {
   t.match(by['tls.timeout']!.observed, /attack timed out after 200 ms/);
   t.match(by['tls.hangs-ignoring-abort']!.observed, /timed out/);
   t.equal(by['tls.skip']!.observed, 'needs --x');
-  t.same(summarize(results), { pass: 2, fail: 1, error: 5, skip: 2, ok: false });
+  t.same(summarize(results), { pass: 2, fail: 1, error: 6, skip: 2, ok: false });
   t.same(summarize(results.filter((r) => r.verdict === 'pass' || r.verdict === 'skip')).ok, true, 'passes and skips: ok');
   t.same(summarize(results.filter((r) => r.verdict === 'skip')).ok, false, 'only skips: not ok (nothing was proven)');
   t.same(summarize([]).ok, false, 'nothing run: not ok');

@@ -32,8 +32,8 @@ import { createLeaf, type Issued } from '../mint.js';
 import type { Attack, Outcome, ProbeContext } from '../types.js';
 
 const NEEDS_BUS = 'needs --nats, --bus-local and --bus-subject';
-/** How old a replayed envelope is made to be: past Sigil's default clock leeway (5 s) for a new subscription. */
-const REPLAY_AGE_MS = 6_000;
+/** A replayed envelope is made this much older than the target's clock leeway. */
+const REPLAY_MARGIN_MS = 1_000;
 
 /** Everything one run shares: one NATS connection, one local subscription. */
 interface BusSession {
@@ -161,11 +161,23 @@ async function delivered(s: BusSession, marker: string, signal: AbortSignal, n =
   return { ok: d !== undefined, observed: describe(d, ms) + hint };
 }
 
-/** Attack reading: the `n`-th delivery of `marker` does not arrive within the delivery window. */
-async function notDelivered(s: BusSession, marker: string, signal: AbortSignal, n = 1): Promise<Outcome> {
+/**
+ * Attack reading: the `n`-th delivery of `marker` does not arrive. Silence alone proves nothing
+ * (a slow target, a stalled subscription), so a correct "trailer" envelope follows the attack:
+ * the target handles a subscription's messages in order, so once the trailer is delivered, an
+ * attack message that was not has been refused.
+ */
+async function notDelivered(s: BusSession, marker: string, signal: AbortSignal, n = 1, sub: LocalSubscription = s.sub): Promise<Outcome> {
   const ms = s.bus.deliveryWindowMs;
-  const d = await s.sub.waitFor(marker, n, ms, signal);
-  return { ok: d === undefined, observed: describe(d, ms) };
+  const early = await sub.waitFor(marker, n, ms, signal);
+  if (early) return { ok: false, observed: describe(early, ms) };
+  const trailer = newMarker();
+  await publishNats(s.nc, s.bus.subject, probeEnvelope(s, s.bus.subject, trailer, 'trailer'), signal);
+  if (!(await sub.waitFor(trailer, 1, ms, signal))) {
+    throw new Error(`inconclusive: a correct message sent after the attack was not delivered within ${ms} ms either`);
+  }
+  const late = sub.count(marker) >= n;
+  return late ? { ok: false, observed: 'delivered (after the delivery window)' } : { ok: true, observed: `not delivered (a correct message sent after it was)` };
 }
 
 // ---- steps ------------------------------------------------------------------------------------
@@ -244,6 +256,22 @@ function busAttack(spec: Spec): Attack {
   };
 }
 
+/** A replay attack's control: a correct envelope is delivered, and kept to be replayed. */
+async function replayControl(ctx: ProbeContext, attackId: string, signal: AbortSignal): Promise<Outcome> {
+  const c = await directControl(ctx, attackId, signal);
+  const s = await session(ctx, signal);
+  if (c.ok) s.replayable = { jws: c.jws, marker: c.marker };
+  return { ok: c.ok, observed: c.observed };
+}
+
+/** The envelope the control delivered (once): there is nothing to replay unless it arrived. */
+function takeReplayable(s: BusSession): { jws: string; marker: string } {
+  const r = s.replayable;
+  if (!r || s.sub.count(r.marker) < 1) throw new Error('the replay control was not delivered, so there is nothing to replay');
+  s.replayable = undefined;
+  return r;
+}
+
 /** The subject with its last token replaced by `*` (`probe.checks` → `probe.*`; `checks` → `*`). */
 function wildcardOf(subject: string): string {
   const tokens = subject.split('.');
@@ -316,42 +344,28 @@ export function busAttacks(): Attack[] {
       title: "the control's envelope, already delivered, published again",
       expected: 'not delivered a second time (replay)',
       proves: 'The target remembers delivered envelopes (iss, jti) for their lifetime: a recorded message cannot be played again.',
-      control: async (ctx, signal) => {
-        const c = await directControl(ctx, 'bus.replay', signal);
-        const s = await session(ctx, signal);
-        if (c.ok) s.replayable = { jws: c.jws, marker: c.marker };
-        return { ok: c.ok, observed: c.observed };
-      },
+      control: (ctx, signal) => replayControl(ctx, 'bus.replay', signal),
       attack: async (ctx, signal) => {
         const s = await session(ctx, signal);
-        const r = s.replayable;
-        if (!r || s.sub.count(r.marker) < 1) throw new Error('the replay control was not delivered, so there is nothing to replay');
-        s.replayable = undefined;
+        const r = takeReplayable(s);
         await publishNats(s.nc, s.bus.subject, r.jws, signal);
         return notDelivered(s, r.marker, signal, 2);
       },
     }),
     busAttack({
       id: 'bus.replay-new-subscription',
-      timeoutMs: (ctx) => ctx.stepTimeoutMs + REPLAY_AGE_MS,
+      timeoutMs: (ctx) => ctx.stepTimeoutMs + ctx.targetLeewayMs + REPLAY_MARGIN_MS,
       title: "the control's envelope, already delivered, replayed to a subscription the agent opens afterwards",
       expected: 'not delivered to the new subscription (replay)',
       proves: 'Replay protection does not start from zero for a new subscription (another subject pattern, or any subscription after a sidecar restart): a message recorded earlier cannot be played to it.',
-      control: async (ctx, signal) => {
-        const c = await directControl(ctx, 'bus.replay-new-subscription', signal);
-        const s = await session(ctx, signal);
-        if (c.ok) s.replayable = { jws: c.jws, marker: c.marker };
-        return { ok: c.ok, observed: c.observed };
-      },
+      control: (ctx, signal) => replayControl(ctx, 'bus.replay-new-subscription', signal),
       attack: async (ctx, signal) => {
         const s = await session(ctx, signal);
-        const r = s.replayable;
-        if (!r || s.sub.count(r.marker) < 1) throw new Error('the replay control was not delivered, so there is nothing to replay');
-        s.replayable = undefined;
-        // Envelopes signed within the target's clock leeway (bus.envelope.leeway, default 5 s)
-        // before a subscription existed are tolerated as clock skew: replay an older one.
+        const r = takeReplayable(s);
+        // Envelopes signed within the target's clock leeway (bus.envelope.leeway, default 5 s,
+        // --target-leeway) before a subscription existed are tolerated as skew: replay an older one.
         const iat = Number(decodeSegment(r.jws.split('.')[1]!)['iat']);
-        await abortable(new Promise((resolve) => setTimeout(resolve, Math.max(0, iat * 1000 + REPLAY_AGE_MS - Date.now()))), signal);
+        await abortable(new Promise((resolve) => setTimeout(resolve, Math.max(0, iat * 1000 + ctx.targetLeewayMs + REPLAY_MARGIN_MS - Date.now()))), signal);
         // A pattern that matches the subject but is not it: the target opens a new subscription.
         const pattern = wildcardOf(s.bus.subject);
         const fresh = await subscribeLocal(s.bus.local, pattern, ctx.stepTimeoutMs);
@@ -361,8 +375,7 @@ export function busAttacks(): Attack[] {
             throw new Error(`a new subscription to ${pattern} received no fresh message: cannot tell a replay refusal from a dead subscription`);
           }
           await publishNats(s.nc, s.bus.subject, r.jws, signal);
-          const d = await fresh.waitFor(r.marker, 1, s.bus.deliveryWindowMs, signal);
-          return { ok: d === undefined, observed: describe(d, s.bus.deliveryWindowMs) };
+          return await notDelivered(s, r.marker, signal, 1, fresh);
         } finally {
           fresh.close();
         }

@@ -6,7 +6,7 @@
 import { createHmac, createPublicKey, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CompactSign, type CompactJWSHeaderParameters } from 'jose';
-import { decodeUnverified, DEFAULT_LEEWAY_SECONDS } from '../../delegation/index.js';
+import { decodeUnverified } from '../../delegation/index.js';
 import { trustDomainOfCa } from '../../identity/devca.js';
 import type { SpiffeId } from '../../spiffe/index.js';
 import { BrokerError, exchangeToken, fetchBrokerJwks } from '../broker-client.js';
@@ -82,63 +82,55 @@ function actorMismatch(): Attack {
 }
 
 function algNone(): Attack {
-  return delegationAttack({
+  return forgedTokenAttack({
     id: 'delegation.alg-none',
     title: 'the legitimate claims under a header with `alg: none` and an empty signature',
     expected: '401 delegation_invalid',
     proves: "The target never accepts an unsigned token: the algorithm comes from its own allow-list, never from the token's header.",
-    async attack(ctx, signal) {
-      const legit = await legitimateToken(ctx, signal);
-      const token = `${b64Json({ ...legit.header, alg: 'none' })}.${legit.parts[1]}.`;
-      return delegationRefused(await present(ctx, token, identityCredentials(ctx), signal), { proving: ['delegation_invalid'] }, ctx.echo?.nonce);
-    },
+    proving: ['delegation_invalid'],
+    forge: (legit) => `${b64Json({ ...legit.header, alg: 'none' })}.${legit.parts[1]}.`,
   });
 }
 
 function hs256KeyConfusion(): Attack {
-  return delegationAttack({
+  return forgedTokenAttack({
     id: 'delegation.hs256-key-confusion',
     title: "the legitimate claims signed HS256 with the broker's public key (SPKI PEM) as the HMAC secret",
     expected: '401 delegation_invalid',
     proves: "The target does not let a token switch an asymmetric key to a symmetric algorithm, so whoever has the broker's public key (everyone) still cannot mint tokens.",
-    async attack(ctx, signal) {
-      const legit = await legitimateToken(ctx, signal);
+    proving: ['delegation_invalid'],
+    async forge(legit, ctx, signal) {
       const kid = kidOf(legit);
       const secret = await brokerKeyPem(ctx, kid, signal);
       const signingInput = `${b64Json({ ...legit.header, alg: 'HS256', kid })}.${legit.parts[1]}`;
-      const token = `${signingInput}.${createHmac('sha256', secret).update(signingInput).digest('base64url')}`;
-      return delegationRefused(await present(ctx, token, identityCredentials(ctx), signal), { proving: ['delegation_invalid'] }, ctx.echo?.nonce);
+      return `${signingInput}.${createHmac('sha256', secret).update(signingInput).digest('base64url')}`;
     },
   });
 }
 
 function tamperedClaims(): Attack {
-  return delegationAttack({
+  return forgedTokenAttack({
     id: 'delegation.tampered-claims',
     title: 'the legitimate token with `sub` changed to another user, original signature kept',
     expected: '401 delegation_invalid',
     proves: 'The target verifies the signature over exactly the claims it acts on: an agent cannot re-address a delegation to a user who never granted it.',
-    async attack(ctx, signal) {
-      const legit = await legitimateToken(ctx, signal);
-      const token = `${legit.parts[0]}.${b64Json({ ...legit.payload, sub: FORGED_SUB })}.${legit.parts[2]}`;
-      return delegationRefused(await present(ctx, token, identityCredentials(ctx), signal), { proving: ['delegation_invalid'] }, ctx.echo?.nonce);
-    },
+    proving: ['delegation_invalid'],
+    forge: (legit) => `${legit.parts[0]}.${b64Json({ ...legit.payload, sub: FORGED_SUB })}.${legit.parts[2]}`,
   });
 }
 
 function widenedScope(): Attack {
-  return delegationAttack({
+  return forgedTokenAttack({
     id: 'delegation.widened-scope',
     title: `the legitimate claims with scope widened by \`${FORGED_SCOPE}\`, signed ES256 by a probe key under the broker's kid`,
     expected: '401 delegation_invalid',
     proves: "The target trusts the broker's keys, not a kid a token names: a well-formed token granting more than the user delegated, signed by anyone else, is refused.",
-    async attack(ctx, signal) {
-      const legit = await legitimateToken(ctx, signal);
+    proving: ['delegation_invalid', 'scope_widened'],
+    async forge(legit) {
       const scope = typeof legit.payload.scope === 'string' && legit.payload.scope !== '' ? `${legit.payload.scope} ${FORGED_SCOPE}` : FORGED_SCOPE;
       const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
       const header = { ...legit.header, alg: 'ES256', kid: kidOf(legit) } as CompactJWSHeaderParameters;
-      const token = await new CompactSign(Buffer.from(JSON.stringify({ ...legit.payload, scope }))).setProtectedHeader(header).sign(privateKey);
-      return delegationRefused(await present(ctx, token, identityCredentials(ctx), signal), { proving: ['delegation_invalid', 'scope_widened'] }, ctx.echo?.nonce);
+      return new CompactSign(Buffer.from(JSON.stringify({ ...legit.payload, scope }))).setProtectedHeader(header).sign(privateKey);
     },
   });
 }
@@ -146,20 +138,21 @@ function widenedScope(): Attack {
 function expired(): Attack {
   return delegationAttack({
     id: 'delegation.expired',
-    title: 'the legitimate token, presented once it has expired (exp + 5 s leeway + 1 s)',
+    title: "the legitimate token, presented once it has expired (exp + the target's leeway + 1 s)",
     expected: '401 delegation_expired',
-    proves: 'The target enforces `exp` (within the default 5 s leeway): a delegation ends when the broker said it would, not when the agent stops using it.',
+    proves: 'The target enforces `exp` (within its clock leeway): a delegation ends when the broker said it would, not when the agent stops using it.',
     skip: (ctx) => needsBroker(ctx) ?? (ctx.delegation!.expiryWaitMs > 0 ? undefined : 'needs --expiry-wait (how long the probe may wait for a token to expire)'),
     // The wait happens inside the attack step: its bound is the wait plus an ordinary step.
     timeoutMs: (ctx) => ctx.stepTimeoutMs + (ctx.delegation?.expiryWaitMs ?? 0),
     async attack(ctx, signal) {
       const legit = await legitimateToken(ctx, signal);
-      const presentAt = legit.expiresAtMs + DEFAULT_LEEWAY_SECONDS * 1000 + EXPIRY_MARGIN_MS;
+      const leewayS = Math.ceil(ctx.targetLeewayMs / 1000);
+      const presentAt = legit.expiresAtMs + ctx.targetLeewayMs + EXPIRY_MARGIN_MS;
       const waitMs = presentAt - Date.now();
       if (waitMs > ctx.delegation!.expiryWaitMs) {
         const lifetime = Math.ceil(legit.lifetimeMs / 1000);
-        const needed = lifetime + DEFAULT_LEEWAY_SECONDS + Math.ceil(EXPIRY_MARGIN_MS / 1000);
-        throw new AttackSkipped(`the broker's tokens live ${lifetime} s; pass --expiry-wait ≥ ${needed}s (lifetime + the sidecar's ${DEFAULT_LEEWAY_SECONDS} s leeway + 1 s)`);
+        const needed = lifetime + leewayS + Math.ceil(EXPIRY_MARGIN_MS / 1000);
+        throw new AttackSkipped(`the broker's tokens live ${lifetime} s; pass --expiry-wait ≥ ${needed}s (lifetime + the target's ${leewayS} s leeway + 1 s)`);
       }
       if (waitMs > 0) {
         ctx.progress(`delegation.expired: waiting ${Math.ceil(waitMs / 1000)} s for the token to expire`);
@@ -169,7 +162,7 @@ function expired(): Attack {
       const outcome = delegationRefused(exchange, { proving: ['delegation_expired'] }, ctx.echo?.nonce);
       if (outcome.ok) return outcome;
       const late = Math.floor((Date.now() - legit.expiresAtMs) / 1000);
-      return { ok: false, observed: `${outcome.observed}, ${late} s after exp (Sigil's default leeway is ${DEFAULT_LEEWAY_SECONDS} s)` };
+      return { ok: false, observed: `${outcome.observed}, ${late} s after exp (the target's leeway is ${leewayS} s by --target-leeway)` };
     },
   });
 }
@@ -181,6 +174,20 @@ type AttackSpec = Omit<Attack, 'family' | 'control'> & Partial<Pick<Attack, 'con
 
 function delegationAttack(spec: AttackSpec): Attack {
   return { family: 'delegation', skip: needsBroker, control: legitimateControl, ...spec };
+}
+
+/** An attack that alters the legitimate token (`forge`) and presents it as the legitimate identity. */
+function forgedTokenAttack(
+  spec: Omit<AttackSpec, 'attack'> & { proving: string[]; forge(legit: LegitToken, ctx: ProbeContext, signal: AbortSignal): string | Promise<string> },
+): Attack {
+  const { proving, forge, ...rest } = spec;
+  return delegationAttack({
+    ...rest,
+    async attack(ctx, signal) {
+      const token = await forge(await legitimateToken(ctx, signal), ctx, signal);
+      return delegationRefused(await present(ctx, token, identityCredentials(ctx), signal), { proving }, ctx.echo?.nonce);
+    },
+  });
 }
 
 function needsBroker(ctx: ProbeContext): string | undefined {

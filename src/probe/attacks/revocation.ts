@@ -12,6 +12,7 @@ import type { Attack, Outcome, ProbeContext } from '../types.js';
 const REVOCATION_TTL_MS = 5 * 60_000;
 const CUT_WINDOW_MS = 3_000;
 const RESTORE_WINDOW_MS = 5_000;
+const LIFT_TIMEOUT_MS = 4_000;
 
 interface AdminAnswer {
   status: number;
@@ -121,7 +122,8 @@ export function revocationAttacks(): Attack[] {
           }
         } finally {
           stream?.destroy();
-          const lifted = await admin(ctx, 'DELETE', `/v1/revocations/${encodeURIComponent(id)}`, undefined, signal, { by: 'sigil-probe' }).catch((err: Error) => ({ status: 0, body: { error: err.message } }));
+          // Its own bound, not the step's: the lift must happen even when the step timed out.
+          const lifted = await admin(ctx, 'DELETE', `/v1/revocations/${encodeURIComponent(id)}`, undefined, AbortSignal.timeout(LIFT_TIMEOUT_MS), { by: 'sigil-probe' }).catch((err: Error) => ({ status: 0, body: { error: err.message } }));
           if (lifted.status !== 200) {
             // Loud: the test identity stays revoked until the entry lapses.
             throw new Error(`could not lift revocation ${id} (HTTP ${lifted.status}); it lapses at ${new Date(Date.now() + REVOCATION_TTL_MS).toISOString()}`);
