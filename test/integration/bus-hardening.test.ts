@@ -141,6 +141,21 @@ async function suite(natsBinary: string): Promise<void> {
     t.match(await next(second), { data: 'fresh' }, 'a fresh message is delivered');
   });
 
+  t.test('a new subscription refuses envelopes signed before it existed (a recording), beyond the leeway', async (t) => {
+    // Still valid (exp 30 s ahead) but signed 30 s ago: before this subscription, so a replay.
+    const recorded = good.sign({ subject: 'late.x', data: 'recorded' }, Date.now() - 30_000).jws;
+    const ws = await subscribe('late.x');
+    t.teardown(() => ws.ws.close());
+    await drain(ws);
+    const before = metricSum(await metrics(b), 'sigil_bus_messages_total', { direction: 'inbound', reason: 'replay' });
+    raw.publish('late.x', recorded);
+    t.equal(await next(ws, 700), undefined, 'the recording is not delivered to the new subscription');
+    t.ok(await waitUntil(async () => metricSum(await metrics(b), 'sigil_bus_messages_total', { direction: 'inbound', reason: 'replay' }) > before, 3_000), 'counted as a replay');
+    const withinLeeway = good.sign({ subject: 'late.x', data: 'skewed' }, Date.now() - 2_000).jws;
+    raw.publish('late.x', withinLeeway);
+    t.match(await next(ws), { data: 'skewed' }, 'positive control: signed 2 s earlier (within the 5 s leeway: clock skew) is delivered');
+  });
+
   t.test('data nested 10,000 deep is refused; delivery carries on', async (t) => {
     const ws = await subscribe('deep.x');
     t.teardown(() => ws.ws.close());
