@@ -23,10 +23,14 @@ export interface DevCaMaterial {
   keyPem: string;
 }
 
-/** RFC 5280 serials: positive, at most 20 octets; 128 random bits with the high bit cleared. */
-function randomSerialHex(): string {
+/**
+ * RFC 5280 serials: positive, at most 20 octets. 16 random bytes, the first in 0x01..0x7f: positive
+ * and minimally encoded in DER, so the serial always reads as 16 bytes (a first byte of 0 would
+ * be dropped, and the next one could then look negative).
+ */
+export function randomSerialHex(): string {
   const bytes = randomBytes(16);
-  bytes[0] = bytes[0]! & 0x7f;
+  bytes[0] = bytes[0]! & 0x7f || 0x01;
   return bytes.toString('hex');
 }
 

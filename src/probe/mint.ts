@@ -2,6 +2,7 @@
 // and the test suites' fixtures. Each call generates fresh keys, so nothing shares key material
 // by accident; pass `keys` to reuse a key pair on purpose (e.g. a re-issued CA).
 import { createPrivateKey, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
+import { randomSerialHex } from '../identity/devca.js';
 import { AsnConvert, asn1X509, x509 } from '../spiffe/peculiar.js';
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -140,11 +141,7 @@ export async function generateKeys(alg: KeyAlgorithm = 'P-256'): Promise<CryptoK
 }
 
 /** 16 random bytes, first byte in 0x01..0x7f: positive and minimally encoded in DER. */
-export function randomSerial(): string {
-  const b = randomBytes(16);
-  b[0] = b[0]! & 0x7f || 0x01;
-  return b.toString('hex');
-}
+export const randomSerial = randomSerialHex;
 
 function usageFlags(names: KeyUsageName[]): number {
   return names.reduce((acc, n) => acc | x509.KeyUsageFlags[n], 0);
