@@ -122,7 +122,14 @@ export function summarize(samples: number[]): { median: number; p99: number; n: 
   return { median: percentile(arr, 50), p99: percentile(arr, 99), n: arr.length };
 }
 
+/** Where printed tables also go (run.ts records them for bench/results/). */
+let tableSink: ((headers: string[], rows: string[][]) => void) | undefined;
+export function setTableSink(sink: (headers: string[], rows: string[][]) => void): void {
+  tableSink = sink;
+}
+
 export function printTable(headers: string[], rows: string[][]): void {
+  tableSink?.(headers, rows);
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => '| ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
   process.stdout.write(line(headers) + '\n');

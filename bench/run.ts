@@ -1,11 +1,18 @@
 // `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope|delegation|revocation|egress]... [--quick]
-// Runs the hot-path benchmarks in sequence, each with its baseline side by side.
-// `--quick` shortens the benches that have a quick mode (egress); the others ignore it.
+// Runs the hot-path benchmarks in sequence, each with its baseline side by side, shows progress,
+// and writes what they printed to bench/results/<time>-<full|quick>.{md,json} with machine info.
+// `--quick` (≈1 min for the suite) shortens every phase: a smoke test that CI runs (no
+// thresholds); its numbers are noisy. The environment (BENCH_* knobs) still overrides.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, freemem, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { runAuthzBench } from './authz.js';
 import { runDelegationBench } from './delegation.js';
 import { egressOptions, runEgressBench } from './egress.js';
 import { runEnvelopeBench } from './envelope.js';
 import { runHandshakeBench } from './handshake.js';
+import { setTableSink } from './lib.js';
 import { runProxyBench } from './proxy.js';
 import { runRevocationBench } from './revocation/index.js';
 
@@ -23,6 +30,66 @@ const BENCHES: Record<string, (flags: RunFlags) => Promise<void>> = {
   egress: (f) => runEgressBench(egressOptions(f.quick)),
 };
 
+/** `--quick` defaults: every phase short (each bench a few seconds). Set BENCH_* to override. */
+const QUICK_ENV: Record<string, string> = {
+  BENCH_HS_N: '150',
+  BENCH_HS_WARMUP: '30',
+  BENCH_PROXY_SECONDS: '1',
+  BENCH_PROXY_WARMUP: '0.3',
+  BENCH_PROXY_RATE_SECONDS: '1',
+  BENCH_AUTHZ_INPROC_SECONDS: '0.1',
+  BENCH_AUTHZ_SINGLE_CALLS: '300',
+  BENCH_AUTHZ_SECONDS: '0.6',
+  BENCH_AUTHZ_SERIAL_SECONDS: '0.3',
+  BENCH_AUTHZ_WARMUP: '0.2',
+  BENCH_ENVELOPE_SECONDS: '0.05',
+  BENCH_ENVELOPE_ROUNDS: '2',
+  BENCH_ENVELOPE_POOL: '256',
+  BENCH_DELEGATION_SECONDS: '0.2',
+  BENCH_DELEGATION_ROUNDS: '2',
+  BENCH_DELEGATION_POOL: '128',
+  BENCH_REVOCATION_SIZES: '0,10000',
+  BENCH_REVOCATION_LOOKUP_SECONDS: '0.1',
+  BENCH_REVOCATION_LOOKUP_ROUNDS: '2',
+  BENCH_REVOCATION_SIDECARS: '2',
+  BENCH_REVOCATION_ROUNDS: '3',
+  BENCH_REVOCATION_NATS_SAMPLES: '1',
+  BENCH_REVOCATION_CONNS: '100',
+  BENCH_REVOCATION_CUT_ROUNDS: '1',
+  BENCH_EGRESS_SECONDS: '0.6',
+  BENCH_EGRESS_WARMUP: '0.2',
+  BENCH_EGRESS_ROUNDS: '1',
+  BENCH_EGRESS_RATE_SECONDS: '0.6',
+};
+
+interface RecordedTable {
+  /** The last Markdown heading printed before the table. */
+  heading: string;
+  headers: string[];
+  rows: string[][];
+}
+
+interface BenchRecord {
+  name: string;
+  ok: boolean;
+  seconds: number;
+  error?: string;
+  tables: RecordedTable[];
+}
+
+function machine(): Record<string, unknown> {
+  const cpu = cpus();
+  return {
+    cpus: cpu.length,
+    cpuModel: cpu[0]?.model.trim() ?? 'unknown',
+    memoryGiB: Number((totalmem() / 2 ** 30).toFixed(1)),
+    freeMemoryGiB: Number((freemem() / 2 ** 30).toFixed(1)),
+    node: process.version,
+    openssl: process.versions.openssl,
+    platform: `${process.platform}/${process.arch}`,
+  };
+}
+
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
   const flags: RunFlags = { quick: argv.includes('--quick') };
@@ -33,18 +100,55 @@ async function main(): Promise<number> {
       return 2;
     }
   }
+  if (flags.quick) for (const [k, v] of Object.entries(QUICK_ENV)) process.env[k] ??= v;
+
+  // Everything printed is kept: the Markdown report is the run's own output.
+  const printed: string[] = [];
+  let heading = '';
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    printed.push(text);
+    for (const line of text.split('\n')) if (line.startsWith('#')) heading = line.replace(/^#+\s*/, '');
+    return (write as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stdout.write;
+
+  const records: BenchRecord[] = [];
+  let current: BenchRecord | undefined;
+  setTableSink((headers, rows) => current?.tables.push({ heading, headers, rows }));
+
+  const names = wanted.length > 0 ? wanted : Object.keys(BENCHES);
   const started = performance.now();
-  let failed = false;
-  for (const name of wanted.length > 0 ? wanted : Object.keys(BENCHES)) {
+  const startedAt = new Date();
+  for (const [i, name] of names.entries()) {
+    process.stderr.write(`[${i + 1}/${names.length}] ${name}${flags.quick ? ' (--quick)' : ''} …\n`);
+    const t0 = performance.now();
+    current = { name, ok: true, seconds: 0, tables: [] };
+    records.push(current);
     try {
       await BENCHES[name]!(flags);
     } catch (err) {
-      failed = true;
+      current.ok = false;
+      current.error = (err as Error).message;
       process.stderr.write(`${name} failed: ${(err as Error).stack ?? String(err)}\n`);
     }
+    current.seconds = Number(((performance.now() - t0) / 1000).toFixed(1));
+    process.stderr.write(`[${i + 1}/${names.length}] ${name} ${current.ok ? 'done' : 'FAILED'} in ${current.seconds} s\n`);
   }
-  process.stdout.write(`\ntotal bench time ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
-  return failed ? 1 : 0;
+  const total = (performance.now() - started) / 1000;
+  process.stdout.write(`\ntotal bench time ${total.toFixed(1)} s\n`);
+  process.stdout.write = write;
+
+  const mode = flags.quick ? 'quick' : 'full';
+  const dir = join(fileURLToPath(new URL('../../bench/results/', import.meta.url)));
+  mkdirSync(dir, { recursive: true });
+  const stem = join(dir, `${startedAt.toISOString().replace(/[:.]/g, '-')}-${mode}`);
+  const info = machine();
+  writeFileSync(`${stem}.json`, JSON.stringify({ startedAt: startedAt.toISOString(), mode, totalSeconds: Number(total.toFixed(1)), machine: info, benches: records }, null, 2) + '\n');
+  const header = `# Sigil benchmarks, ${mode} run, ${startedAt.toISOString()}\n\nmachine: ${Object.entries(info).map(([k, v]) => `${k} ${String(v)}`).join(', ')}\n${flags.quick ? '\n`--quick`: short phases, a smoke test; do not compare these numbers.\n' : ''}\n`;
+  writeFileSync(`${stem}.md`, header + printed.join(''));
+  process.stderr.write(`results: ${stem}.md and .json\n`);
+  return records.every((r) => r.ok) ? 0 : 1;
 }
 
 main().then(
