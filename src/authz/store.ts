@@ -104,6 +104,10 @@ export class PolicyStore extends EventEmitter<PolicyStoreEvents> {
     } catch (err) {
       throw new PolicyLoadError(path, [{ message: `cannot read policy file (${(err as NodeJS.ErrnoException).code ?? 'error'})` }]);
     }
+    // An empty file is what a watcher sees in the middle of an in-place write (truncated, not yet
+    // written): taken as a policy it would deny everything and cut every open connection. A
+    // policy that means "deny everything" says so in a comment.
+    if (text.trim() === '') throw new PolicyLoadError(path, [{ message: 'the policy file is empty (a write in progress?); to deny everything, write a file with only a comment' }]);
     const compiled = compileCedarPolicy(text, path);
     return this.wrap(new CedarAuthorizer(compiled, (errors, request) => this.emit('evaluationError', errors, request)));
   }

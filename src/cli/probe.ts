@@ -174,6 +174,12 @@ function duration(flag: string, value: string | string[] | boolean | undefined, 
   }
 }
 
+function positiveDuration(flag: string, value: string | string[] | boolean | undefined, fallback: number, max: number): number {
+  const ms = duration(flag, value, fallback);
+  if (ms <= 0 || ms > max) throw new CliUsageError(`--${flag}: must be greater than 0 and at most ${max / 1000}s`);
+  return ms;
+}
+
 function spiffeId(flag: string, value: string): SpiffeId {
   try {
     return SpiffeId.parse(value);
@@ -215,7 +221,7 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
   };
   if (options.targetLeewayMs > 60_000) throw new CliUsageError('--target-leeway: at most 60s (Sigil refuses larger leeways)');
   if (!options.path.startsWith('/')) throw new CliUsageError('--path: must start with /');
-  if (options.stepTimeoutMs <= 0) throw new CliUsageError('--timeout: must be greater than 0');
+  if (options.stepTimeoutMs <= 0 || options.stepTimeoutMs > 600_000) throw new CliUsageError('--timeout: must be greater than 0 and at most 10m');
   if (flags.victim !== undefined) options.victimId = spiffeId('victim', str(flags.victim));
   if (flags['federated-ca'] !== undefined) options.federatedCa = await loadFederatedCa(str(flags['federated-ca']), identity);
 
@@ -230,7 +236,7 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
       otherAudience: spiffeId('other-audience', typeof flags['other-audience'] === 'string' ? flags['other-audience'] : `spiffe://${td}/sigil-probe/elsewhere`),
       expiryWaitMs: duration('expiry-wait', flags['expiry-wait'], 30_000),
       header: tokenHeader(flags['token-header']),
-      ...(flags['broker-id'] === undefined ? {} : { brokerId: spiffeId('broker-id', str(flags['broker-id'])) }),
+      brokerId: spiffeId('broker-id', str(flags['broker-id'])),
       ...(typeof flags.scope === 'string' ? { scope: flags.scope.split(' ').filter((s) => s !== '') } : {}),
     };
   }
@@ -244,7 +250,7 @@ async function buildOptions(flags: Flags): Promise<ProbeOptions> {
       servers,
       local: httpUrl('bus-local', str(flags['bus-local']), ['http:']),
       subject: str(flags['bus-subject']),
-      deliveryWindowMs: duration('delivery-window', flags['delivery-window'], 1_000),
+      deliveryWindowMs: positiveDuration('delivery-window', flags['delivery-window'], 1_000, 60_000),
       ...(flags['nats-ca'] === undefined ? {} : { natsCa: readPem('--nats-ca', str(flags['nats-ca'])) }),
     };
   }

@@ -61,6 +61,20 @@ export function refusedAtHandshake(exchange: Exchange): Outcome {
   return exchange.kind === 'refused' ? { ok: true, observed } : { ok: false, observed: `accepted: ${observed}` };
 }
 
+/**
+ * Attack reading, confirmed. A cut without a TLS alert may be the network (a reset by a
+ * middlebox) rather than the target, and Sigil refuses a failed SPIFFE check by closing, with no
+ * alert: so the legitimate identity is tried again at once, and only if it is still accepted is
+ * the cut taken as the target's refusal. Otherwise nothing can be concluded (an error, never a pass).
+ */
+export async function refusedByTarget(ctx: ProbeContext, exchange: Exchange, signal: AbortSignal): Promise<Outcome> {
+  const reading = refusedAtHandshake(exchange);
+  if (!reading.ok || exchange.kind !== 'refused' || /\balert\b/.test(exchange.detail)) return reading;
+  const again = await legitimateRequest(ctx, signal);
+  if (!again.ok) throw new Error(`inconclusive: the connection was cut without a TLS alert (${exchange.detail}), and the legitimate identity was refused right after too (${again.observed})`);
+  return reading;
+}
+
 /** The standard control: the legitimate identity's request is accepted. */
 export async function legitimateRequest(ctx: ProbeContext, signal: AbortSignal, request: Partial<ProbeHttpRequest> = {}): Promise<Outcome> {
   return acceptedOutcome(await callInbound(ctx, identityCredentials(ctx), request, signal));

@@ -56,7 +56,7 @@ type Bounded = { outcome: Outcome } | { failed: string } | { skipped: string };
  * After a timeout, how long the runner still waits for the aborted step to wind down (close its
  * sockets, lift a revocation) before the next step starts: steps never overlap on the target.
  */
-const WIND_DOWN_MS = 5_000;
+const WIND_DOWN_MS = 8_000;
 
 /** Runs a step with an abort signal that fires after `ms`; never throws. */
 async function bounded(ms: number, what: string, step: (signal: AbortSignal) => Promise<Outcome>): Promise<Bounded> {
@@ -74,15 +74,17 @@ async function bounded(ms: number, what: string, step: (signal: AbortSignal) => 
     }, ms);
   });
   try {
-    const started = step(controller.signal);
+    // A step that throws before its first await is a rejection like any other.
+    const started = Promise.resolve().then(() => step(controller.signal));
     running = started.catch(() => undefined);
     return await Promise.race([
       started.then(
         // A result that comes after the bound (while winding down) is not a verdict.
         (outcome): Bounded => (controller.signal.aborted ? { failed: `${what} timed out after ${ms} ms` } : { outcome }),
         (err: unknown): Bounded => {
+          // After the bound nothing is a verdict or a skip; what the step said on the way out is kept.
+          if (controller.signal.aborted) return { failed: `${what} timed out after ${ms} ms; then: ${(err as Error).message}` };
           if (err instanceof AttackSkipped) return { skipped: err.message };
-          if (controller.signal.aborted) return { failed: `${what} timed out after ${ms} ms` };
           const e = err as Error & { code?: unknown };
           const code = err instanceof ProbeStepError ? `[${e.code as string}] ` : '';
           return { failed: `${code}${e.message}` };

@@ -107,8 +107,8 @@ export interface ProbeOptions {
   delegation?: {
     /** The broker's token endpoint (https; the probe dials it with the test identity). */
     brokerUrl: URL;
-    /** The broker's SPIFFE ID (its SVID is verified against the bundles). */
-    brokerId?: SpiffeId;
+    /** The broker's SPIFFE ID: its SVID must be exactly this before the subject token is sent. */
+    brokerId: SpiffeId;
     /** A test user's access token the broker accepts as subject_token. Never printed. */
     subjectToken: string;
     /** The header the target reads `Bearer <token>` from (its delegation.header; default authorization). */

@@ -127,6 +127,15 @@ t.test('policy store: reload applies at once; a bad file keeps the last good pol
   t.notOk(store.current().authorize(req({})).allowed, 'new policy applies to the next call');
   t.ok(store.current().authorize(req({ action: 'connect', http: undefined })).allowed);
 
+  await writeFile(file, '');
+  const empty = await store.reload();
+  t.match(empty, { result: 'failure' }, 'an empty file (a write caught half-way) is refused');
+  t.match(String((empty as { error?: Error }).error?.message), /the policy file is empty/, 'with why');
+  t.ok(store.current().authorize(req({ action: 'connect', http: undefined })).allowed, 'the last good policy stays: open connections are not cut');
+  await writeFile(file, '// deny everything\n');
+  t.match(await store.reload(), { result: 'success', changed: true }, 'a comment-only file is the way to deny everything');
+  t.notOk(store.current().authorize(req({ action: 'connect', http: undefined })).allowed, 'and it does');
+
   // The file watcher picks up a write on its own.
   await writeFile(file, POLICY);
   const deadline = Date.now() + 3000;

@@ -27,6 +27,12 @@ t.test('verdicts', async (t) => {
     attack('tls.hangs-ignoring-abort', { attack: () => new Promise(() => undefined) }),
     attack('tls.skip', { skip: () => 'needs --x' }),
     attack('tls.skipped-at-run', { attack: () => Promise.reject(new AttackSkipped('cannot offer TLS 1.0 here')) }),
+    attack('tls.late-skip', { attack: () => new Promise((_r, reject) => setTimeout(() => reject(new AttackSkipped('too late to skip')), 300)) }),
+    attack('tls.sync-throw', {
+      attack: () => {
+        throw new Error('thrown before any await');
+      },
+    }),
     attack('tls.late-pass', { attack: () => new Promise((r) => setTimeout(() => r({ ok: true, observed: 'too late' }), 300)) }),
     attack('tls.longer', { timeoutMs: () => 600, attack: () => new Promise((r) => setTimeout(() => r({ ok: true, observed: 'late but in time' }), 350)) }),
   ]);
@@ -41,6 +47,8 @@ t.test('verdicts', async (t) => {
     'tls.hangs-ignoring-abort': 'error',
     'tls.skip': 'skip',
     'tls.skipped-at-run': 'skip',
+    'tls.late-skip': 'error',
+    'tls.sync-throw': 'error',
     'tls.late-pass': 'error',
     'tls.longer': 'pass',
   });
@@ -53,7 +61,9 @@ t.test('verdicts', async (t) => {
   t.match(by['tls.timeout']!.observed, /attack timed out after 200 ms/);
   t.match(by['tls.hangs-ignoring-abort']!.observed, /timed out/);
   t.equal(by['tls.skip']!.observed, 'needs --x');
-  t.same(summarize(results), { pass: 2, fail: 1, error: 6, skip: 2, ok: false });
+  t.same(summarize(results), { pass: 2, fail: 1, error: 8, skip: 2, ok: false });
+  t.match(by['tls.late-skip']!.observed, /timed out after 200 ms; then: too late to skip/, 'a skip after the bound is not a skip; what it said is kept');
+  t.equal(by['tls.sync-throw']!.observed, 'thrown before any await');
   t.same(summarize(results.filter((r) => r.verdict === 'pass' || r.verdict === 'skip')).ok, true, 'passes and skips: ok');
   t.same(summarize(results.filter((r) => r.verdict === 'skip')).ok, false, 'only skips: not ok (nothing was proven)');
   t.same(summarize([]).ok, false, 'nothing run: not ok');

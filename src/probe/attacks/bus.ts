@@ -10,6 +10,7 @@
 // that claim the victim's identity also publish through the target's local API first when the
 // victim is the target: the target's own message arriving proves that messages from the victim
 // are deliverable on this subject, so a refusal is not merely the policy on the victim.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { constants, createPrivateKey, sign as cryptoSign, type KeyObject, type X509Certificate } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { createEnvelopeSigner, type EnvelopeSigner } from '../../bus/envelope/index.js';
@@ -32,8 +33,11 @@ import { createLeaf, type Issued } from '../mint.js';
 import type { Attack, Outcome, ProbeContext } from '../types.js';
 
 const NEEDS_BUS = 'needs --nats, --bus-local and --bus-subject';
-/** A replayed envelope is made this much older than the target's clock leeway. */
-const REPLAY_MARGIN_MS = 1_000;
+/**
+ * A replayed envelope is made this much older than the target's clock leeway: `iat` is whole
+ * seconds and the target compares whole seconds, and its clock may lag the probe's a little.
+ */
+const REPLAY_MARGIN_MS = 2_500;
 
 /** Everything one run shares: one NATS connection, one local subscription. */
 interface BusSession {
@@ -365,7 +369,7 @@ export function busAttacks(): Attack[] {
         // Envelopes signed within the target's clock leeway (bus.envelope.leeway, default 5 s,
         // --target-leeway) before a subscription existed are tolerated as skew: replay an older one.
         const iat = Number(decodeSegment(r.jws.split('.')[1]!)['iat']);
-        await abortable(new Promise((resolve) => setTimeout(resolve, Math.max(0, iat * 1000 + ctx.targetLeewayMs + REPLAY_MARGIN_MS - Date.now()))), signal);
+        await sleep(Math.max(0, iat * 1000 + ctx.targetLeewayMs + REPLAY_MARGIN_MS - Date.now()), undefined, { signal });
         // A pattern that matches the subject but is not it: the target opens a new subscription.
         const pattern = wildcardOf(s.bus.subject);
         const fresh = await subscribeLocal(s.bus.local, pattern, ctx.stepTimeoutMs);

@@ -13,6 +13,7 @@ const REVOCATION_TTL_MS = 5 * 60_000;
 const CUT_WINDOW_MS = 3_000;
 const RESTORE_WINDOW_MS = 5_000;
 const LIFT_TIMEOUT_MS = 4_000;
+const PROBE_BY = 'sigil-probe';
 
 interface AdminAnswer {
   status: number;
@@ -51,19 +52,39 @@ async function openStream(ctx: ProbeContext, signal: AbortSignal): Promise<Incom
   return response;
 }
 
-/** Resolves true when the stream ends or breaks within `ms`. */
-function cutWithin(response: IncomingMessage, ms: number): Promise<boolean> {
+/** Resolves true when the stream ends or breaks within `ms`; false at `ms` or on abort. */
+function cutWithin(response: IncomingMessage, ms: number, signal: AbortSignal): Promise<boolean> {
   if (response.destroyed || response.complete) return Promise.resolve(true);
   return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    const done = (): void => {
+    const settle = (cut: boolean): void => {
       clearTimeout(timer);
-      resolve(true);
+      signal.removeEventListener('abort', onAbort);
+      resolve(cut);
     };
-    response.once('close', done);
-    response.once('end', done);
-    response.once('error', done);
+    const onAbort = (): void => settle(false);
+    const timer = setTimeout(() => settle(false), ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+    response.once('close', () => settle(true));
+    response.once('end', () => settle(true));
+    response.once('error', () => settle(true));
   });
+}
+
+/**
+ * Lifts every revocation of the test SVID this probe made (by value and `by`): used when the
+ * revoke's answer was lost, so an entry the target did apply is never left behind.
+ */
+async function liftLeftovers(ctx: ProbeContext, value: string): Promise<void> {
+  const url = new URL(ctx.admin!.url.href);
+  url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/revocations`;
+  const headers: Record<string, string> = { accept: 'application/json', ...(ctx.admin!.token === undefined ? {} : { authorization: `Bearer ${ctx.admin!.token}` }) };
+  const res = await fetch(url, { headers, redirect: 'error', signal: AbortSignal.timeout(LIFT_TIMEOUT_MS) });
+  const list = ((await res.json()) as { revocations?: Array<{ id?: unknown; value?: unknown; revokedBy?: unknown }> }).revocations ?? [];
+  for (const entry of list) {
+    if (entry.value === value && entry.revokedBy === PROBE_BY && typeof entry.id === 'string') {
+      await admin(ctx, 'DELETE', `/v1/revocations/${encodeURIComponent(entry.id)}`, undefined, AbortSignal.timeout(LIFT_TIMEOUT_MS), { by: PROBE_BY });
+    }
+  }
 }
 
 async function restored(ctx: ProbeContext, signal: AbortSignal): Promise<Outcome> {
@@ -96,13 +117,15 @@ export function revocationAttacks(): Attack[] {
       },
       async attack(ctx, signal) {
         const stream = ctx.echo ? await openStream(ctx, signal) : undefined;
-        const fingerprint = createHash('sha256').update(ctx.identity.chain[0]!.raw).digest('hex');
-        const revoked = await admin(
-          ctx,
-          'POST',
-          '/v1/revocations',
-          { kind: 'svid', value: `sha256:${fingerprint}`, reason: 'sigil probe: revocation check', by: 'sigil-probe', expiresAt: new Date(Date.now() + REVOCATION_TTL_MS).toISOString() },
-          signal,
+        const value = `sha256:${createHash('sha256').update(ctx.identity.chain[0]!.raw).digest('hex')}`;
+        const expiresAt = new Date(Date.now() + REVOCATION_TTL_MS).toISOString();
+        // Its own bound: an answer lost to the step's timeout must not hide an applied revocation.
+        const revoked = await admin(ctx, 'POST', '/v1/revocations', { kind: 'svid', value, reason: 'sigil probe: revocation check', by: PROBE_BY, expiresAt }, AbortSignal.timeout(LIFT_TIMEOUT_MS)).catch(
+          async (err: Error) => {
+            stream?.destroy();
+            await liftLeftovers(ctx, value).catch(() => undefined);
+            throw new Error(`the revocation request failed (${err.message}); any entry it made was lifted`);
+          },
         );
         const id = (revoked.body['revocation'] as { id?: unknown } | undefined)?.id;
         if (revoked.status !== 201 || typeof id !== 'string') {
@@ -116,17 +139,17 @@ export function revocationAttacks(): Attack[] {
           ok &&= refused.ok;
           observed.push(refused.ok ? `new connection ${refused.observed}` : `new connection ${refused.observed}`);
           if (stream) {
-            const cut = await cutWithin(stream, CUT_WINDOW_MS);
+            const cut = await cutWithin(stream, CUT_WINDOW_MS, signal);
             ok &&= cut;
             observed.push(cut ? 'open stream cut' : `open stream still running after ${CUT_WINDOW_MS} ms`);
           }
         } finally {
           stream?.destroy();
           // Its own bound, not the step's: the lift must happen even when the step timed out.
-          const lifted = await admin(ctx, 'DELETE', `/v1/revocations/${encodeURIComponent(id)}`, undefined, AbortSignal.timeout(LIFT_TIMEOUT_MS), { by: 'sigil-probe' }).catch((err: Error) => ({ status: 0, body: { error: err.message } }));
+          const lifted = await admin(ctx, 'DELETE', `/v1/revocations/${encodeURIComponent(id)}`, undefined, AbortSignal.timeout(LIFT_TIMEOUT_MS), { by: PROBE_BY }).catch((err: Error) => ({ status: 0, body: { error: err.message } }));
           if (lifted.status !== 200) {
             // Loud: the test identity stays revoked until the entry lapses.
-            throw new Error(`could not lift revocation ${id} (HTTP ${lifted.status}); it lapses at ${new Date(Date.now() + REVOCATION_TTL_MS).toISOString()}`);
+            throw new Error(`could not lift revocation ${id} (HTTP ${lifted.status}); it lapses at ${expiresAt}`);
           }
         }
         const back = await restored(ctx, signal);

@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { TrustDomain } from '../../spiffe/index.js';
 import type { ClientCredentials, Exchange, TlsOffer } from '../client.js';
-import { acceptedOutcome, callInbound, describeExchange, identityCredentials, legitimateRequest, refusedAtHandshake } from '../inbound-steps.js';
+import { acceptedOutcome, callInbound, describeExchange, identityCredentials, legitimateRequest, refusedByTarget } from '../inbound-steps.js';
 import { createLeaf, type CertOptions, type Issued } from '../mint.js';
 import type { Attack, Outcome, ProbeContext } from '../types.js';
 
@@ -86,7 +86,7 @@ async function federatedControl(ctx: ProbeContext, signal: AbortSignal): Promise
 }
 
 async function refusedWith(ctx: ProbeContext, credentials: ClientCredentials, signal: AbortSignal): Promise<Outcome> {
-  return refusedAtHandshake(await callInbound(ctx, credentials, {}, signal));
+  return refusedByTarget(ctx, await callInbound(ctx, credentials, {}, signal), signal);
 }
 
 // ---- identity attacks ----
@@ -468,7 +468,7 @@ function offerAttack(spec: OfferAttackSpec): Attack {
       if (exchange.kind === 'response') return { ok: false, observed: `accepted: ${describeExchange(exchange)} with ${spec.offered} offered` };
       // A refusal that happened on our side proves nothing about the target: not a pass.
       if (LOCAL_REFUSAL.test(exchange.detail)) throw new Error(`not attempted: the local OpenSSL did not send the offer (${exchange.detail})`);
-      return { ok: true, observed: exchange.detail };
+      return refusedByTarget(ctx, exchange, signal);
     },
   };
 }
