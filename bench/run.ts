@@ -7,59 +7,61 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runAuthzBench } from './authz.js';
-import { runDelegationBench } from './delegation.js';
-import { egressOptions, runEgressBench } from './egress.js';
-import { runEnvelopeBench } from './envelope.js';
-import { runHandshakeBench } from './handshake.js';
 import { setTableSink } from './lib.js';
-import { runProxyBench } from './proxy.js';
-import { runRevocationBench } from './revocation/index.js';
 
 interface RunFlags {
   quick: boolean;
 }
 
+// Imported when run: several benches read their BENCH_* knobs at load, after --quick set them.
 const BENCHES: Record<string, (flags: RunFlags) => Promise<void>> = {
-  handshake: () => runHandshakeBench(),
-  proxy: () => runProxyBench(),
-  authz: () => runAuthzBench(),
-  envelope: () => runEnvelopeBench(),
-  delegation: () => runDelegationBench(),
-  revocation: () => runRevocationBench(),
-  egress: (f) => runEgressBench(egressOptions(f.quick)),
+  handshake: async () => (await import('./handshake.js')).runHandshakeBench(),
+  proxy: async () => (await import('./proxy.js')).runProxyBench(),
+  authz: async () => (await import('./authz.js')).runAuthzBench(),
+  envelope: async () => (await import('./envelope.js')).runEnvelopeBench(),
+  delegation: async () => (await import('./delegation.js')).runDelegationBench(),
+  revocation: async () => (await import('./revocation/index.js')).runRevocationBench(),
+  egress: async (f) => {
+    const egress = await import('./egress.js');
+    await egress.runEgressBench(egress.egressOptions(f.quick));
+  },
 };
 
 /** `--quick` defaults: every phase short (each bench a few seconds). Set BENCH_* to override. */
 const QUICK_ENV: Record<string, string> = {
   BENCH_HS_N: '150',
   BENCH_HS_WARMUP: '30',
-  BENCH_PROXY_SECONDS: '1',
+  BENCH_PROXY_SECONDS: '0.4',
   BENCH_PROXY_WARMUP: '0.3',
-  BENCH_PROXY_RATE_SECONDS: '1',
-  BENCH_AUTHZ_INPROC_SECONDS: '0.1',
+  BENCH_PROXY_RATE_SECONDS: '0.4',
+  BENCH_PROXY_ROUNDS: '2',
+  BENCH_AUTHZ_INPROC_SECONDS: '0.05',
   BENCH_AUTHZ_SINGLE_CALLS: '300',
-  BENCH_AUTHZ_SECONDS: '0.6',
+  BENCH_AUTHZ_SECONDS: '0.4',
   BENCH_AUTHZ_SERIAL_SECONDS: '0.3',
   BENCH_AUTHZ_WARMUP: '0.2',
+  BENCH_AUTHZ_ROUNDS: '2',
+  BENCH_AUTHZ_BUILD_CALLS: '10000',
   BENCH_ENVELOPE_SECONDS: '0.05',
   BENCH_ENVELOPE_ROUNDS: '2',
+  BENCH_ENVELOPE_SIZES: '256,16384',
+  BENCH_ENVELOPE_DUP_REPS: '1000',
   BENCH_ENVELOPE_POOL: '256',
   BENCH_DELEGATION_SECONDS: '0.2',
   BENCH_DELEGATION_ROUNDS: '2',
   BENCH_DELEGATION_POOL: '128',
   BENCH_REVOCATION_SIZES: '0,10000',
-  BENCH_REVOCATION_LOOKUP_SECONDS: '0.1',
+  BENCH_REVOCATION_LOOKUP_SECONDS: '0.02',
   BENCH_REVOCATION_LOOKUP_ROUNDS: '2',
   BENCH_REVOCATION_SIDECARS: '2',
-  BENCH_REVOCATION_ROUNDS: '3',
+  BENCH_REVOCATION_ROUNDS: '2',
   BENCH_REVOCATION_NATS_SAMPLES: '1',
   BENCH_REVOCATION_CONNS: '100',
   BENCH_REVOCATION_CUT_ROUNDS: '1',
-  BENCH_EGRESS_SECONDS: '0.6',
+  BENCH_EGRESS_SECONDS: '0.4',
   BENCH_EGRESS_WARMUP: '0.2',
   BENCH_EGRESS_ROUNDS: '1',
-  BENCH_EGRESS_RATE_SECONDS: '0.6',
+  BENCH_EGRESS_RATE_SECONDS: '0.4',
 };
 
 interface RecordedTable {
