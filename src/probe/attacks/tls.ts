@@ -6,7 +6,7 @@
 // TLS version and cipher attacks use the legitimate identity, so only the offer is wrong; an
 // offer the local OpenSSL cannot make is a skip, never a pass.
 import { spawnSync } from 'node:child_process';
-import { TrustDomain } from '../../spiffe/index.js';
+import { trustDomainOfCa } from '../../identity/devca.js';
 import type { ClientCredentials, Exchange, TlsOffer } from '../client.js';
 import { acceptedOutcome, callInbound, describeExchange, identityCredentials, legitimateRequest, refusedByTarget } from '../inbound-steps.js';
 import { createLeaf, type CertOptions, type Issued } from '../mint.js';
@@ -40,16 +40,11 @@ function credentialsOf(leaf: Issued, ...chain: string[]): ClientCredentials {
 
 /** The trust domain a CA certificate stands for, from its `spiffe://<td>` URI SAN. */
 export function caTrustDomain(ca: Issued): string | undefined {
-  for (const entry of (ca.cert.subjectAltName ?? '').split(/,\s*/)) {
-    const uri = /^URI:(spiffe:\/\/[^/]+)\/?$/.exec(entry)?.[1];
-    if (!uri) continue;
-    try {
-      return TrustDomain.parse(uri).name;
-    } catch {
-      // Not a valid trust-domain ID: keep looking.
-    }
+  try {
+    return trustDomainOfCa(ca.cert).name;
+  } catch {
+    return undefined;
   }
-  return undefined;
 }
 
 function federatedTrustDomain(ctx: ProbeContext): string {
