@@ -140,8 +140,6 @@ export async function generateKeys(alg: KeyAlgorithm = 'P-256'): Promise<CryptoK
   return (await webcrypto.subtle.generateKey(keyParams(alg).gen, true, ['sign', 'verify'])) as CryptoKeyPair;
 }
 
-/** 16 random bytes, first byte in 0x01..0x7f: positive and minimally encoded in DER. */
-export const randomSerial = randomSerialHex;
 
 function usageFlags(names: KeyUsageName[]): number {
   return names.reduce((acc, n) => acc | x509.KeyUsageFlags[n], 0);
@@ -177,7 +175,7 @@ export async function createCert(opts: CertOptions = {}): Promise<Issued> {
   extensions.push(...(opts.extraExtensions ?? []));
 
   const common = {
-    serialNumber: randomSerial(),
+    serialNumber: randomSerialHex(),
     notBefore: opts.notBefore ?? new Date(now - 5 * MINUTE),
     notAfter: opts.notAfter ?? new Date(now + DAY),
     extensions,

@@ -77,10 +77,6 @@ export async function prepareProbe(options: ProbeOptions, progress: (line: strin
   return { ...options, targetId, ...(targetKeyType === undefined ? {} : { targetKeyType }), victim: options.victimId ?? targetId, rogue, progress };
 }
 
-export interface ProbeRun {
-  report: ProbeReport;
-}
-
 /** Runs `attacks` against a prepared context; always releases what the attacks opened. */
 export async function runProbe(ctx: ProbeContext, attacks: Attack[], hooks: RunHooks = {}, warnings: string[] = []): Promise<ProbeReport> {
   const startedAt = new Date().toISOString();
