@@ -698,6 +698,19 @@ t.test('all issues are reported, formatted one per line', async (t) => {
   t.equal(err.name, 'ConfigError');
 });
 
+t.test('leeways: 60s is the most accepted (positive control for the caps)', async (t) => {
+  const cfg = parseConfig(
+    mutate((d) => {
+      d.delegation = { issuer: 'https://broker.example.org', jwks: './jwks.json', leeway: '60s' };
+      d.bus = { local: '127.0.0.1:15002', envelope: { leeway: '60s' } };
+    }),
+    'yaml',
+    CFG,
+  );
+  t.equal(cfg.delegation?.leewayMs, 60_000, 'delegation.leeway 60s');
+  t.equal(cfg.bus?.envelope.leewayMs, 60_000, 'bus.envelope.leeway 60s');
+});
+
 t.test('minimal config gets defaults', async (t) => {
   const cfg = parseConfig(YAML.stringify(base()), 'yaml', CFG);
   const expected: SigilConfig = {
