@@ -283,3 +283,10 @@ export async function openLoop<T extends Pick<ClosedLoopTarget, 'pids' | 'firstE
     out.roundCpu.push(cpu / total);
   }
 }
+
+/** Resident set size now and its peak (VmRSS, VmHWM from /proc/<pid>/status), in bytes. */
+export function processMemoryBytes(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss: kib('VmRSS') * 1024, peak: kib('VmHWM') * 1024 };
+}

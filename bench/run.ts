@@ -1,4 +1,4 @@
-// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope|delegation|revocation|egress]... [--quick]
+// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope|delegation|revocation|scale|egress]... [--quick]
 // Runs the hot-path benchmarks in sequence, each with its baseline side by side, shows progress,
 // and writes what they printed to bench/results/<time>-<full|quick>.{md,json} with machine info.
 // `--quick` (≈1 min for the suite) shortens every phase: a smoke test that CI runs (no
@@ -21,6 +21,7 @@ const BENCHES: Record<string, (flags: RunFlags) => Promise<void>> = {
   envelope: async () => (await import('./envelope.js')).runEnvelopeBench(),
   delegation: async () => (await import('./delegation.js')).runDelegationBench(),
   revocation: async () => (await import('./revocation/index.js')).runRevocationBench(),
+  scale: async () => (await import('./scale/index.js')).runScaleBench(),
   egress: async (f) => {
     const egress = await import('./egress.js');
     await egress.runEgressBench(egress.egressOptions(f.quick));
@@ -58,6 +59,12 @@ const QUICK_ENV: Record<string, string> = {
   BENCH_REVOCATION_NATS_SAMPLES: '1',
   BENCH_REVOCATION_CONNS: '100',
   BENCH_REVOCATION_CUT_ROUNDS: '1',
+  BENCH_SCALE_SECONDS: '0.15',
+  BENCH_SCALE_ROUNDS: '1',
+  BENCH_SCALE_POLICY_SIZES: '10',
+  BENCH_SCALE_BUNDLE_SIZES: '1,10',
+  BENCH_SCALE_CONNS: '200',
+  BENCH_SCALE_SETTLE_MS: '300',
   BENCH_EGRESS_SECONDS: '0.4',
   BENCH_EGRESS_WARMUP: '0.2',
   BENCH_EGRESS_ROUNDS: '1',

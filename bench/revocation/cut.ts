@@ -19,13 +19,11 @@
 //     server): the floor, the client's cost of 1000 'close' events and nothing else.
 // The sidecars' stdout (one JSON log line per cut connection) goes to a file, not to a pipe
 // this process would have to read while it is counting closes.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SIGIL_BIN } from '../../src/cli/processes.js';
 import { TD, fmt, machineLine, makePki, percentile, printTable, serverScript, sleep, spawnServer, writeConfig, type Child } from '../lib.js';
-import { getOn, hr, httpJson, metricTotal, msSince, mtlsOpen, pool, svidMinter, withTimeout, type BenchSvid } from './support.js';
+import { getOn, hr, httpJson, metricTotal, msSince, mtlsOpen, pool, svidMinter, spawnQuietSigil, withTimeout, type BenchSvid } from './support.js';
 
 export interface CutOptions {
   conns: number;
@@ -34,47 +32,6 @@ export interface CutOptions {
 
 const HANDSHAKE_CONCURRENCY = 16;
 const REQUEST_CONCURRENCY = 64;
-
-interface QuietSigil {
-  child: ChildProcess;
-  ready: Record<string, unknown>;
-  log: string;
-  stop(): Promise<void>;
-}
-
-/** `sigil run` with stdout (its JSON log) going to a file; resolves on the `ready` line. */
-async function spawnQuietSigil(configPath: string, logPath: string): Promise<QuietSigil> {
-  const fd = openSync(logPath, 'a');
-  const child = spawn(process.execPath, [SIGIL_BIN, 'run', '--config', configPath], { stdio: ['ignore', fd, 'pipe'] });
-  closeSync(fd);
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await exited;
-  };
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`sigil exited (${child.exitCode}): ${stderr}`);
-    const line = readFileSync(logPath, 'utf8')
-      .split('\n')
-      .map((l) => {
-        try {
-          return JSON.parse(l) as Record<string, unknown>;
-        } catch {
-          return undefined;
-        }
-      })
-      .find((l) => l?.msg === 'ready');
-    if (line) return { child, ready: line, log: logPath, stop };
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`sigil not ready in 30 s: ${stderr}`);
-    }
-    await sleep(50);
-  }
-}
 
 interface Held {
   closed: Promise<bigint>[];

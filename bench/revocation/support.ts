@@ -2,7 +2,8 @@
 // HTTP/1.1 client that keeps its connection and records when the server closes it, the admin
 // API calls, a nats-server (JetStream, TLS, client certificates verified against the bench
 // trust domain) found on PATH, and small timing helpers.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
@@ -11,7 +12,8 @@ import { webcrypto, createPrivateKey } from 'node:crypto';
 import { DevIssuer, type X509Svid } from '../../src/identity/index.js';
 import { SpiffeId } from '../../src/spiffe/index.js';
 import { x509 } from '../../src/spiffe/peculiar.js';
-import { TD, splitHostPort } from '../lib.js';
+import { SIGIL_BIN } from '../../src/cli/processes.js';
+import { TD, sleep, splitHostPort } from '../lib.js';
 
 export const hr = (): bigint => process.hrtime.bigint();
 export const msSince = (t0: bigint, t1: bigint = hr()): number => Number(t1 - t0) / 1e6;
@@ -393,4 +395,47 @@ tls {
       await exited;
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface QuietSigil {
+  child: ChildProcess;
+  ready: Record<string, unknown>;
+  log: string;
+  stop(): Promise<void>;
+}
+
+/** `sigil run` with stdout (its JSON log) going to a file; resolves on the `ready` line. */
+export async function spawnQuietSigil(configPath: string, logPath: string): Promise<QuietSigil> {
+  const fd = openSync(logPath, 'a');
+  const child = spawn(process.execPath, [SIGIL_BIN, 'run', '--config', configPath], { stdio: ['ignore', fd, 'pipe'] });
+  closeSync(fd);
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`sigil exited (${child.exitCode}): ${stderr}`);
+    const line = readFileSync(logPath, 'utf8')
+      .split('\n')
+      .map((l) => {
+        try {
+          return JSON.parse(l) as Record<string, unknown>;
+        } catch {
+          return undefined;
+        }
+      })
+      .find((l) => l?.msg === 'ready');
+    if (line) return { child, ready: line, log: logPath, stop };
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`sigil not ready in 30 s: ${stderr}`);
+    }
+    await sleep(50);
+  }
 }
