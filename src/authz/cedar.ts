@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { SpiffeId } from '../spiffe/index.js';
+import { PolicySlices } from './cedar-slices.js';
 import type { Authorizer, AuthzRequest, Decision, Resource } from './decision.js';
 
 export const SCHEMA_PATH = fileURLToPath(new URL('../../../schema/sigil.cedarschema', import.meta.url));
@@ -56,6 +57,20 @@ export interface CompiledPolicy {
    * context, so it can be cached for this version.
    */
   readsTime: boolean;
+  /** Each policy's text and the exact principal and action its scope is limited to, if any. */
+  scopes: PolicyScope[];
+}
+
+/**
+ * What a policy's scope pins down exactly (`principal == Agent::"…"`, `action == Action::"…"`).
+ * Any other form (`in`, `is`, a group, no constraint) leaves the field undefined: the policy may
+ * apply to any principal or action.
+ */
+export interface PolicyScope {
+  id: string;
+  text: string;
+  principal?: string;
+  action?: string;
 }
 
 /** Parses, names and validates a policy file; throws PolicyLoadError with positions. */
@@ -75,6 +90,7 @@ export function compileCedarPolicy(text: string, source: string): CompiledPolicy
   const offsets = new Map<string, number>();
   let readsTime = false;
   const issues: PolicyIssue[] = [];
+  const scopes: PolicyScope[] = [];
   let cursor = 0;
   parts.policies.forEach((part, index) => {
     const at = text.indexOf(part, cursor);
@@ -89,6 +105,7 @@ export function compileCedarPolicy(text: string, source: string): CompiledPolicy
     }
     policies[id] = part;
     offsets.set(id, offset);
+    scopes.push({ id, text: part, ...exactScope(json) });
   });
   if (parts.policy_templates.length > 0) issues.push({ message: 'policy templates are not supported; write static policies' });
   if (issues.length > 0) throw new PolicyLoadError(source, issues);
@@ -109,7 +126,22 @@ export function compileCedarPolicy(text: string, source: string): CompiledPolicy
   const version = createHash('sha256').update(text).digest('hex').slice(0, 12);
   const registered = cedar.preparsePolicySet(version, { staticPolicies: policies });
   if (registered.type !== 'success') throw new PolicyLoadError(source, registered.errors.map((e) => ({ message: detailed(e) })));
-  return { version, ids: Object.keys(policies), readsTime };
+  return { version, ids: Object.keys(policies), readsTime, scopes };
+}
+
+/** The exact principal and action of a policy's scope, from its JSON form (see PolicyScope). */
+function exactScope(json: string | undefined): Pick<PolicyScope, 'principal' | 'action'> {
+  if (json === undefined) return {};
+  type Constraint = { op?: string; entity?: { type?: string; id?: string } };
+  const { principal, action } = JSON.parse(json) as { principal?: Constraint; action?: Constraint };
+  const exact = (c: Constraint | undefined, type: string): string | undefined =>
+    c?.op === '==' && c.entity?.type === type && typeof c.entity.id === 'string' ? c.entity.id : undefined;
+  const out: Pick<PolicyScope, 'principal' | 'action'> = {};
+  const p = exact(principal, 'Agent');
+  const a = exact(action, 'Action');
+  if (p !== undefined) out.principal = p;
+  if (a !== undefined) out.action = a;
+  return out;
 }
 
 /** The policy's JSON form as text, or undefined if it cannot be converted. */
@@ -159,6 +191,7 @@ export class CedarAuthorizer implements Authorizer {
    */
   private readonly decisions: Map<string, Pick<Decision, 'allowed' | 'reason' | 'policies'>> | undefined;
   private readonly readsTime: boolean;
+  private readonly slices: PolicySlices;
 
   constructor(
     compiled: CompiledPolicy,
@@ -167,6 +200,7 @@ export class CedarAuthorizer implements Authorizer {
     this.version = compiled.version;
     this.readsTime = compiled.readsTime;
     this.decisions = compiled.readsTime ? undefined : new Map();
+    this.slices = new PolicySlices(compiled.version, compiled.scopes);
   }
 
   /** Forgets every cached decision (the revocation epoch moved). */
@@ -200,7 +234,7 @@ export class CedarAuthorizer implements Authorizer {
       resource,
       context,
       entities: this.entitiesFor(request),
-      preparsedPolicySetId: this.version,
+      preparsedPolicySetId: this.slices.setFor(request.action, principal),
       preparsedSchemaName: SCHEMA_NAME,
       validateRequest: false,
     });
