@@ -1,7 +1,7 @@
 // Shared helpers for the benchmarks: child processes that print a JSON "listening" line,
 // per-process CPU time from /proc, percentiles, a dev CA with SVIDs, and table printing.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,6 +108,13 @@ export function processCpuMicros(pid: number): number {
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
   return ((utime + stime) * 1e6) / clockTicks();
+}
+
+/** VmRSS (now) and VmHWM (peak resident set since start) of a process, in MB, from /proc/<pid>/status. */
+export function processMemoryMb(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
 }
 
 export function percentile(sorted: number[], p: number): number {
@@ -284,9 +291,24 @@ export async function openLoop<T extends Pick<ClosedLoopTarget, 'pids' | 'firstE
   }
 }
 
-/** Resident set size now and its peak (VmRSS, VmHWM from /proc/<pid>/status), in bytes. */
-export function processMemoryBytes(pid: number): { rss: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rss: kib('VmRSS') * 1024, peak: kib('VmHWM') * 1024 };
+/** The processes whose parent chain leads to `pid` (its children, their children, …), not `pid` itself. */
+export function descendantPids(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited since the directory was listed
+    }
+    // Field 4 (ppid) is the second after the command name, which may contain spaces and parens.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const siblings = children.get(ppid);
+    if (siblings) siblings.push(Number(entry));
+    else children.set(ppid, [Number(entry)]);
+  }
+  const out = [...(children.get(pid) ?? [])];
+  for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]!) ?? []));
+  return out;
 }

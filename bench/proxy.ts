@@ -3,12 +3,43 @@
 //   raw pair   client → raw-proxy-out ══mTLS══▶ raw-proxy-in → upstream (minimal Node baseline)
 //   sigil pair client → sigil outbound ══mTLS══▶ sigil inbound → upstream
 //   sigil pair, metrics off: the same, with `metrics: { enabled: false }` on both sidecars
-//   nginx pair (only if nginx is installed)
+//   nginx pair (only if nginx is installed; master and worker CPU measured)
+// A closed-loop phase gives throughput at saturation, a fixed-rate phase (open loop) the
+// latency each pair adds over direct and each proxy process's CPU per request and memory.
 // Every server is a child process; this process is only the load generator. Targets are
 // measured in alternating rounds so drift hits all of them alike.
 import { execFileSync, spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { closedLoop, openLoop, type RateResult, ID_A, ID_B, TD, fmt, machineLine, makePki, printTable, serverScript, sleep, spawnServer, spawnSigil, splitHostPort, summarize, writeConfig } from './lib.js';
+import {
+  closedLoop,
+  descendantPids,
+  openLoop,
+  type RateResult,
+  ID_A,
+  ID_B,
+  TD,
+  fmt,
+  machineLine,
+  makePki,
+  percentile,
+  printTable,
+  processCpuMicros,
+  processMemoryMb,
+  serverScript,
+  sleep,
+  spawnServer,
+  spawnSigil,
+  splitHostPort,
+  summarize,
+  writeConfig,
+} from './lib.js';
+
+/**
+ * Istio's published figures for its Envoy sidecar (istio.io, "Performance and Scalability",
+ * Istio 1.10–1.15): 0.35 vCPU and 40 MB per sidecar per 1000 req/s, and 2.65 ms added at p90
+ * for a request that passes the client's and the server's sidecar, the same two hops as here.
+ */
+const ISTIO = { vcpuPer1000: 0.35, rssMb: 40, addedP90Ms: 2.65 };
 
 export interface ProxyOptions {
   concurrency: number;
@@ -46,8 +77,15 @@ interface Target {
   roundCpu: number[];
   /** The proxy processes of this path (not the shared upstream); their CPU time is summed. */
   pids: number[];
+  /** A name for each of `pids`, for the per-process table. */
+  procs: string[];
   cpuMicros: number;
   firstError?: string;
+}
+
+/** A fixed-rate run of one path, with the CPU µs of each of its processes (parallel to `pids`). */
+interface RateRun extends RateResult {
+  procCpu: number[];
 }
 
 function oneRequest(t: Target): Promise<{ ok: boolean; ms: number; error?: string }> {
@@ -142,20 +180,22 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     // Both pairs start at once (start-up is not measured).
     const [sigilOn, sigilOff] = await Promise.all([sigilPair(true), sigilPair(false)]);
 
-    const mk = (name: string, address: string, hostHeader: string, pids: number[]): Target => {
+    const mk = (name: string, address: string, hostHeader: string, pids: number[], procs: string[]): Target => {
       const { host, port } = splitHostPort(address);
-      return { name, host, port, hostHeader, agent: new Agent({ keepAlive: true, maxSockets: o.concurrency }), requests: 0, errors: 0, elapsedMs: 0, latencies: [], roundRps: [], roundCpu: [], pids, cpuMicros: 0 };
+      return { name, host, port, hostHeader, agent: new Agent({ keepAlive: true, maxSockets: o.concurrency }), requests: 0, errors: 0, elapsedMs: 0, latencies: [], roundRps: [], roundCpu: [], pids, procs, cpuMicros: 0 };
     };
-    targets.push(mk('direct (no proxy)', upstreamAddr, 'upstream', []));
-    targets.push(mk('raw node pair (baseline)', rawOut.info.address as string, 'agent-b', [rawOut.pid, rawIn.pid]));
-    targets.push(mk('sigil pair', sigilOn.outbound, 'agent-b', sigilOn.pids));
-    targets.push(mk('sigil pair, metrics off', sigilOff.outbound, 'agent-b', sigilOff.pids));
+    const sidecars = ['sidecar A (outbound)', 'sidecar B (inbound)'];
+    targets.push(mk('direct (no proxy)', upstreamAddr, 'upstream', [], []));
+    targets.push(mk('raw node pair (baseline)', rawOut.info.address as string, 'agent-b', [rawOut.pid, rawIn.pid], ['raw-proxy-out', 'raw-proxy-in']));
+    targets.push(mk('sigil pair', sigilOn.outbound, 'agent-b', sigilOn.pids, sidecars));
+    targets.push(mk('sigil pair, metrics off', sigilOff.outbound, 'agent-b', sigilOff.pids, sidecars));
 
     const nginx = hasNginx();
     if (nginx) {
       const pair = await startNginxPair(nginx, pki, upstreamAddr);
       stops.push(pair.stop);
-      targets.push(mk('nginx pair', pair.outbound, 'agent-b', pair.pid === undefined ? [] : [pair.pid]));
+      // One worker serves both halves, so nginx's CPU and memory cannot be split by hop.
+      targets.push(mk('nginx pair', pair.outbound, 'agent-b', pair.pids, pair.pids.map((_, i) => (i === 0 ? 'nginx master' : 'nginx worker (both halves)'))));
     }
 
     for (const t of targets) await load(t, o.warmupSeconds, o.concurrency, false);
@@ -167,19 +207,23 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
       }
     }
 
-    // Fixed-rate phase: the same offered load on every proxy path (not direct, not nginx: its
-    // CPU is not measured), in alternating rounds. This is where CPU per request and the
-    // metrics on/off overhead are read.
-    const rateTargets = targets.slice(1, 4);
-    const rateResults = new Map<Target, RateResult>(rateTargets.map((t) => [t, { requests: 0, errors: 0, latencies: [], cpuMicros: 0, roundCpu: [] }]));
-    for (const t of rateTargets) await loadAtRate(t, o.rate, 1, undefined);
+    // Fixed-rate phase: the same offered load on every path, direct included (the reference the
+    // added latency is read against), in alternating rounds. This is where CPU per request, each
+    // process's memory and the metrics on/off overhead are read.
+    const rateRuns = new Map<Target, RateRun>(targets.map((t) => [t, { requests: 0, errors: 0, latencies: [], cpuMicros: 0, roundCpu: [], procCpu: t.pids.map(() => 0) }]));
+    for (const t of targets) await loadAtRate(t, o.rate, 1, undefined);
     for (let r = 0; r < o.rounds; r++) {
-      const order = r % 2 === 0 ? rateTargets : [...rateTargets].reverse();
+      const order = r % 2 === 0 ? targets : [...targets].reverse();
       for (const t of order) {
-        await loadAtRate(t, o.rate, o.rateSeconds / o.rounds, rateResults.get(t));
+        const run = rateRuns.get(t)!;
+        const before = t.pids.map(processCpuMicros);
+        await loadAtRate(t, o.rate, o.rateSeconds / o.rounds, run);
+        t.pids.forEach((pid, i) => (run.procCpu[i]! += processCpuMicros(pid) - before[i]!));
         await sleep(200);
       }
     }
+    // Read right after the phase, while every process still holds its working set.
+    const memory = new Map<number, { rss: number; peak: number }>(targets.flatMap((t) => t.pids.map((pid) => [pid, processMemoryMb(pid)] as const)));
 
     const rps = (t: Target): number => t.requests / (t.elapsedMs / 1000);
     const raw = targets[1]!;
@@ -193,16 +237,57 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     const sigil = targets[2]!;
     process.stdout.write(`ratio sigil/raw: proxy CPU per request ${fmt(sigil.cpuMicros / sigil.requests / (raw.cpuMicros / raw.requests), 2)}x, throughput ${fmt(rps(sigil) / rps(raw), 2)}x, p50 ${fmt(summarize(sigil.latencies).median / summarize(raw.latencies).median, 2)}x, p99 ${fmt(summarize(sigil.latencies).p99 / summarize(raw.latencies).p99, 2)}x\n`);
     process.stdout.write(`\n### fixed rate: ${o.rate} req/s open loop, ${o.rateSeconds}s per path in ${o.rounds} alternating rounds\n`);
-    const rawRate = rateResults.get(raw)!;
-    const rateRows = rateTargets.map((t) => {
-      const rr = rateResults.get(t)!;
-      const s = summarize(rr.latencies);
-      const cpu = rr.cpuMicros / rr.requests;
-      return [t.name, String(rr.requests), fmt(s.median, 2), fmt(s.p99, 2), fmt(cpu), fmt(cpu / (rawRate.cpuMicros / rawRate.requests), 2) + 'x', fmt((cpu * o.rate) / 1e6, 3), String(rr.errors)];
+    const direct = targets[0]!;
+    const pcts = (latencies: number[]): [number, number, number] => {
+      const sorted = Array.from(Float64Array.from(latencies).sort());
+      return [percentile(sorted, 50), percentile(sorted, 90), percentile(sorted, 99)];
+    };
+    const directPcts = pcts(rateRuns.get(direct)!.latencies);
+    /** Percentile of the path minus the same percentile of direct, in ms. */
+    const added = (t: Target): [number, number, number] => {
+      const p = pcts(rateRuns.get(t)!.latencies);
+      return [p[0] - directPcts[0], p[1] - directPcts[1], p[2] - directPcts[2]];
+    };
+    const cpuPerReq = (t: Target): number => rateRuns.get(t)!.cpuMicros / rateRuns.get(t)!.requests;
+    const rateRows = targets.map((t) => {
+      const rr = rateRuns.get(t)!;
+      const p = pcts(rr.latencies);
+      const proxied = t.pids.length > 0;
+      const dash = (v: string): string => (proxied ? v : '—');
+      return [
+        t.name,
+        String(rr.requests),
+        ...p.map((v) => fmt(v, 2)),
+        ...added(t).map((v) => dash(fmt(v, 2))),
+        dash(fmt(cpuPerReq(t))),
+        dash(fmt(cpuPerReq(t) / cpuPerReq(raw), 2) + 'x'),
+        dash(fmt((cpuPerReq(t) * o.rate) / 1e6, 3)),
+        String(rr.errors),
+      ];
     });
-    printTable(['path', 'requests', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', 'CPU vs raw', 'vCPU at this rate (both proxies)', 'errors'], rateRows);
-    const on = rateResults.get(sigil)!;
-    const off = rateResults.get(targets[3]!)!;
+    printTable(['path', 'requests', 'p50 ms', 'p90 ms', 'p99 ms', 'added p50 ms', 'added p90 ms', 'added p99 ms', 'proxy CPU µs/req', 'CPU vs raw', 'vCPU at this rate (all proxy processes)', 'errors'], rateRows);
+    process.stdout.write('added = the path\'s percentile minus direct\'s at the same rate in the same rounds\n\n');
+    const procRows = targets.flatMap((t) =>
+      t.pids.map((pid, i) => {
+        const perReq = rateRuns.get(t)!.procCpu[i]! / rateRuns.get(t)!.requests;
+        const mem = memory.get(pid)!;
+        return [t.name, t.procs[i]!, fmt(perReq), fmt(perReq / 1000, 3), fmt(mem.rss, 1), fmt(mem.peak, 1)];
+      }),
+    );
+    printTable(['path', 'process', 'CPU µs/req', 'CPU s per 1000 req (= vCPU at 1000 req/s)', 'RSS MB (end of phase)', 'peak RSS MB (VmHWM)'], procRows);
+    const sigilRun = rateRuns.get(sigil)!;
+    const sidecarVcpu = sigil.pids.map((_, i) => sigilRun.procCpu[i]! / sigilRun.requests / 1000);
+    const sidecarRss = sigil.pids.map((pid) => memory.get(pid)!.rss);
+    const addedP90 = added(sigil)[1];
+    const vs = (ours: number, theirs: number): string => `${fmt(ours / theirs, 2)}x Istio's`;
+    process.stdout.write(
+      `anchor vs Istio's Envoy sidecar (${ISTIO.vcpuPer1000} vCPU and ${ISTIO.rssMb} MB per sidecar per 1000 req/s, +${ISTIO.addedP90Ms} ms at p90 through the client and the server sidecar): ` +
+        `per Sigil sidecar A ${fmt(sidecarVcpu[0]!, 3)} / B ${fmt(sidecarVcpu[1]!, 3)} vCPU per 1000 req/s (${vs((sidecarVcpu[0]! + sidecarVcpu[1]!) / 2, ISTIO.vcpuPer1000)} on average), ` +
+        `RSS A ${fmt(sidecarRss[0]!, 1)} / B ${fmt(sidecarRss[1]!, 1)} MB (${vs((sidecarRss[0]! + sidecarRss[1]!) / 2, ISTIO.rssMb)}), ` +
+        `added p90 through both sidecars ${fmt(addedP90, 2)} ms (${vs(addedP90, ISTIO.addedP90Ms)})\n`,
+    );
+    const on = rateRuns.get(sigil)!;
+    const off = rateRuns.get(targets[3]!)!;
     const cpuOn = on.cpuMicros / on.requests;
     const cpuOff = off.cpuMicros / off.requests;
     const sOn = summarize(on.latencies);
@@ -228,7 +313,7 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     const [countedOn, countedOff] = [await counted(sigilOn.admins), await counted(sigilOff.admins)];
     process.stdout.write(`sigil_requests_total over both sidecars (incl. warm-up): metrics on ${countedOn}, metrics off ${countedOff}\n`);
     if (countedOn === 0 || countedOff !== 0) throw new Error(`metrics switch not in effect (on: ${countedOn}, off: ${countedOff})`);
-    const failed = targets.filter((t) => t.errors > 0 || (rateResults.get(t)?.errors ?? 0) > 0);
+    const failed = targets.filter((t) => t.errors > 0 || rateRuns.get(t)!.errors > 0);
     for (const t of failed) process.stderr.write(`${t.name}: ${t.errors} errors, first: ${t.firstError}\n`);
     if (failed.length > 0) throw new Error('some proxied requests failed');
   } finally {
@@ -238,8 +323,11 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
   }
 }
 
-/** nginx as both halves (plain HTTP → proxy_ssl with client cert → ssl_verify_client → upstream). */
-async function startNginxPair(nginx: string, pki: { dir: string; svidA: string; svidB: string }, upstreamAddr: string): Promise<{ outbound: string; pid: number | undefined; stop: () => Promise<void> }> {
+/**
+ * nginx as both halves (plain HTTP → proxy_ssl with client cert → ssl_verify_client → upstream),
+ * with `pids` = the master, then its worker.
+ */
+async function startNginxPair(nginx: string, pki: { dir: string; svidA: string; svidB: string }, upstreamAddr: string): Promise<{ outbound: string; pids: number[]; stop: () => Promise<void> }> {
   const { mkdir, writeFile } = await import('node:fs/promises');
   const { join } = await import('node:path');
   const { createServer } = await import('node:net');
@@ -293,9 +381,13 @@ http {
   const child = spawn(nginx, ['-p', prefix, '-c', join(prefix, 'nginx.conf')], { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   await sleep(500);
+  if (child.pid === undefined || child.exitCode !== null) throw new Error(`nginx did not start; see ${prefix}/logs/error.log`);
+  // The master forks the worker once the config is loaded; it is there after the wait above.
+  const workers = descendantPids(child.pid);
+  if (workers.length === 0) throw new Error('nginx started no worker process');
   return {
     outbound: `127.0.0.1:${outPort}`,
-    pid: undefined,
+    pids: [child.pid, ...workers],
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGQUIT');
       await exited;

@@ -1,4 +1,4 @@
-// `npm run bench` → node dist/bench/run.js [handshake|proxy|authz|envelope|delegation|revocation|scale|egress]... [--quick]
+// `npm run bench` → node dist/bench/run.js [handshake|proxy|protocols|authz|envelope|delegation|revocation|scale|egress]... [--quick]
 // Runs the hot-path benchmarks in sequence, each with its baseline side by side, shows progress,
 // and writes what they printed to bench/results/<time>-<full|quick>.{md,json} with machine info.
 // `--quick` (≈1 min for the suite) shortens every phase: a smoke test that CI runs (no
@@ -17,6 +17,7 @@ interface RunFlags {
 const BENCHES: Record<string, (flags: RunFlags) => Promise<void>> = {
   handshake: async () => (await import('./handshake.js')).runHandshakeBench(),
   proxy: async () => (await import('./proxy.js')).runProxyBench(),
+  protocols: async () => (await import('./protocols.js')).runProtocolsBench(),
   authz: async () => (await import('./authz.js')).runAuthzBench(),
   envelope: async () => (await import('./envelope.js')).runEnvelopeBench(),
   delegation: async () => (await import('./delegation.js')).runDelegationBench(),
@@ -36,6 +37,10 @@ const QUICK_ENV: Record<string, string> = {
   BENCH_PROXY_WARMUP: '0.3',
   BENCH_PROXY_RATE_SECONDS: '0.4',
   BENCH_PROXY_ROUNDS: '2',
+  BENCH_PROTO_SECONDS: '0.3',
+  BENCH_PROTO_SERIAL_SECONDS: '0.2',
+  BENCH_PROTO_WARMUP: '0.15',
+  BENCH_PROTO_ROUNDS: '2',
   BENCH_AUTHZ_INPROC_SECONDS: '0.05',
   BENCH_AUTHZ_SINGLE_CALLS: '300',
   BENCH_AUTHZ_SECONDS: '0.4',

@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TLSSocket } from 'node:tls';
-import { TD, fmt, machineLine, makePki, printTable, processMemoryBytes, serverScript, sleep, spawnServer, writeConfig } from '../lib.js';
+import { TD, fmt, machineLine, makePki, printTable, processMemoryMb, serverScript, sleep, spawnServer, writeConfig } from '../lib.js';
 import { httpJson, mtlsOpen, pool, spawnQuietSigil, svidMinter } from '../revocation/support.js';
 
 export interface ConnectionsOptions {
@@ -90,7 +90,7 @@ export async function runConnectionsCurve(o: ConnectionsOptions): Promise<void> 
     await sleep(o.settleMs);
     for (const s of servers) {
       await expectCount(s, 0);
-      s.rss0 = processMemoryBytes(s.pid).rss;
+      s.rss0 = processMemoryMb(s.pid).rss * MIB;
     }
 
     // One server at a time: both at 10k would need more descriptors than this process may hold.
@@ -101,7 +101,7 @@ export async function runConnectionsCurve(o: ConnectionsOptions): Promise<void> 
         held = level;
         await sleep(o.settleMs);
         await expectCount(s, level);
-        s.rss.push(processMemoryBytes(s.pid).rss);
+        s.rss.push(processMemoryMb(s.pid).rss * MIB);
       }
       for (const x of s.sockets.splice(0)) x.destroy();
     }

@@ -1,7 +1,10 @@
-// Helpers for the benchmark's child-process servers: argument parsing, SVID loading, readiness.
+// Helpers for the benchmark's child-process servers: argument parsing, SVID loading, readiness,
+// and the byte piping of an HTTP Upgrade that both raw proxy halves do.
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export function args(): Record<string, string> {
   const out: Record<string, string> = {};
@@ -42,4 +45,28 @@ export function exitOnSignal(): void {
 export function uriSan(subjectaltname: string | undefined): string | undefined {
   for (const part of (subjectaltname ?? '').split(', ')) if (part.startsWith('URI:')) return part.slice(4);
   return undefined;
+}
+
+/**
+ * Forwards an HTTP Upgrade request (a WebSocket handshake): writes its head to `upstream`, with
+ * `extra` headers replacing any the client sent under those names, then pipes bytes both ways
+ * (the 101 answer included) until either side closes. Nothing after the head is parsed, so
+ * messages are neither inspected nor re-framed.
+ */
+export function pipeUpgrade(req: IncomingMessage, client: Duplex, head: Buffer, upstream: Duplex, extra: Record<string, string> = {}): void {
+  const lines = [`${req.method} ${req.url} HTTP/1.1`];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!;
+    if (!(name.toLowerCase() in extra)) lines.push(`${name}: ${req.rawHeaders[i + 1]}`);
+  }
+  for (const [name, value] of Object.entries(extra)) lines.push(`${name}: ${value}`);
+  upstream.write(lines.join('\r\n') + '\r\n\r\n');
+  if (head.length > 0) upstream.write(head);
+  const close = (): void => {
+    client.destroy();
+    upstream.destroy();
+  };
+  for (const side of [client, upstream]) side.once('error', close).once('close', close);
+  client.pipe(upstream);
+  upstream.pipe(client);
 }
