@@ -77,7 +77,9 @@ export interface SigilChild {
 
 export async function spawnSigil(configPath: string): Promise<SigilChild> {
   // Like startSigil, but the child is stopped if it never becomes ready.
-  const proc = spawnJsonLines([SIGIL_BIN, 'run', '--config', configPath]);
+  // BENCH_SIGIL_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") is passed to every sigil child.
+  const nodeArgs = (process.env.BENCH_SIGIL_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const proc = spawnJsonLines([...nodeArgs, SIGIL_BIN, 'run', '--config', configPath]);
   let ready: Record<string, unknown>;
   try {
     ready = await proc.waitFor((l) => l.msg === 'ready', 30_000);

@@ -26,7 +26,8 @@ function isProtected(name: string): boolean {
  * (WSGI, Rack, PHP) map `x_sigil_peer_id` to the same variable as `x-sigil-peer-id`.
  */
 function isIdentityHeader(name: string): boolean {
-  const normalized = name.replace(/_/g, '-');
+  // Checked on every header of every request: no regex run or copy for names without '_'.
+  const normalized = name.includes('_') ? name.replaceAll('_', '-') : name;
   return normalized === XFCC_HEADER || normalized.startsWith(SIGIL_PREFIX);
 }
 
@@ -41,13 +42,21 @@ export function stripIdentityHeaders(headers: IncomingHttpHeaders): void {
  * WebSocket upgrade, `Connection: upgrade` and `Upgrade` are the request itself and are kept.
  */
 export function stripHopByHop(headers: IncomingHttpHeaders | Record<string, unknown>, keepUpgrade = false): void {
+  // Runs twice per request and hop (request and response headers): no intermediate arrays.
   const connection = headers['connection'];
-  const listed = typeof connection === 'string' ? connection.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s && !isProtected(s)) : [];
-  for (const name of [...HOP_BY_HOP, ...listed]) {
-    if (keepUpgrade && (name === 'upgrade' || name === 'connection')) continue;
-    delete headers[name];
+  for (const name of HOP_BY_HOP) dropHopByHop(headers, name, keepUpgrade);
+  if (typeof connection === 'string') {
+    for (const token of connection.split(',')) {
+      const name = token.trim().toLowerCase();
+      if (name && !isProtected(name)) dropHopByHop(headers, name, keepUpgrade);
+    }
   }
   if (keepUpgrade) headers['connection'] = 'upgrade';
+}
+
+function dropHopByHop(headers: IncomingHttpHeaders | Record<string, unknown>, name: string, keepUpgrade: boolean): void {
+  if (keepUpgrade && (name === 'upgrade' || name === 'connection')) return;
+  delete headers[name];
 }
 
 /**

@@ -154,8 +154,12 @@ export function callObservation(outcome: CallOutcome, parties: CallParties, resp
   const decision: DecisionLabel = refused ? 'deny' : d ? (d.wouldDeny ? 'would_deny' : d.allowed ? 'allow' : 'deny') : responseCode < 400 ? 'allow' : 'deny';
   const reason =
     outcome.reason ?? (d ? (d.allowed && !d.wouldDeny ? 'allowed' : d.reason) : responseCode < 400 ? 'allowed' : (STATUS_REASONS[responseCode] ?? 'internal_error'));
+  // Copied field by field: `...parties` here fell off V8's fast clone path (≈5 µs a call
+  // against ≈40 ns, once per request on each sidecar; see bench/README.md, issue 11).
   return {
-    ...parties,
+    reporter: parties.reporter,
+    source: parties.source,
+    destination: parties.destination,
     protocol: outcome.protocol,
     responseCode,
     decision,

@@ -80,15 +80,14 @@ export class PeerAgent extends HttpAgent {
    * verified under the current bundles, and the server's certificate path valid for a while yet.
    */
   override keepSocketAlive(socket: Socket): boolean {
-    if (!this.isCurrent(socket)) return false;
+    if (!this.isCurrent(socket, this.deps.identity(), Date.now())) return false;
     // Node's implementation returns true after arming keep-alive; @types/node declares void.
     return super.keepSocketAlive(socket) as unknown as boolean;
   }
 
-  private isCurrent(socket: Duplex): boolean {
+  private isCurrent(socket: Duplex, current: IdentitySnapshot | undefined, now: number): boolean {
     const pooled = this.peers.get(socket);
-    const current = this.deps.identity();
-    return !!pooled && !!current && pooled.generation === current.generation && Date.now() + EXPIRY_MARGIN_MS < pooled.peer.validTo;
+    return !!pooled && !!current && pooled.generation === current.generation && now + EXPIRY_MARGIN_MS < pooled.peer.validTo;
   }
 
   /**
@@ -96,11 +95,14 @@ export class PeerAgent extends HttpAgent {
    * about to expire) are closed before Node picks one, so a request never lands on one.
    */
   private pruneIdleSockets(): void {
+    // Runs on every request over every idle socket: the identity and the clock are read once.
+    const current = this.deps.identity();
+    const now = Date.now();
     for (const sockets of Object.values(this.freeSockets)) {
       // In place: Node owns these arrays (an empty one is handled like a missing one).
       for (let i = (sockets?.length ?? 0) - 1; i >= 0; i--) {
         const socket = sockets![i]!;
-        if (this.isCurrent(socket)) continue;
+        if (this.isCurrent(socket, current, now)) continue;
         sockets!.splice(i, 1);
         socket.destroy();
       }

@@ -96,10 +96,19 @@ export class TrustDomain {
 }
 
 export class SpiffeId {
+  /**
+   * The URI, formatted once: an ID is immutable, and the proxies format the peer's and their
+   * own on every request (policy lookups, metric labels, identity headers). A private field,
+   * so it is not part of the object's JSON or enumerable shape.
+   */
+  readonly #uri: string;
+
   private constructor(
     readonly trustDomain: TrustDomain,
     readonly path: string,
-  ) {}
+  ) {
+    this.#uri = trustDomain.idString() + path;
+  }
 
   static parse(s: string): SpiffeId {
     const { name, path } = splitId(s);
@@ -108,7 +117,7 @@ export class SpiffeId {
   }
 
   toString(): string {
-    return this.trustDomain.idString() + this.path;
+    return this.#uri;
   }
 
   /** Exact comparison: paths are case-sensitive and never normalised. */
