@@ -1,7 +1,7 @@
 // Shared helpers for the benchmarks: child processes that print a JSON "listening" line,
 // per-process CPU time from /proc, percentiles, a dev CA with SVIDs, and table printing.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,7 +77,9 @@ export interface SigilChild {
 
 export async function spawnSigil(configPath: string): Promise<SigilChild> {
   // Like startSigil, but the child is stopped if it never becomes ready.
-  const proc = spawnJsonLines([SIGIL_BIN, 'run', '--config', configPath]);
+  // BENCH_SIGIL_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes before the sigil bin.
+  const nodeArgs = (process.env.BENCH_SIGIL_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const proc = spawnJsonLines([...nodeArgs, SIGIL_BIN, 'run', '--config', configPath]);
   let ready: Record<string, unknown>;
   try {
     ready = await proc.waitFor((l) => l.msg === 'ready', 30_000);
@@ -282,4 +284,32 @@ export async function openLoop<T extends Pick<ClosedLoopTarget, 'pids' | 'firstE
     out.cpuMicros += cpu;
     out.roundCpu.push(cpu / total);
   }
+}
+
+/**
+ * Every process whose parent chain leads to `pid` (children, grandchildren, …; not `pid`
+ * itself), from the ppid field of /proc/<n>/stat: e.g. the workers of an nginx master.
+ */
+export function descendantPids(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited while we were scanning
+    }
+    // As in processCpuMicros: fields after the command name's closing paren are state, ppid, …
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+  }
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const next = children.get(queue.shift()!) ?? [];
+    out.push(...next);
+    queue.push(...next);
+  }
+  return out;
 }
