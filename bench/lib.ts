@@ -4,6 +4,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
+import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initCaDir, issueSvidToDir } from '../src/cli/ca.js';
@@ -313,4 +314,25 @@ export function descendantPids(pid: number): number[] {
   const out = [...(children.get(pid) ?? [])];
   for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]!) ?? []));
   return out;
+}
+
+/** nginx's path if it is installed (benches add an nginx row only then). */
+export function findNginx(): string | undefined {
+  try {
+    return execFileSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A loopback port that was free a moment ago (for servers such as nginx that cannot listen on 0 and report it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
 }

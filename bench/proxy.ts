@@ -8,11 +8,13 @@
 // latency each pair adds over direct and each proxy process's CPU per request and memory.
 // Every server is a child process; this process is only the load generator. Targets are
 // measured in alternating rounds so drift hits all of them alike.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import {
   closedLoop,
   descendantPids,
+  findNginx,
+  freePort,
   openLoop,
   type RateResult,
   ID_A,
@@ -121,14 +123,6 @@ function loadAtRate(t: Target, rate: number, seconds: number, out: RateResult | 
   return openLoop(t, rate, seconds, out, oneRequest);
 }
 
-function hasNginx(): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<void> {
   const o = { ...DEFAULTS, ...opts };
   process.stdout.write(
@@ -190,7 +184,7 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     targets.push(mk('sigil pair', sigilOn.outbound, 'agent-b', sigilOn.pids, sidecars));
     targets.push(mk('sigil pair, metrics off', sigilOff.outbound, 'agent-b', sigilOff.pids, sidecars));
 
-    const nginx = hasNginx();
+    const nginx = findNginx();
     if (nginx) {
       const pair = await startNginxPair(nginx, pki, upstreamAddr);
       stops.push(pair.stop);
@@ -330,16 +324,6 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
 async function startNginxPair(nginx: string, pki: { dir: string; svidA: string; svidB: string }, upstreamAddr: string): Promise<{ outbound: string; pids: number[]; stop: () => Promise<void> }> {
   const { mkdir, writeFile } = await import('node:fs/promises');
   const { join } = await import('node:path');
-  const { createServer } = await import('node:net');
-  const freePort = (): Promise<number> =>
-    new Promise((resolve, reject) => {
-      const s = createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => {
-        const port = (s.address() as { port: number }).port;
-        s.close(() => resolve(port));
-      });
-    });
   const inPort = await freePort();
   const outPort = await freePort();
   const prefix = join(pki.dir, 'nginx');

@@ -31,8 +31,9 @@ const BENCHES: Record<string, (flags: RunFlags) => Promise<void>> = {
 
 /** `--quick` defaults: every phase short (each bench a few seconds). Set BENCH_* to override. */
 const QUICK_ENV: Record<string, string> = {
-  BENCH_HS_N: '150',
-  BENCH_HS_WARMUP: '30',
+  BENCH_HS_N: '100',
+  BENCH_HS_WARMUP: '20',
+  BENCH_HS_ROUNDS: '2',
   BENCH_PROXY_SECONDS: '0.4',
   BENCH_PROXY_WARMUP: '0.3',
   BENCH_PROXY_RATE_SECONDS: '0.4',
