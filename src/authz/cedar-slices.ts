@@ -7,7 +7,8 @@
 // `action == A` that the request does not satisfy. Cedar checks the scope before the
 // conditions, so such a policy is neither satisfied nor raises an error on this request: the
 // decision, the determining policies and the evaluation errors are those of the full set.
-import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import type * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { cedarWasm } from './cedar-wasm.js';
 import type { PolicyScope } from './cedar.js';
 
 /**
@@ -37,7 +38,7 @@ export class PolicySlices {
       // A function of the version and the key only: another authorizer of the same version
       // (the same text reloaded) registers the same policies under the same id.
       const sliceId = `${this.version}\n${key}`;
-      const registered = cedar.preparsePolicySet(sliceId, { staticPolicies: Object.fromEntries(kept.map((s) => [s.id, s.text])) });
+      const registered = cedarWasm().preparsePolicySet(sliceId, { staticPolicies: Object.fromEntries(kept.map((s) => [s.id, s.text])) });
       // The full set is always correct; a slice that cannot be registered is not used.
       if (registered.type === 'success') id = sliceId;
     }

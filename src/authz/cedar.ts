@@ -4,7 +4,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import type * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { cedarWasm } from './cedar-wasm.js';
 import type { SpiffeId } from '../spiffe/index.js';
 import { PolicySlices } from './cedar-slices.js';
 import type { Authorizer, AuthzRequest, Decision, Resource } from './decision.js';
@@ -16,7 +17,7 @@ let schemaText: string | undefined;
 function schema(): string {
   if (schemaText === undefined) {
     const text = readFileSync(SCHEMA_PATH, 'utf8');
-    const parsed = cedar.preparseSchema(SCHEMA_NAME, text);
+    const parsed = cedarWasm().preparseSchema(SCHEMA_NAME, text);
     if (parsed.type !== 'success') throw new Error(`built-in Cedar schema is invalid: ${parsed.errors.map((e) => e.message).join('; ')}`);
     schemaText = text;
   }
@@ -76,14 +77,14 @@ export interface PolicyScope {
 /** Parses, names and validates a policy file; throws PolicyLoadError with positions. */
 export function compileCedarPolicy(text: string, source: string): CompiledPolicy {
   const schemaSource = schema();
-  const parsed = cedar.checkParsePolicySet({ staticPolicies: text });
+  const parsed = cedarWasm().checkParsePolicySet({ staticPolicies: text });
   if (parsed.type !== 'success') {
     throw new PolicyLoadError(
       source,
       parsed.errors.map((e) => ({ ...position(text, e.sourceLocations?.[0]?.start), message: detailed(e) })),
     );
   }
-  const parts = cedar.policySetTextToParts(text);
+  const parts = cedarWasm().policySetTextToParts(text);
   if (parts.type !== 'success') throw new PolicyLoadError(source, parts.errors.map((e) => ({ message: detailed(e) })));
 
   const policies: Record<string, string> = {};
@@ -110,7 +111,7 @@ export function compileCedarPolicy(text: string, source: string): CompiledPolicy
   if (parts.policy_templates.length > 0) issues.push({ message: 'policy templates are not supported; write static policies' });
   if (issues.length > 0) throw new PolicyLoadError(source, issues);
 
-  const validation = cedar.validate({ schema: schemaSource, policies: { staticPolicies: policies }, validationSettings: { mode: 'strict' } });
+  const validation = cedarWasm().validate({ schema: schemaSource, policies: { staticPolicies: policies }, validationSettings: { mode: 'strict' } });
   if (validation.type !== 'success') throw new PolicyLoadError(source, validation.errors.map((e) => ({ message: detailed(e) })));
   if (validation.validationErrors.length > 0) {
     throw new PolicyLoadError(
@@ -124,7 +125,7 @@ export function compileCedarPolicy(text: string, source: string): CompiledPolicy
   }
 
   const version = createHash('sha256').update(text).digest('hex').slice(0, 12);
-  const registered = cedar.preparsePolicySet(version, { staticPolicies: policies });
+  const registered = cedarWasm().preparsePolicySet(version, { staticPolicies: policies });
   if (registered.type !== 'success') throw new PolicyLoadError(source, registered.errors.map((e) => ({ message: detailed(e) })));
   return { version, ids: Object.keys(policies), readsTime, scopes };
 }
@@ -146,7 +147,7 @@ function exactScope(json: string | undefined): Pick<PolicyScope, 'principal' | '
 
 /** The policy's JSON form as text, or undefined if it cannot be converted. */
 function policyJson(policyText: string): string | undefined {
-  const json = cedar.policyToJson(policyText);
+  const json = cedarWasm().policyToJson(policyText);
   return json.type === 'success' ? JSON.stringify(json.json) : undefined;
 }
 
@@ -228,7 +229,7 @@ export class CedarAuthorizer implements Authorizer {
     const cached = key === undefined ? undefined : this.decisions!.get(key);
     if (cached) return { ...cached, wouldDeny: false, policyVersion: this.version, request };
 
-    const answer = cedar.statefulIsAuthorized({
+    const answer = cedarWasm().statefulIsAuthorized({
       principal: { type: 'Agent', id: principal },
       action: { type: 'Action', id: request.action },
       resource,

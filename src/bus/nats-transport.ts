@@ -13,7 +13,8 @@
 // Delivery itself is core NATS: at most once. A held message sent on reconnect reaches only the
 // subscribers that are connected at that moment.
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
-import { connect, type ConnectionOptions, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { ConnectionOptions, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { natsTransport } from './nats-modules.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import { CIPHERS, MIN_TLS_VERSION } from '../tls/index.js';
 import type { Logger } from '../telemetry/index.js';
@@ -230,7 +231,7 @@ export class NatsTransport {
   }
 
   private open(snapshot: IdentitySnapshot): Promise<NatsConnection> {
-    return connect(natsConnectionOptions(this.options.servers, this.options.name, snapshot, this.options.caPem));
+    return natsTransport().connect(natsConnectionOptions(this.options.servers, this.options.name, snapshot, this.options.caPem));
   }
 
   /**

@@ -12,7 +12,8 @@
 // sidecar's policy does (principal = the signer, resource = Topic::"<revocation subject>").
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import type * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { cedarWasm } from '../authz/cedar-wasm.js';
 import { compileCedarPolicy, PolicyLoadError, type ReloadOutcome } from '../authz/index.js';
 import { watchFiles, type FileWatch } from '../identity/index.js';
 import type { SpiffeId } from '../spiffe/index.js';
@@ -153,12 +154,12 @@ export class BrokerPolicy extends EventEmitter<BrokerPolicyEvents> {
 export function compileBrokerPolicy(text: string, source: string): LoadedPolicy {
   const compiled = compileCedarPolicy(text, source);
   const errors = new Map<string, DenialError>();
-  const parts = cedar.policySetTextToParts(text);
+  const parts = cedarWasm().policySetTextToParts(text);
   if (parts.type !== 'success') throw new PolicyLoadError(source, parts.errors.map((e) => ({ message: e.message })));
   let mentionsExchange = false;
   let mentionsRevocation = false;
   parts.policies.forEach((part, index) => {
-    const json = cedar.policyToJson(part);
+    const json = cedarWasm().policyToJson(part);
     if (json.type !== 'success') return;
     const policy = json.json as { effect?: string; action?: { op?: string }; annotations?: Record<string, string | null> };
     const id = (typeof policy.annotations?.['id'] === 'string' && policy.annotations['id'] !== '' ? policy.annotations['id'] : undefined) ?? `policy${index}`;
@@ -189,7 +190,7 @@ function agentEntities(id: SpiffeId): cedar.EntityJson[] {
 function evaluateRevocation(loaded: LoadedPolicy, signer: SpiffeId, subject: string, context: { direction: 'inbound'; time: number; op: string; kind: string }): RevocationDecision {
   const entities = agentEntities(signer);
   entities.push({ uid: { type: 'Topic', id: subject }, attrs: { subject }, parents: [] });
-  const answer = cedar.statefulIsAuthorized({
+  const answer = cedarWasm().statefulIsAuthorized({
     principal: { type: 'Agent', id: signer.toString() },
     action: { type: 'Action', id: 'revocation.issue' },
     resource: { type: 'Topic', id: subject },
@@ -213,7 +214,7 @@ function evaluate(loaded: LoadedPolicy, request: ExchangeAuthzRequest): Exchange
     entities.push(agent!);
     if (!request.audience.trustDomain.equals(request.actor.trustDomain)) entities.push(td!);
   }
-  const answer = cedar.statefulIsAuthorized({
+  const answer = cedarWasm().statefulIsAuthorized({
     principal: { type: 'Agent', id: request.actor.toString() },
     action: { type: 'Action', id: 'delegation.exchange' },
     resource: { type: 'Agent', id: request.audience.toString() },

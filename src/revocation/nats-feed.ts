@@ -14,19 +14,9 @@
 // `lastSync` moves forward. A stream that was deleted and created again is read from its start;
 // a consumer that ended is opened again. While NATS is unreachable nothing moves and the list's
 // age grows (sigil_revocation_list_age_seconds).
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import {
-  DeliverPolicy,
-  DiscardPolicy,
-  jetstream,
-  jetstreamManager,
-  RetentionPolicy,
-  StorageType,
-  type ConsumerMessages,
-  type JetStreamClient,
-  type JetStreamManager,
-  type StreamInfo,
-} from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, StreamInfo } from '@nats-io/jetstream';
+import { natsJetStream, natsTransport } from '../bus/nats-modules.js';
 import { natsConnectionOptions, natsIdentityKey } from '../bus/nats-transport.js';
 import type { IdentitySnapshot } from '../identity/index.js';
 import type { Logger } from '../telemetry/index.js';
@@ -179,13 +169,13 @@ export class RevocationFeed {
   }
 
   private async open(snapshot: IdentitySnapshot): Promise<Live> {
-    const nc = await connect({ ...natsConnectionOptions(this.options.servers, this.options.name, snapshot, this.options.caPem), waitOnFirstConnect: false });
+    const nc = await natsTransport().connect({ ...natsConnectionOptions(this.options.servers, this.options.name, snapshot, this.options.caPem), waitOnFirstConnect: false });
     try {
-      const jsm = await jetstreamManager(nc, { timeout: 5_000 });
+      const jsm = await natsJetStream().jetstreamManager(nc, { timeout: 5_000 });
       const info = await this.ensureStream(jsm);
       this.adoptStream(info);
-      const js = jetstream(nc);
-      const consumer = await js.consumers.get(this.options.stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.applied + 1 });
+      const js = natsJetStream().jetstream(nc);
+      const consumer = await js.consumers.get(this.options.stream, { deliver_policy: natsJetStream().DeliverPolicy.StartSequence, opt_start_seq: this.applied + 1 });
       const messages = await consumer.consume();
       const target = info.state.last_seq;
       let caughtUp: () => void = () => {};
@@ -224,7 +214,7 @@ export class RevocationFeed {
     // Write-once, and nothing that drops records by age or count (junk could fill a bounded
     // stream; an aged-out revoke is gone for sidecars that start later).
     this.protectedStream =
-      c.discard === DiscardPolicy.New &&
+      c.discard === natsJetStream().DiscardPolicy.New &&
       c.discard_new_per_subject === true &&
       c.deny_delete === true &&
       c.deny_purge === true &&
@@ -252,12 +242,12 @@ export class RevocationFeed {
       name: this.options.stream,
       subjects: [`${this.options.subject}.*.*`],
       max_msgs_per_subject: 1,
-      discard: DiscardPolicy.New,
+      discard: natsJetStream().DiscardPolicy.New,
       discard_new_per_subject: true,
       deny_delete: true,
       deny_purge: true,
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
+      retention: natsJetStream().RetentionPolicy.Limits,
+      storage: natsJetStream().StorageType.File,
     });
     this.options.logger.info('revocation stream created', { stream: this.options.stream, subject: `${this.options.subject}.*.*` });
     return info;

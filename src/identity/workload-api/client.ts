@@ -1,7 +1,8 @@
 // A thin gRPC client for the SPIFFE Workload API: one method per RPC, and the SSRF-hardening
 // metadata on every call (Workload Endpoint §3). It knows nothing of retries or identity; the
 // stream watcher and the SVID source build those on top.
-import { credentials, Metadata, status, type Client, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import type { Client, ClientReadableStream, Metadata, ServiceError, status } from '@grpc/grpc-js';
+import { grpc } from './grpc.js';
 import { grpcTarget, type WorkloadEndpoint } from './endpoint.js';
 import {
   WORKLOAD_API_HEADER,
@@ -17,15 +18,16 @@ import {
 export class WorkloadApiCallError extends Error {
   readonly code: string;
   constructor(readonly method: string, readonly grpcCode: status, details: string) {
-    super(`${method}: ${status[grpcCode] ?? grpcCode}${details ? `: ${details}` : ''}`);
-    this.code = `workload_api_${(status[grpcCode] ?? 'unknown').toString().toLowerCase()}`;
+    const name = grpc().status[grpcCode];
+    super(`${method}: ${name ?? grpcCode}${details ? `: ${details}` : ''}`);
+    this.code = `workload_api_${(name ?? 'unknown').toString().toLowerCase()}`;
   }
 }
 
 export function callError(method: string, err: Partial<ServiceError>): WorkloadApiCallError {
   // grpc-js appends an empty "Resolution note:" to connection failures; it only adds noise.
   const details = (err.details ?? err.message ?? '').replace(/\s*Resolution note:\s*$/, '');
-  return new WorkloadApiCallError(method, err.code ?? status.UNKNOWN, details);
+  return new WorkloadApiCallError(method, err.code ?? grpc().status.UNKNOWN, details);
 }
 
 export interface WorkloadApiClientOptions {
@@ -41,7 +43,7 @@ export class WorkloadApiClient {
   constructor(readonly endpoint: WorkloadEndpoint, options: WorkloadApiClientOptions = {}) {
     const { client: Ctor } = workloadApiService();
     const max = options.maxReconnectBackoffMs ?? 30_000;
-    this.stub = new Ctor(grpcTarget(endpoint), credentials.createInsecure(), {
+    this.stub = new Ctor(grpcTarget(endpoint), grpc().credentials.createInsecure(), {
       'grpc.initial_reconnect_backoff_ms': Math.min(1_000, max),
       'grpc.max_reconnect_backoff_ms': max,
       // The agent can be replaced under us (a new socket at the same path): no sticky channel state.
@@ -76,7 +78,7 @@ export class WorkloadApiClient {
 }
 
 function header(): Metadata {
-  const metadata = new Metadata();
+  const metadata = new (grpc().Metadata)();
   metadata.set(WORKLOAD_API_HEADER, 'true');
   return metadata;
 }

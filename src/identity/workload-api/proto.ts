@@ -3,8 +3,8 @@
 // written, bytes as Buffer, proto3 defaults filled in so a missing field reads as empty).
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
-import { loadPackageDefinition, type ServiceClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import type { ServiceClientConstructor, ServiceDefinition } from '@grpc/grpc-js';
+import { grpc, protoLoader } from './grpc.js';
 
 export interface X509SvidMessage {
   spiffe_id: string;
@@ -65,8 +65,8 @@ let loaded: { client: ServiceClientConstructor; service: ServiceDefinition } | u
 
 export function workloadApiService(): { client: ServiceClientConstructor; service: ServiceDefinition } {
   if (!loaded) {
-    const definition = loadSync(protoPath(), { keepCase: true, longs: String, enums: String, defaults: true, arrays: true, objects: true });
-    const client = loadPackageDefinition(definition)['SpiffeWorkloadAPI'] as ServiceClientConstructor;
+    const definition = protoLoader().loadSync(protoPath(), { keepCase: true, longs: String, enums: String, defaults: true, arrays: true, objects: true });
+    const client = grpc().loadPackageDefinition(definition)['SpiffeWorkloadAPI'] as ServiceClientConstructor;
     loaded = { client, service: client.service };
   }
   return loaded;

@@ -2,7 +2,8 @@
 // of a stream is handled (Workload Endpoint §6): Unavailable, any other transient status, or a
 // clean end → reopen after a jittered backoff; PermissionDenied → tell the owner (it must stop
 // presenting its SVID) and keep retrying; InvalidArgument or Unimplemented → never retry.
-import { status, type ClientReadableStream } from '@grpc/grpc-js';
+import type { ClientReadableStream, status } from '@grpc/grpc-js';
+import { grpc } from './grpc.js';
 import type { Backoff } from './backoff.js';
 import { callError, WorkloadApiCallError } from './client.js';
 
@@ -18,7 +19,10 @@ export interface StreamWatcherHandlers<T> {
 }
 
 /** Statuses after which retrying cannot help: the request itself is wrong (spec, Appendix A). */
-const FATAL = new Set<status>([status.INVALID_ARGUMENT, status.UNIMPLEMENTED]);
+function isFatal(code: status): boolean {
+  const { INVALID_ARGUMENT, UNIMPLEMENTED } = grpc().status;
+  return code === INVALID_ARGUMENT || code === UNIMPLEMENTED;
+}
 
 export class StreamWatcher<T> {
   private call: ClientReadableStream<T> | undefined;
@@ -64,16 +68,16 @@ export class StreamWatcher<T> {
       this.call = undefined;
       if (this.stopped) return;
       const error =
-        s.code === status.OK
-          ? new WorkloadApiCallError(this.method, status.UNAVAILABLE, 'the server ended the stream')
+        s.code === grpc().status.OK
+          ? new WorkloadApiCallError(this.method, grpc().status.UNAVAILABLE, 'the server ended the stream')
           : callError(this.method, s);
-      if (FATAL.has(s.code)) {
+      if (isFatal(s.code)) {
         this.stopped = true;
         this.handlers.fatal(error);
         return;
       }
       const delay = this.backoff.next();
-      if (s.code === status.PERMISSION_DENIED) this.handlers.permissionDenied(error, delay);
+      if (s.code === grpc().status.PERMISSION_DENIED) this.handlers.permissionDenied(error, delay);
       else this.handlers.interrupted(error, delay);
       this.timer = setTimeout(() => this.connect(), delay);
       this.timer.unref();
