@@ -7,10 +7,21 @@ import { SpiffeId } from '../../src/spiffe/index.js';
 
 const svc = (i: number): string => `spiffe://bench.example/agent/svc-${i}`;
 
-export function policyOf(rules: number): string {
+/**
+ * `pinned`: the agents are in the scope (`principal == …`), so Sigil evaluates each agent's
+ * requests against a slice holding its own rules. `unpinned`: the same rules with the agents
+ * in the condition instead; every rule may apply to every principal, so there is no slice.
+ */
+export type PolicyShape = 'pinned' | 'unpinned';
+
+export function policyOf(rules: number, shape: PolicyShape = 'pinned'): string {
   const out: string[] = [];
   for (let i = 0; i < rules; i++) {
-    out.push(`@id("r${i}")\npermit (principal == Agent::"${svc(i)}", action == Action::"http", resource == Agent::"${svc(i + 1)}")\nwhen { context.http.path like "/api/res-${i}/*" };\n`);
+    out.push(
+      shape === 'pinned'
+        ? `@id("r${i}")\npermit (principal == Agent::"${svc(i)}", action == Action::"http", resource == Agent::"${svc(i + 1)}")\nwhen { context.http.path like "/api/res-${i}/*" };\n`
+        : `@id("r${i}")\npermit (principal in TrustDomain::"bench.example", action == Action::"http", resource)\nwhen { principal == Agent::"${svc(i)}" && resource == Agent::"${svc(i + 1)}" && context.http.path like "/api/res-${i}/*" };\n`,
+    );
   }
   return out.join('');
 }

@@ -10,14 +10,14 @@ export interface CurveRow {
   batch: number;
 }
 
-export function reportCurve(title: string, rows: CurveRow[], baseline: CurveRow, extra?: { header: string; cell: (r: CurveRow) => string }): void {
+export function reportCurve(title: string, rows: CurveRow[], baseline: CurveRow, extra: { header: string; cell: (r: CurveRow) => string }[] = []): void {
   const base = summarize(baseline.batchUs).median;
   process.stdout.write(`\n### ${title}\n`);
   printTable(
-    ['row', 'µs/call median', 'p99 (batch mean)', 'calls', 'vs baseline', ...(extra ? [extra.header] : [])],
+    ['row', 'µs/call median', 'p99 (batch mean)', 'calls', 'vs baseline', ...extra.map((e) => e.header)],
     rows.map((r) => {
       const s = summarize(r.batchUs);
-      return [r.name, fmt(s.median, 2), fmt(s.p99, 2), String(s.n * r.batch), r === baseline ? 'baseline' : `${fmt(s.median / base, 2)}x`, ...(extra ? [extra.cell(r)] : [])];
+      return [r.name, fmt(s.median, 2), fmt(s.p99, 2), String(s.n * r.batch), r === baseline ? 'baseline' : `${fmt(s.median / base, 2)}x`, ...extra.map((e) => e.cell(r))];
     }),
   );
 }

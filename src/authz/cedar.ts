@@ -204,6 +204,11 @@ export class CedarAuthorizer implements Authorizer {
     this.slices = new PolicySlices(compiled.version, compiled.scopes);
   }
 
+  /** Policy slices registered for this version so far (see cedar-slices.ts). */
+  get sliceCount(): number {
+    return this.slices.sliceCount;
+  }
+
   /** Forgets every cached decision (the revocation epoch moved). */
   dropCachedDecisions(): void {
     this.decisions?.clear();
@@ -244,11 +249,15 @@ export class CedarAuthorizer implements Authorizer {
       return { allowed: false, reason: 'internal_error', policies: [], wouldDeny: false, policyVersion: this.version, request };
     }
     const { decision, diagnostics } = answer.response;
-    const outcome = { allowed: decision === 'allow', reason: decision === 'allow' ? ('allowed' as const) : ('policy_denied' as const), policies: diagnostics.reason };
+    // Sorted: Cedar lists policies in the hash order of the set it evaluated (the full set or a
+    // slice), and these lists reach denial bodies and the audit trail.
+    const policies = [...diagnostics.reason].sort();
+    const outcome = { allowed: decision === 'allow', reason: decision === 'allow' ? ('allowed' as const) : ('policy_denied' as const), policies };
     if (diagnostics.errors.length > 0) {
       // A policy that errors is skipped by Cedar; a skipped permit cannot allow, so this fails
       // closed. Not cached, so every occurrence is reported.
-      this.onEvaluationErrors(diagnostics.errors.map((e) => ({ policyId: e.policyId, message: e.error.message })), request);
+      const errors = diagnostics.errors.map((e) => ({ policyId: e.policyId, message: e.error.message }));
+      this.onEvaluationErrors(errors.sort((a, b) => (a.policyId < b.policyId ? -1 : a.policyId > b.policyId ? 1 : 0)), request);
     } else if (key !== undefined) {
       if (this.decisions!.size >= DECISION_CACHE_LIMIT) this.decisions!.clear();
       this.decisions!.set(key, outcome);

@@ -3,7 +3,8 @@
 // mixing every scope form, permits and forbids, and conditions that raise errors.
 import t from 'tap';
 import { agentResource, CedarAuthorizer, compileCedarPolicy, type AuthzRequest, type CompiledPolicy } from '../../src/authz/index.js';
-import { MAX_SLICES, PolicySlices } from '../../src/authz/cedar-slices.js';
+import { MAX_PAIRS, PolicySlices, SLICE_BUDGET_FACTOR } from '../../src/authz/cedar-slices.js';
+import type { PolicyScope } from '../../src/authz/cedar.js';
 import { SpiffeId } from '../../src/spiffe/index.js';
 
 const agent = (n: string): SpiffeId => SpiffeId.parse(`spiffe://example.org/agent/${n}`);
@@ -45,6 +46,13 @@ forbid (principal == Agent::"spiffe://example.org/agent/b", action, resource);
 @id("depth-needs-delegation")
 forbid (principal == Agent::"spiffe://example.org/agent/a", action == Action::"http", resource)
 when { context has delegation && context.delegation.depth > 2 };
+
+@id("c-unless-post")
+permit (principal == Agent::"spiffe://example.org/agent/c", action == Action::"http", resource)
+unless { context.http.method == "POST" };
+
+@id("group-equals-never-matches")
+permit (principal, action == Action::"mcp", resource);
 
 @id("overflowing-forbid")
 forbid (principal == Agent::"spiffe://example.org/agent/a", action == Action::"websocket.message", resource)
@@ -92,16 +100,18 @@ t.test('a sliced authorizer decides exactly like the full policy set', async (t)
     const got = sliced.authorize(r);
     const want = full.authorize(r);
     const what = `${r.principal.toString()} ${r.action} ${JSON.stringify(r.jsonrpc ?? r.websocket ?? r.http ?? {})}${r.delegation ? ' delegated' : ''}`;
-    t.same({ allowed: got.allowed, reason: got.reason, policies: [...got.policies].sort() }, { allowed: want.allowed, reason: want.reason, policies: [...want.policies].sort() }, what);
+    t.same({ allowed: got.allowed, reason: got.reason, policies: got.policies }, { allowed: want.allowed, reason: want.reason, policies: want.policies }, what);
     if (want.allowed) allowed++;
     else denied++;
   }
-  // Positive control: the mix exercises both outcomes and the determining policies of each kind.
+  // Positive controls: slices were in use, both outcomes occur, and every policy decides something.
+  t.ok(sliced.sliceCount >= 4, `the sliced authorizer evaluated with slices (${sliced.sliceCount} registered)`);
+  t.equal(full.sliceCount, 0, 'the reference never did');
   t.ok(allowed > 10 && denied > 10, `both outcomes occur (${allowed} allowed, ${denied} denied)`);
   t.ok(fullErrors.length > 0, 'the overflowing forbid raises evaluation errors');
   t.same(slicedErrors, fullErrors, 'the same evaluation errors, for the same requests');
   const decided = new Set(all.flatMap((r) => full.authorize(r).policies));
-  t.same([...decided].sort(), ['a-connects-b', 'a-reads-b', 'any-agent-tools', 'b-quarantined', 'c-search', 'depth-needs-delegation', 'domain-http', 'no-delete', 'unscoped-websocket'].sort(), 'every permit and forbid decides some request');
+  t.same([...decided].sort(), ['a-connects-b', 'a-reads-b', 'any-agent-tools', 'b-quarantined', 'c-search', 'c-unless-post', 'depth-needs-delegation', 'domain-http', 'no-delete', 'unscoped-websocket'].sort(), 'every permit and forbid decides some request');
 });
 
 t.test('a forbid pinned to one principal still applies to it in its slices', async (t) => {
@@ -127,20 +137,56 @@ t.test('compile records only exact principal and action scopes', async (t) => {
   t.same(scope('b-quarantined'), { principal: B.toString() });
 });
 
-t.test('slices hold only the policies that can apply, and are bounded', async (t) => {
-  const scopes = [
-    { id: 'p-a', text: 'permit (principal == Agent::"spiffe://example.org/agent/a", action, resource);', principal: A.toString() },
-    { id: 'http', text: 'permit (principal, action == Action::"http", resource);', action: 'http' },
-    { id: 'any', text: 'permit (principal, action, resource) when { false };' },
-  ];
-  const slices = new PolicySlices('v-test-slices', scopes);
-  const forA = slices.setFor('http', A.toString());
-  t.equal(forA, 'v-test-slices', 'nothing excluded: the full set');
-  const forB = slices.setFor('http', B.toString());
-  t.not(forB, 'v-test-slices', 'p-a excluded for b: a slice');
-  t.equal(slices.setFor('http', B.toString()), forB, 'remembered');
-  for (let i = 0; slices.setFor('connect', `spiffe://example.org/agent/n${i}`) !== 'v-test-slices' || i < MAX_SLICES; i++) {
-    if (i > MAX_SLICES + 5) break;
-  }
-  t.equal(slices.setFor('connect', 'spiffe://example.org/agent/beyond-the-bound'), 'v-test-slices', 'beyond the bound: the full set');
+const scope = (id: string, over: Partial<PolicyScope> = {}): PolicyScope => ({ id, text: `@id("${id}") permit (principal, action, resource) when { false };`, ...over });
+
+t.test('a slice holds only the policies that can apply, and is shared by pairs that keep the same ones', async (t) => {
+  const agents = Array.from({ length: 8 }, (_, i) => `spiffe://example.org/agent/p${i}`);
+  const scopes = [...agents.map((p, i) => scope(`pinned-${i}`, { principal: p })), scope('connect-only', { action: 'connect' })];
+  const slices = new PolicySlices('v-test-share', scopes);
+  const forP0 = slices.setFor('http', agents[0]!);
+  t.not(forP0, 'v-test-share', 'p0 on http keeps 1 of 9 policies: a slice');
+  t.equal(slices.setFor('http', agents[0]!), forP0, 'remembered');
+  const forP1 = slices.setFor('http', agents[1]!);
+  t.not(forP1, forP0, 'another principal keeps another policy: another slice');
+  t.equal(slices.setFor('connect', agents[0]!), slices.setFor('connect', agents[0]!), 'stable');
+  t.not(slices.setFor('connect', agents[0]!), forP0, 'connect also keeps connect-only: a different slice');
+  t.equal(slices.setFor('http', 'spiffe://example.org/agent/unknown'), slices.setFor('http', 'spiffe://example.org/agent/other'), 'principals no policy names share the (empty) slice');
+  t.equal(slices.sliceCount, 4, 'registered: p0/http, p1/http, p0/connect and the empty slice, nothing else');
+});
+
+t.test('no slice when it would leave out less than half of the policy', async (t) => {
+  // One pinned rule and many rules that any principal may match: every pair keeps almost all.
+  const scopes = [scope('pinned', { principal: 'spiffe://example.org/agent/a' }), ...Array.from({ length: 20 }, (_, i) => scope(`open-${i}`, { action: 'http' }))];
+  const slices = new PolicySlices('v-test-share-open', scopes);
+  const sliced = Array.from({ length: 300 }, (_, i) => slices.setFor('http', `spiffe://example.org/agent/n${i}`)).filter((id) => id !== 'v-test-share-open');
+  t.same(sliced, [], '300 principals on http: all use the full set');
+  t.equal(slices.sliceCount, 0, 'nothing registered, however many principals');
+  t.not(slices.setFor('connect', 'spiffe://example.org/agent/n1'), 'v-test-share-open', 'positive control: on connect only the pinned rule could apply (it does not), so a slice');
+});
+
+t.test('the slices of a version hold at most SLICE_BUDGET_FACTOR times its policies', async (t) => {
+  const agents = Array.from({ length: 200 }, (_, i) => `spiffe://example.org/agent/b${i}`);
+  // Each agent has 2 pinned rules out of 400: every pair's slice is new and holds 2 policies.
+  const scopes = agents.flatMap((p, i) => [scope(`b${i}-x`, { principal: p }), scope(`b${i}-y`, { principal: p })]);
+  const slices = new PolicySlices('v-test-budget', scopes);
+  let sliced = 0;
+  for (const p of agents) for (const action of ['http', 'connect', 'websocket.message', 'mcp.tools/call', 'bus.publish']) if (slices.setFor(action, p) !== 'v-test-budget') sliced++;
+  const budget = SLICE_BUDGET_FACTOR * scopes.length;
+  t.equal(sliced, 1000, 'every pair gets a slice while the budget lasts (pairs of one agent share one)');
+  t.equal(slices.sliceCount, 200, 'one slice per agent, shared by its 5 actions');
+  t.ok(slices.sliceCount * 2 <= budget, 'within the budget');
+  t.ok(MAX_PAIRS >= 1000, 'the pairs fit');
+});
+
+t.test('beyond the budget, pairs use the full set', async (t) => {
+  const agents = Array.from({ length: 10 }, (_, i) => `spiffe://example.org/agent/c${i}`);
+  const scopes = agents.map((p, i) => scope(`c${i}`, { principal: p }));
+  // Budget 0.5 × 10 = 5 policies over all slices; each agent's slice holds its 1 policy.
+  const slices = new PolicySlices('v-test-over', scopes, 0.5);
+  const ids = agents.map((p) => slices.setFor('http', p));
+  t.same(ids.map((id) => id !== 'v-test-over'), [true, true, true, true, true, false, false, false, false, false], 'the first 5 agents get slices, the rest the full set');
+  t.equal(slices.sliceCount, 5);
+  t.not(slices.setFor('http', 'spiffe://example.org/agent/nobody'), 'v-test-over', 'the empty slice costs nothing and is still registered');
+  t.equal(slices.setFor('connect', agents[0]!), ids[0], 'a pair with an already registered subset shares it even beyond the budget');
+  t.ok(MAX_PAIRS >= 1000);
 });

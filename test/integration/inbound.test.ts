@@ -191,6 +191,21 @@ t.test('hostile input never crashes the sidecar', async (t) => {
     });
     t.ok(closed, `garbage connection ${i} closed by the sidecar`);
   }
+  // A well-formed handshake record header (64 bytes announced) carrying a bogus ClientHello.
+  {
+    const bogusHello = Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x00, 0x40]), randomBytes(64)]);
+    const closed = await new Promise<boolean>((resolve) => {
+      const s = netConnect({ host, port }, () => s.write(bogusHello));
+      s.on('error', () => {});
+      s.on('close', () => resolve(true));
+      s.setTimeout(5000, () => {
+        s.destroy();
+        resolve(false);
+      });
+      s.resume();
+    });
+    t.ok(closed, 'a handshake record with a bogus ClientHello: closed by the sidecar');
+  }
   // Half-open: idle TCP connections, a truncated ClientHello, and a half-closed socket.
   for (let i = 0; i < 5; i++) {
     const s = netConnect({ host, port });
