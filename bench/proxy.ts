@@ -205,7 +205,7 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     // added latency is read against), in alternating rounds. This is where CPU per request, each
     // process's memory and the metrics on/off overhead are read.
     const rateRuns = new Map<Target, RateRun>(targets.map((t) => [t, { requests: 0, errors: 0, latencies: [], cpuMicros: 0, roundCpu: [], procCpu: t.pids.map(() => 0) }]));
-    for (const t of targets) await loadAtRate(t, o.rate, 1, undefined);
+    for (const t of targets) await loadAtRate(t, o.rate, Math.min(1, o.warmupSeconds), undefined);
     for (let r = 0; r < o.rounds; r++) {
       const order = r % 2 === 0 ? targets : [...targets].reverse();
       for (const t of order) {
