@@ -39,11 +39,11 @@ export function egressOptions(quick: boolean): EgressOptions {
   const env = (name: string, full: number, short: number): number => Number(process.env[name] ?? (quick ? short : full));
   return {
     concurrency: env('BENCH_EGRESS_CONCURRENCY', 32, 32),
-    seconds: env('BENCH_EGRESS_SECONDS', 8, 1.5),
+    seconds: env('BENCH_EGRESS_SECONDS', 6, 1.5),
     warmupSeconds: env('BENCH_EGRESS_WARMUP', 2, 0.5),
     rounds: env('BENCH_EGRESS_ROUNDS', 4, 2),
     rate: env('BENCH_EGRESS_RATE', 1000, 1000),
-    rateSeconds: env('BENCH_EGRESS_RATE_SECONDS', 8, 1),
+    rateSeconds: env('BENCH_EGRESS_RATE_SECONDS', 6, 1),
     quick,
   };
 }

@@ -48,7 +48,7 @@ export interface ProtocolsOptions {
 const DEFAULTS: ProtocolsOptions = {
   wsConnections: Number(process.env.BENCH_PROTO_WS_CONNECTIONS ?? 16),
   concurrency: Number(process.env.BENCH_PROTO_CONCURRENCY ?? 32),
-  seconds: Number(process.env.BENCH_PROTO_SECONDS ?? 6),
+  seconds: Number(process.env.BENCH_PROTO_SECONDS ?? 5),
   serialSeconds: Number(process.env.BENCH_PROTO_SERIAL_SECONDS ?? 4),
   warmupSeconds: Number(process.env.BENCH_PROTO_WARMUP ?? 1),
   rounds: Number(process.env.BENCH_PROTO_ROUNDS ?? 4),

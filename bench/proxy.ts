@@ -56,11 +56,11 @@ export interface ProxyOptions {
 
 const DEFAULTS: ProxyOptions = {
   concurrency: Number(process.env.BENCH_PROXY_CONCURRENCY ?? 32),
-  seconds: Number(process.env.BENCH_PROXY_SECONDS ?? 8),
+  seconds: Number(process.env.BENCH_PROXY_SECONDS ?? 6),
   warmupSeconds: Number(process.env.BENCH_PROXY_WARMUP ?? 2),
   rounds: Number(process.env.BENCH_PROXY_ROUNDS ?? 4),
   rate: Number(process.env.BENCH_PROXY_RATE ?? 1000),
-  rateSeconds: Number(process.env.BENCH_PROXY_RATE_SECONDS ?? 12),
+  rateSeconds: Number(process.env.BENCH_PROXY_RATE_SECONDS ?? 8),
 };
 
 interface Target {

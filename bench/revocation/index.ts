@@ -33,12 +33,12 @@ export async function runRevocationBench(): Promise<void> {
       await runPropagationBench({
         // SIGIL_BENCH_SIDECARS is accepted as an alias.
         sidecars: Math.max(2, env('BENCH_REVOCATION_SIDECARS', env('SIGIL_BENCH_SIDECARS', 3))),
-        rounds: env('BENCH_REVOCATION_ROUNDS', 20),
+        rounds: env('BENCH_REVOCATION_ROUNDS', 12),
         natsSamples: env('BENCH_REVOCATION_NATS_SAMPLES', 3),
       });
     }
     if (parts.includes('cut')) {
-      await runCutBench({ conns: env('BENCH_REVOCATION_CONNS', 1000), rounds: env('BENCH_REVOCATION_CUT_ROUNDS', 5) });
+      await runCutBench({ conns: env('BENCH_REVOCATION_CONNS', 1000), rounds: env('BENCH_REVOCATION_CUT_ROUNDS', 3) });
     }
   } finally {
     destroyAdminAgent();

@@ -108,13 +108,17 @@ export async function runConnectionsCurve(o: ConnectionsOptions): Promise<void> 
 
     const [base, side] = servers as [Server, Server];
     const perConn = (s: Server, k: number): number => (s.rss[k]! - s.rss0) / o.levels[k]!;
+    // A garbage collection between two readings can shrink the heap by more than a few hundred
+    // connections add; such a reading says nothing per connection and is shown as a dash.
+    const kib = (bytes: number): string => (bytes > 0 ? fmt(bytes / 1024, 1) : '— (GC)');
     const rows = o.levels.map((level, k) => {
-      const marginal = (s: Server): string => (k === 0 ? '—' : fmt((s.rss[k]! - s.rss[k - 1]!) / (level - o.levels[k - 1]!) / 1024, 1));
+      const marginal = (s: Server): string => (k === 0 ? '—' : kib((s.rss[k]! - s.rss[k - 1]!) / (level - o.levels[k - 1]!)));
+      const ratio = perConn(side, k) > 0 && perConn(base, k) > 0 ? fmt(perConn(side, k) / perConn(base, k), 2) + 'x' : '—';
       return [
         String(level),
-        fmt(base.rss[k]! / MIB, 1), fmt(perConn(base, k) / 1024, 1), marginal(base),
-        fmt(side.rss[k]! / MIB, 1), fmt(perConn(side, k) / 1024, 1), marginal(side),
-        fmt(perConn(side, k) / perConn(base, k), 2) + 'x',
+        fmt(base.rss[k]! / MIB, 1), kib(perConn(base, k)), marginal(base),
+        fmt(side.rss[k]! / MIB, 1), kib(perConn(side, k)), marginal(side),
+        ratio,
       ];
     });
     process.stdout.write(`resident memory before the first connection: raw ${fmt(base.rss0 / MIB, 1)} MiB, sigil ${fmt(side.rss0 / MIB, 1)} MiB\n`);
@@ -122,7 +126,10 @@ export async function runConnectionsCurve(o: ConnectionsOptions): Promise<void> 
       ['open connections', 'raw RSS MiB', 'raw KiB/conn', 'raw marginal KiB/conn', 'sigil RSS MiB', 'sigil KiB/conn', 'sigil marginal KiB/conn', 'sigil vs raw per conn'],
       rows,
     );
-    process.stdout.write('KiB/conn = (RSS at the level − RSS before the first connection) ÷ connections; marginal = growth since the previous level ÷ the connections added\n');
+    process.stdout.write(
+      'KiB/conn = (RSS at the level − RSS before the first connection) ÷ connections; marginal = growth since the previous level ÷ the connections added.\n' +
+        'Below ~1000 connections the growth is within the heap\'s own swings (tens of MiB, GC timing); read the largest level and the marginal column.\n',
+    );
   } finally {
     for (const s of servers) for (const x of s.sockets) x?.destroy();
     for (const stop of stops.reverse()) await stop().catch(() => undefined);

@@ -21,7 +21,7 @@ const numbers = (name: string, fallback: string): number[] => {
 export function scaleOptions(): ScaleOptions {
   return {
     parts: list('BENCH_SCALE_PARTS', 'policy,bundle,connections'),
-    seconds: Number(process.env.BENCH_SCALE_SECONDS ?? 3),
+    seconds: Number(process.env.BENCH_SCALE_SECONDS ?? 2),
     rounds: Number(process.env.BENCH_SCALE_ROUNDS ?? 3),
     policySizes: numbers('BENCH_SCALE_POLICY_SIZES', '10,100,1000'),
     bundleSizes: numbers('BENCH_SCALE_BUNDLE_SIZES', '1,10,100'),
