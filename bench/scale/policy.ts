@@ -37,7 +37,7 @@ interface SizeRow extends CurveRow {
 async function measureOnce(rules: number, shape: PolicyShape, seconds: number): Promise<ChildResult> {
   const { stdout } = await run(process.execPath, [CHILD, '--rules', String(rules), '--shape', shape, '--seconds', String(seconds), '--warmup', String(Math.min(0.3, seconds))], {
     maxBuffer: 64 * 1024 * 1024,
-    timeout: (seconds + 120) * 1000,
+    timeout: Math.ceil((seconds + 120) * 1000),
   });
   return JSON.parse(stdout) as ChildResult;
 }
