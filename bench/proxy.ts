@@ -10,6 +10,7 @@
 // measured in alternating rounds so drift hits all of them alike.
 import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import {
   closedLoop,
   descendantPids,
@@ -88,6 +89,11 @@ interface Target {
 /** A fixed-rate run of one path, with the CPU µs of each of its processes (parallel to `pids`). */
 interface RateRun extends RateResult {
   procCpu: number[];
+  /**
+   * This process's own event-loop delay while it loaded the path: when the load generator is
+   * late (the proxies and it share the CPUs), a request's measured latency includes that wait.
+   */
+  loopDelay: IntervalHistogram;
 }
 
 function oneRequest(t: Target): Promise<{ ok: boolean; ms: number; error?: string }> {
@@ -204,14 +210,18 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
     // Fixed-rate phase: the same offered load on every path, direct included (the reference the
     // added latency is read against), in alternating rounds. This is where CPU per request, each
     // process's memory and the metrics on/off overhead are read.
-    const rateRuns = new Map<Target, RateRun>(targets.map((t) => [t, { requests: 0, errors: 0, latencies: [], cpuMicros: 0, roundCpu: [], procCpu: t.pids.map(() => 0) }]));
+    const rateRuns = new Map<Target, RateRun>(
+      targets.map((t) => [t, { requests: 0, errors: 0, latencies: [], cpuMicros: 0, roundCpu: [], procCpu: t.pids.map(() => 0), loopDelay: monitorEventLoopDelay({ resolution: 2 }) }]),
+    );
     for (const t of targets) await loadAtRate(t, o.rate, Math.min(1, o.warmupSeconds), undefined);
     for (let r = 0; r < o.rounds; r++) {
       const order = r % 2 === 0 ? targets : [...targets].reverse();
       for (const t of order) {
         const run = rateRuns.get(t)!;
         const before = t.pids.map(processCpuMicros);
+        run.loopDelay.enable();
         await loadAtRate(t, o.rate, o.rateSeconds / o.rounds, run);
+        run.loopDelay.disable();
         t.pids.forEach((pid, i) => (run.procCpu[i]! += processCpuMicros(pid) - before[i]!));
         await sleep(200);
       }
@@ -256,11 +266,17 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
         dash(fmt(cpuPerReq(t))),
         dash(fmt(cpuPerReq(t) / cpuPerReq(raw), 2) + 'x'),
         dash(fmt((cpuPerReq(t) * o.rate) / 1e6, 3)),
+        fmt(rr.loopDelay.percentile(99) / 1e6, 1),
         String(rr.errors),
       ];
     });
-    printTable(['path', 'requests', 'p50 ms', 'p90 ms', 'p99 ms', 'added p50 ms', 'added p90 ms', 'added p99 ms', 'proxy CPU µs/req', 'CPU vs raw', 'vCPU at this rate (all proxy processes)', 'errors'], rateRows);
-    process.stdout.write('added = the path\'s percentile minus direct\'s at the same rate in the same rounds\n\n');
+    printTable(
+      ['path', 'requests', 'p50 ms', 'p90 ms', 'p99 ms', 'added p50 ms', 'added p90 ms', 'added p99 ms', 'proxy CPU µs/req', 'CPU vs raw', 'vCPU at this rate (all proxy processes)', 'generator loop delay p99 ms', 'errors'],
+      rateRows,
+    );
+    process.stdout.write(
+      'added = the path\'s percentile minus direct\'s at the same rate in the same rounds; generator loop delay = how late the load generator\'s own event loop ran (2 ms resolution) while it drove the path: a p99 close to it is the machine\'s CPUs being shared, not the proxy\n\n',
+    );
     const procRows = targets.flatMap((t) =>
       t.pids.map((pid, i) => {
         const perReq = rateRuns.get(t)!.procCpu[i]! / rateRuns.get(t)!.requests;
