@@ -66,6 +66,9 @@ interface ConnectionState {
   connect: Decision;
 }
 
+/** Idle time after which an inbound peer connection is closed (announced as `Keep-Alive: timeout=60`). */
+export const PEER_KEEP_ALIVE_MS = 60_000;
+
 export class InboundProxy {
   private server: HttpsServer | undefined;
   private readonly proxy = httpProxy.createProxyServer({ xfwd: false });
@@ -102,6 +105,11 @@ export class InboundProxy {
       headersTimeout: 20_000,
       requestTimeout: 60_000,
     });
+    // Peers are sidecars that pool their connections to us. Node's default of 5 s idle made a
+    // peer re-open (a full mTLS handshake on both sides) after any pause of 4 s or more; the
+    // peer's agent reads this from `Keep-Alive: timeout=60` and retires the connection 1 s
+    // before we would close it, so a request never races the close.
+    server.keepAliveTimeout = PEER_KEEP_ALIVE_MS;
     this.server = server;
     server.on('connection', (socket: Socket) => this.onTcpConnection(socket));
     // Prepended so it runs before the HTTP parser is attached: a peer that fails verification

@@ -8,6 +8,7 @@ import { chainPem, createCert, createIntermediate, createLeaf } from '../fixture
 import { assertJsonError, assertStatus } from '../helpers/assert.js';
 import { plainRequest, rawExchange, startRawTlsServer, type RawTlsServer } from '../helpers/clients.js';
 import { closedPort, runSigil, setupTrustDomain, sidecarConfig, sleep, tempDir, writeConfig, type RunningSigil } from '../helpers/env.js';
+import { metrics, metricSum } from '../helpers/observe.js';
 import { startEchoUpstream, type EchoReply, type EchoUpstream } from '../helpers/upstream.js';
 
 const ID_A = 'spiffe://example.org/agent/a';
@@ -135,6 +136,17 @@ t.test('keep-alive: several requests reuse connections, all succeed', async (t) 
   const seenPorts = new Set(upstream.requests.filter((q) => q.url.startsWith('/keepalive/')).map((q) => q.remotePort));
   t.ok(seenPorts.size <= 2, `B → upstream connections reused (${seenPorts.size} for 8 requests)`);
   t.ok(upstream.connections - before <= 2, 'no connection per request at the upstream');
+});
+
+t.test('an idle A → B connection outlives a 6 s pause: no new mTLS handshake', async (t) => {
+  const handshakes = async (): Promise<number> => metricSum(await metrics(sidecarB), 'sigil_tls_handshakes_total', { reporter: 'inbound', result: 'success' });
+  assertStatus(t, await viaA('agent-b', '/idle/before'), 'before the pause');
+  const before = await handshakes();
+  t.ok(before >= 1, `positive control: B counts the handshakes it verified (${before} so far)`);
+  // Longer than Node's default keep-alive (5 s, which the peer's pool would retire after 4 s).
+  await sleep(6_000);
+  assertStatus(t, await viaA('agent-b', '/idle/after'), 'after the pause');
+  t.equal(await handshakes(), before, 'the pooled connection was reused: B verified no new handshake');
 });
 
 t.test('WebSocket through both sidecars echoes messages', async (t) => {
