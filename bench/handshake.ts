@@ -10,15 +10,14 @@
 //   handshake + one request: one tiny HTTP request per connection, read to the end.
 // Each server's CPU time (utime+stime from /proc/<pid>/stat, all threads, nginx master +
 // workers) is read before and after each measured batch.
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, createSecureContext, type SecureContext } from 'node:tls';
 import {
-  ID_A, ID_B, TD, clockTicks, descendantPids, findNginx, fmt, freePort, machineLine, makePki, printTable, processCpuMicros, serverScript, sleep, spawnServer, spawnSigil,
+  ID_A, ID_B, TD, clockTicks, descendantPids, fmt, freePort, machineLine, makePki, printTable, processCpuMicros, serverScript, sleep, spawnServer, spawnSigil,
   splitHostPort, summarize, writeConfig, type BenchPki,
 } from './lib.js';
+import { findNginx, startNginx } from './nginx.js';
 
 export interface HandshakeOptions {
   /** Measured connections per server and phase. */
@@ -190,22 +189,12 @@ async function runBatch(target: Target, phase: Phase, count: number, concurrency
  * OpenSSL, no SPIFFE ID check) and answering a fixed 200 without keep-alive, in a temp prefix.
  * Resolves once the worker has been forked, which nginx does only after binding the listener.
  */
-async function startNginx(nginx: string, pki: BenchPki): Promise<{ address: string; pids: number[]; stop: () => Promise<void> }> {
+async function startNginxServer(nginx: string, pki: BenchPki): Promise<{ address: string; pids: number[]; stop: () => Promise<void> }> {
   const port = await freePort();
-  const prefix = join(pki.dir, 'nginx-hs');
-  await mkdir(join(prefix, 'logs'), { recursive: true });
-  const conf = `
-worker_processes 1;
-daemon off;
-master_process on;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/body; proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fcgi; uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
-  keepalive_timeout 0;
+  const server = await startNginx(
+    nginx,
+    join(pki.dir, 'nginx-hs'),
+    `  keepalive_timeout 0;
   server {
     listen 127.0.0.1:${port} ssl;
     ssl_certificate ${pki.svidB}/svid.pem; ssl_certificate_key ${pki.svidB}/svid.key;
@@ -215,39 +204,9 @@ http {
     ssl_protocols TLSv1.3;
     ssl_ecdh_curve prime256v1;
     location / { return 200 "ok"; }
-  }
-}
-`;
-  await writeFile(join(prefix, 'nginx.conf'), conf);
-  // -e: errors before the config is read go to the prefix too, not to the system log.
-  const child = spawn(nginx, ['-p', prefix, '-e', join(prefix, 'logs', 'error.log'), '-c', join(prefix, 'nginx.conf')], { stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const errorLog = (): string => {
-    try {
-      return readFileSync(join(prefix, 'logs', 'error.log'), 'utf8');
-    } catch {
-      return '';
-    }
-  };
-  const deadline = performance.now() + 10_000;
-  let workers: number[] = [];
-  while (workers.length === 0) {
-    await sleep(20);
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`nginx exited (${child.exitCode ?? child.signalCode}): ${errorLog()}`);
-    if (performance.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`nginx forked no worker within 10 s: ${errorLog()}`);
-    }
-    workers = descendantPids(child.pid!);
-  }
-  return {
-    address: `127.0.0.1:${port}`,
-    pids: [child.pid!, ...workers],
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGQUIT');
-      await exited;
-    },
-  };
+  }`,
+  );
+  return { address: `127.0.0.1:${port}`, ...server };
 }
 
 /** Sum of a Prometheus counter's samples whose labels include all of `labels`. */
@@ -285,7 +244,7 @@ export async function runHandshakeBench(opts: Partial<HandshakeOptions> = {}): P
         admin: { listen: '127.0.0.1:0' },
       }).then(spawnSigil),
       spawnServer(serverScript('raw-tls-server'), ['--svid', pki.svidB]),
-      nginx === undefined ? undefined : startNginx(nginx, pki),
+      nginx === undefined ? undefined : startNginxServer(nginx, pki),
     ]);
     for (const s of started) if (s.status === 'fulfilled' && s.value) stops.push(s.value.stop);
     const value = <T>(s: PromiseSettledResult<T>): T => {

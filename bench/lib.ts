@@ -316,15 +316,6 @@ export function descendantPids(pid: number): number[] {
   return out;
 }
 
-/** nginx's path if it is installed (benches add an nginx row only then). */
-export function findNginx(): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** A loopback port that was free a moment ago (for servers such as nginx that cannot listen on 0 and report it). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

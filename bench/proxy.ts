@@ -8,13 +8,11 @@
 // latency each pair adds over direct and each proxy process's CPU per request and memory.
 // Every server is a child process; this process is only the load generator. Targets are
 // measured in alternating rounds so drift hits all of them alike.
-import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:http';
+import { join } from 'node:path';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import {
   closedLoop,
-  descendantPids,
-  findNginx,
   freePort,
   openLoop,
   type RateResult,
@@ -36,6 +34,7 @@ import {
   summarize,
   writeConfig,
 } from './lib.js';
+import { findNginx, startNginx } from './nginx.js';
 
 /**
  * Istio's published figures for its Envoy sidecar (istio.io, "Performance and Scalability",
@@ -338,23 +337,12 @@ export async function runProxyBench(opts: Partial<ProxyOptions> = {}): Promise<v
  * with `pids` = the master, then its worker.
  */
 async function startNginxPair(nginx: string, pki: { dir: string; svidA: string; svidB: string }, upstreamAddr: string): Promise<{ outbound: string; pids: number[]; stop: () => Promise<void> }> {
-  const { mkdir, writeFile } = await import('node:fs/promises');
-  const { join } = await import('node:path');
   const inPort = await freePort();
   const outPort = await freePort();
-  const prefix = join(pki.dir, 'nginx');
-  await mkdir(join(prefix, 'logs'), { recursive: true });
-  const conf = `
-worker_processes 1;
-daemon off;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/body; proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fcgi; uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
-  upstream agent { server ${upstreamAddr}; keepalive 64; }
+  const pair = await startNginx(
+    nginx,
+    join(pki.dir, 'nginx'),
+    `  upstream agent { server ${upstreamAddr}; keepalive 64; }
   upstream peer  { server 127.0.0.1:${inPort}; keepalive 64; }
   server {
     listen 127.0.0.1:${inPort} ssl;
@@ -374,23 +362,7 @@ http {
       # the other two on the outbound half (see bench/README.md).
       proxy_ssl_verify off; proxy_ssl_session_reuse on;
     }
-  }
-}
-`;
-  await writeFile(join(prefix, 'nginx.conf'), conf);
-  const child = spawn(nginx, ['-p', prefix, '-c', join(prefix, 'nginx.conf')], { stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  await sleep(500);
-  if (child.pid === undefined || child.exitCode !== null) throw new Error(`nginx did not start; see ${prefix}/logs/error.log`);
-  // The master forks the worker once the config is loaded; it is there after the wait above.
-  const workers = descendantPids(child.pid);
-  if (workers.length === 0) throw new Error('nginx started no worker process');
-  return {
-    outbound: `127.0.0.1:${outPort}`,
-    pids: [child.pid, ...workers],
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGQUIT');
-      await exited;
-    },
-  };
+  }`,
+  );
+  return { outbound: `127.0.0.1:${outPort}`, ...pair };
 }
