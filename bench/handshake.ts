@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, createSecureContext, type SecureContext } from 'node:tls';
 import {
-  ID_A, ID_B, TD, clockTicks, descendantPids, fmt, freePort, machineLine, makePki, printTable, processCpuMicros, serverScript, sleep, spawnServer, spawnSigil,
+  ID_A, ID_B, TD, clockTicks, descendantPids, fmt, freePort, machineLine, metricTotal, makePki, printTable, processCpuMicros, serverScript, sleep, spawnServer, spawnSigil,
   splitHostPort, summarize, writeConfig, type BenchPki,
 } from './lib.js';
 import { findNginx, startNginx } from './nginx.js';
@@ -209,18 +209,6 @@ async function startNginxServer(nginx: string, pki: BenchPki): Promise<{ address
   return { address: `127.0.0.1:${port}`, ...server };
 }
 
-/** Sum of a Prometheus counter's samples whose labels include all of `labels`. */
-function counterSum(metricsText: string, name: string, labels: Record<string, string>): number {
-  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  let sum = 0;
-  for (const line of metricsText.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const labelText = line.slice(name.length, line.lastIndexOf('}') + 1);
-    if (wanted.every((w) => labelText.includes(w))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
 export async function runHandshakeBench(opts: Partial<HandshakeOptions> = {}): Promise<void> {
   const o = { ...DEFAULTS, ...opts };
   process.stdout.write(
@@ -320,8 +308,8 @@ export async function runHandshakeBench(opts: Partial<HandshakeOptions> = {}): P
     // A Sigil that skipped verification or authorization could not look fast: every handshake
     // the client completed must have been verified (SPIFFE) and its connect authorized.
     const metrics = await (await fetch(`http://${sigil.ready.admin as string}/metrics`)).text();
-    const verified = counterSum(metrics, 'sigil_tls_handshakes_total', { reporter: 'inbound', result: 'success' });
-    const connectAllowed = counterSum(metrics, 'sigil_authz_decisions_total', { action: 'connect', decision: 'allow' });
+    const verified = metricTotal(metrics, 'sigil_tls_handshakes_total', { reporter: 'inbound', result: 'success' });
+    const connectAllowed = metricTotal(metrics, 'sigil_authz_decisions_total', { action: 'connect', decision: 'allow' });
     process.stdout.write(
       `\nsigil /metrics: ${verified} inbound handshakes verified (sigil_tls_handshakes_total{reporter="inbound",result="success"}), ` +
         `${connectAllowed} connects authorized (sigil_authz_decisions_total{action="connect",decision="allow"}), ` +

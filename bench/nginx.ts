@@ -1,11 +1,11 @@
 // nginx as a baseline server (handshake bench) or proxy pair (proxy bench): one master with one
 // worker, everything (config, pid, logs, temp files) in a prefix directory of the bench's temp
 // dir. Benches add an nginx row only when `findNginx()` finds it.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { descendantPids, sleep } from './lib.js';
+import { descendantPids, findOnPath, sleep } from './lib.js';
 
 export interface RunningNginx {
   /** The master first, then its worker(s): the processes whose CPU is the row's. */
@@ -67,9 +67,5 @@ ${httpBody}
 
 /** nginx's path if it is installed (benches add an nginx row only then). */
 export function findNginx(): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
+  return findOnPath('nginx');
 }

@@ -21,6 +21,7 @@ import {
   TD,
   fmt,
   machineLine,
+  metricTotal,
   makePki,
   printTable,
   serverScript,
@@ -228,12 +229,7 @@ function report(unit: string, latency: string, targets: Array<ClosedLoopTarget &
 
 /** Allow decisions for `action` in a sidecar's sigil_authz_decisions_total. */
 async function allowed(admin: string, action: string): Promise<number> {
-  const text = await (await fetch(`http://${admin}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('sigil_authz_decisions_total{') && line.includes(`action="${action}"`) && line.includes('decision="allow"')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
+  return metricTotal(await (await fetch(`http://${admin}/metrics`)).text(), 'sigil_authz_decisions_total', { action, decision: 'allow' });
 }
 
 /** Sidecar B (inbound, to the upstream) and A (outbound, routing agent-b to B), both on POLICY. */

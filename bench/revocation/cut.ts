@@ -22,8 +22,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TD, fmt, machineLine, makePki, percentile, printTable, serverScript, sleep, spawnServer, writeConfig, type Child } from '../lib.js';
-import { getOn, hr, httpJson, metricTotal, msSince, mtlsOpen, pool, svidMinter, spawnQuietSigil, withTimeout, type BenchSvid } from './support.js';
+import { TD, fmt, machineLine, makePki, metricTotal, percentile, printTable, serverScript, sleep, spawnServer, writeConfig, type Child } from '../lib.js';
+import { getOn, hr, httpJson, msSince, mtlsOpen, pool, svidMinter, spawnQuietSigil, withTimeout, type BenchSvid } from './support.js';
 
 export interface CutOptions {
   conns: number;

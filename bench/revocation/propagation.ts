@@ -34,9 +34,9 @@ import type { IdentitySnapshot } from '../../src/identity/index.js';
 import { Revocations } from '../../src/revocation/index.js';
 import { BundleSet, X509Bundle } from '../../src/spiffe/index.js';
 import { silentLogger } from '../../src/telemetry/index.js';
-import { TD, fmt, machineLine, makePki, percentile, printTable, serverScript, sleep, spawnServer, spawnSigil, writeConfig, type SigilChild } from '../lib.js';
+import { TD, fmt, machineLine, makePki, metricTotal, percentile, printTable, serverScript, sleep, spawnServer, spawnSigil, writeConfig, type SigilChild } from '../lib.js';
 import {
-  findNatsServer, hr, httpJson, metricTotal, msSince, mtlsGet, natsMissingBanner, reasonOf, startNatsServer, svidMinter, withTimeout, type BenchSvid, type KeptConnection,
+  findNatsServer, hr, httpJson, msSince, mtlsGet, natsMissingBanner, reasonOf, startNatsServer, svidMinter, withTimeout, type BenchSvid, type KeptConnection,
 } from './support.js';
 
 export interface PropagationOptions {

@@ -13,7 +13,7 @@ import { DevIssuer, type X509Svid } from '../../src/identity/index.js';
 import { SpiffeId } from '../../src/spiffe/index.js';
 import { x509 } from '../../src/spiffe/peculiar.js';
 import { SIGIL_BIN } from '../../src/cli/processes.js';
-import { TD, sleep, splitHostPort } from '../lib.js';
+import { TD, findOnPath, sleep, splitHostPort } from '../lib.js';
 
 export const hr = (): bigint => process.hrtime.bigint();
 export const msSince = (t0: bigint, t1: bigint = hr()): number => Number(t1 - t0) / 1e6;
@@ -258,28 +258,11 @@ export function httpJson(address: string, method: string, path: string, body?: u
   });
 }
 
-/** A counter's total from a Prometheus text page, over the samples whose labels include `labels`. */
-export function metricTotal(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^(\w+)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const l = m[2] ?? '';
-    if (Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
-}
-
 // ---------------------------------------------------------------------------------------------
 // nats-server.
 
 export function findNatsServer(): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
+  return findOnPath('nats-server');
 }
 
 export function natsMissingBanner(what: string): string {
