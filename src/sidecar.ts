@@ -60,6 +60,8 @@ export class Sidecar {
   private decisionCacheEpoch = 0;
   private addresses: BoundAddresses | undefined;
   private serving = false;
+  /** Set at SIGTERM: /readyz answers 503 while the listeners still accept (shutdown.delay). */
+  private draining = false;
 
   constructor(private readonly config: SigilConfig, private readonly logger: Logger) {
     this.weakened = parseUnsafeTestWeakening(process.env[UNSAFE_TEST_WEAKEN_ENV]);
@@ -279,6 +281,11 @@ export class Sidecar {
     return this.addresses;
   }
 
+  /** Readiness turns false (load balancers stop sending) while everything keeps serving. */
+  beginShutdown(): void {
+    this.draining = true;
+  }
+
   /** Stops accepting, lets in-flight requests finish for up to the drain timeout, then closes. */
   async stop(): Promise<void> {
     this.serving = false;
@@ -434,7 +441,7 @@ export class Sidecar {
   /** Ready means able to serve: listeners up and an SVID we can present right now. */
   private isReady(): boolean {
     const snapshot = this.identity.current();
-    return this.serving && this.revocations.ready && snapshot !== undefined && isUsable(snapshot.svid);
+    return this.serving && !this.draining && this.revocations.ready && snapshot !== undefined && isUsable(snapshot.svid);
   }
 
   /** Actor tokens are this workload's JWT-SVIDs, and none is handed out while the identity is withdrawn. */

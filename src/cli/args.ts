@@ -21,3 +21,14 @@ export function parseFlags<T extends NonNullable<ParseArgsConfig['options']>>(
   }
   return values as Record<keyof T, string | boolean | undefined>;
 }
+
+/** The variable `sigil run`, `sigil config check` and `sigil health` read the config path from when `--config` is absent (the image sets it). */
+export const CONFIG_PATH_ENV = 'SIGIL_CONFIG';
+
+/** `--config FILE`, else `$SIGIL_CONFIG`; neither is a usage error. */
+export function configPathFrom(flag: string | boolean | undefined, env: Record<string, string | undefined> = process.env): string {
+  if (typeof flag === 'string' && flag !== '') return flag;
+  const fromEnv = env[CONFIG_PATH_ENV];
+  if (fromEnv !== undefined && fromEnv.trim() !== '') return fromEnv.trim();
+  throw new CliUsageError(`--config is required (or set ${CONFIG_PATH_ENV})`);
+}

@@ -1,5 +1,5 @@
 // `sigil broker --config FILE`: the RFC 8693 token-exchange broker. Loads and validates the
-// config, starts, logs one readiness line with every bound address, stops on SIGTERM/SIGINT.
+// config (SIGIL_BROKER_* overrides applied), starts, logs one readiness line with every bound address, stops on SIGTERM/SIGINT.
 // `sigil broker keygen --dir DIR`: adds a signing key to the key folder (key rotation: a running
 // broker picks it up within a second and signs with it; older keys stay published).
 import { resolve } from 'node:path';
@@ -7,16 +7,20 @@ import { loadBrokerConfig } from '../delegation/broker-config.js';
 import { Broker } from '../delegation/broker.js';
 import { SigningKeyRing } from '../delegation/index.js';
 import { createLogger } from '../telemetry/index.js';
-import { parseFlags } from './args.js';
+import { BROKER_ENV_OVERRIDES, type AppliedOverride } from '../config/index.js';
+import { configPathFrom, parseFlags } from './args.js';
+import { logOverrides } from './overrides-log.js';
 import { serveUntilSignalled } from './serve.js';
 
 export async function runBroker(args: string[]): Promise<number> {
   if (args[0] === 'keygen') return keygen(args.slice(1));
-  const flags = parseFlags(args, { config: { type: 'string' } }, ['config']);
-  const config = await loadBrokerConfig(flags.config as string);
+  const flags = parseFlags(args, { config: { type: 'string' } });
+  let applied: AppliedOverride[] = [];
+  const config = await loadBrokerConfig(configPathFrom(flags.config), process.env, (a) => (applied = a));
   const logger = createLogger({ base: { component: 'broker' } });
+  logOverrides(logger, applied, process.env, BROKER_ENV_OVERRIDES);
   const broker = new Broker(config, logger);
-  return serveUntilSignalled(broker, logger, { configPath: config.configPath });
+  return serveUntilSignalled(broker, logger, { configPath: config.configPath }, { delayMs: config.shutdown.delayMs, drainTimeoutMs: config.shutdown.drainTimeoutMs });
 }
 
 async function keygen(args: string[]): Promise<number> {

@@ -44,9 +44,17 @@ export async function issueSvidToDir(caDir: string, id: SpiffeId, ttlMs: number,
 }
 
 async function caInit(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { 'trust-domain': { type: 'string' }, dir: { type: 'string' }, force: { type: 'boolean' } }, ['trust-domain', 'dir']);
+  const flags = parseFlags(args, { 'trust-domain': { type: 'string' }, dir: { type: 'string' }, force: { type: 'boolean' }, 'if-missing': { type: 'boolean' } }, ['trust-domain', 'dir']);
   const td = TrustDomain.parse(flags['trust-domain'] as string);
   const dir = resolve(flags.dir as string);
+  if (flags.force === true && flags['if-missing'] === true) throw new CliUsageError('--force and --if-missing contradict each other');
+  // --if-missing: init containers run on every start; the CA made the first time must survive.
+  if (flags['if-missing'] === true && (await exists(join(dir, 'ca.key')))) {
+    const existing = trustDomainOfCa(new X509Certificate(await readFile(join(dir, 'ca.pem'), 'utf8')));
+    if (!existing.equals(td)) throw new Error(`${dir} holds a CA for trust domain ${existing.name}, not ${td.name}`);
+    process.stdout.write(`kept the existing dev CA for ${td.name} in ${dir}\n`);
+    return 0;
+  }
   await initCaDir(td, dir, flags.force === true);
   process.stdout.write(`created dev CA for ${td.name} in ${dir}: ca.pem ca.key bundle.pem bundle.jwks.json\n`);
   return 0;

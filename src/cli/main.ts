@@ -7,10 +7,14 @@ import { CliUsageError } from './args.js';
 const USAGE = `usage: sigil <command> [options]
 
 commands:
-  run --config FILE                             run the sidecar
-  broker --config FILE                          run the RFC 8693 token-exchange broker
+  run [--config FILE]                           run the sidecar (config path default: $SIGIL_CONFIG)
+  config check [FILE] [--json] [--schema-only]  validate a sidecar config (SIGIL_* overrides applied) and
+                                                print the effective configuration, secrets redacted
+  health [--config FILE | --url URL]            exit 0 when the sidecar's admin /healthz answers 200
+  broker [--config FILE]                        run the RFC 8693 token-exchange broker
   broker keygen --dir DIR                       add a broker signing key (key rotation)
-  ca init --trust-domain TD --dir DIR [--force] create a development CA
+  ca init --trust-domain TD --dir DIR [--force | --if-missing]
+                                                create a development CA
   ca issue --dir DIR --spiffe-id ID [--ttl 15m] --out OUT
                                                 issue an X.509-SVID from a development CA
   revoke --admin URL (--agent ID|PATTERN | --svid SERIAL|sha256:FINGERPRINT | --task ID | --token JTI
@@ -35,6 +39,10 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./run.js')).runSidecar(rest);
     case 'ca':
       return (await import('./ca.js')).runCa(rest);
+    case 'config':
+      return (await import('./config-check.js')).runConfig(rest);
+    case 'health':
+      return (await import('./health.js')).runHealth(rest);
     case 'broker':
       return (await import('./broker.js')).runBroker(rest);
     case 'dev-idp':

@@ -1,15 +1,18 @@
-// `sigil run --config FILE`: load and validate the config, start the sidecar, log one
-// readiness line with every bound address, drain and exit on SIGTERM/SIGINT.
-import { loadConfig } from '../config/index.js';
+// `sigil run [--config FILE]`: load and validate the config (SIGIL_* overrides applied), start
+// the sidecar, log one readiness line with every bound address, drain and exit on SIGTERM/SIGINT.
+import { loadConfig, SIDECAR_ENV_OVERRIDES, type AppliedOverride } from '../config/index.js';
 import { Sidecar } from '../sidecar.js';
 import { createLogger } from '../telemetry/index.js';
-import { parseFlags } from './args.js';
+import { configPathFrom, parseFlags } from './args.js';
+import { logOverrides } from './overrides-log.js';
 import { serveUntilSignalled } from './serve.js';
 
 export async function runSidecar(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { config: { type: 'string' } }, ['config']);
-  const config = await loadConfig(flags.config as string);
+  const flags = parseFlags(args, { config: { type: 'string' } });
+  let applied: AppliedOverride[] = [];
+  const config = await loadConfig(configPathFrom(flags.config), { onOverrides: (a) => (applied = a) });
   const logger = createLogger();
+  logOverrides(logger, applied, process.env, SIDECAR_ENV_OVERRIDES);
   const sidecar = new Sidecar(config, logger);
-  return serveUntilSignalled(sidecar, logger, { configPath: config.configPath }, { drainTimeoutMs: config.shutdown.drainTimeoutMs });
+  return serveUntilSignalled(sidecar, logger, { configPath: config.configPath }, { delayMs: config.shutdown.delayMs, drainTimeoutMs: config.shutdown.drainTimeoutMs });
 }

@@ -3,6 +3,17 @@ export type { HostPort } from './address.js';
 export { parseHostPort } from './address.js';
 export { parseDuration } from './duration.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
+export {
+  applyEnvOverrides,
+  BROKER_ENV_OVERRIDES,
+  envNameForKey,
+  misspelledOverrides,
+  SIDECAR_ENV_OVERRIDES,
+  validateWithOverrides,
+  type AppliedOverride,
+  type EnvOverride,
+  type OverrideKind,
+} from './env-overrides.js';
 export { loadConfig, parseConfig, workloadApiIdentity, type WorkloadApiIdentityConfig, type BusConfig, type DelegationConfig, type IdentityConfig, type ParseOptions, type RevocationConfig, type RouteConfig, type SigilConfig, type EgressRouteConfig, type SecretSourceConfig } from './load.js';
 
 // For other config documents on the same conventions (`sigil broker`: delegation/broker-config.ts):

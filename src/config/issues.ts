@@ -115,7 +115,8 @@ function firstWithin2(key: string, known: readonly string[]): string | undefined
   return known.find((k) => k.toLowerCase() === key.toLowerCase() || levenshtein(k.toLowerCase(), key.toLowerCase()) <= 2);
 }
 
-function levenshtein(a: string, b: string): number {
+/** Edit distance (insertions, deletions, substitutions). */
+export function levenshtein(a: string, b: string): number {
   const prev = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
     let diag = prev[0]!;

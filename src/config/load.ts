@@ -9,6 +9,7 @@ import { isLoopbackHost, listenersConflict, splitHostPort } from './address.js';
 import { parseConfigText, readConfigFile, type ConfigFormat } from './document.js';
 import { MAX_CLOCK_LEEWAY_MS, parseDuration } from './duration.js';
 import type { ConfigIssue } from './errors.js';
+import { SIDECAR_ENV_OVERRIDES, validateWithOverrides, type AppliedOverride } from './env-overrides.js';
 import { validateDocument } from './issues.js';
 import { devSpiffeIdIssues, isObj, trustBundleKeyIssues, workloadApiIssues } from './raw-checks.js';
 import { KNOWN_KEYS, RootSchema, spiffeIdProblem, type RawConfig } from './schema.js';
@@ -90,7 +91,8 @@ export interface SigilConfig {
   audit?: { path: string; sampleAllows: number };
   /** Principal-label cardinality guard (docs/metrics.md). */
   metrics: { enabled: boolean; principalLabelLimit: number; principalPathSegments?: number };
-  shutdown: { drainTimeoutMs: number };
+  /** `delayMs`: listeners keep accepting this long after SIGTERM (readiness already 503); then drain. */
+  shutdown: { delayMs: number; drainTimeoutMs: number };
 }
 
 export interface BusConfig {
@@ -107,8 +109,10 @@ export interface RevocationConfig {
 }
 
 export interface ParseOptions {
-  /** Environment used for defaults (`SPIFFE_ENDPOINT_SOCKET`); defaults to `process.env`. */
+  /** Environment for `SIGIL_*` overrides and defaults (`SPIFFE_ENDPOINT_SOCKET`); defaults to `process.env`. */
   env?: Record<string, string | undefined>;
+  /** Told which overrides took effect (`sigil config check` prints them). */
+  onOverrides?: (applied: AppliedOverride[]) => void;
 }
 
 export const DEFAULTS = {
@@ -134,23 +138,30 @@ export const DEFAULTS = {
   revocationSyncInterval: '1s',
 } as const;
 
-/** Reads, parses and validates a config file. Every failure is a `ConfigError`. */
-export async function loadConfig(file: string): Promise<SigilConfig> {
+/** Reads, parses and validates a config file, `SIGIL_*` overrides applied. Every failure is a `ConfigError`. */
+export async function loadConfig(file: string, options: ParseOptions = {}): Promise<SigilConfig> {
   const { abs, format, text } = await readConfigFile(file);
-  return parseConfig(text, format, abs);
+  return parseConfig(text, format, abs, options);
 }
 
 /** Pure: parses and validates config text. `configPath` anchors relative paths. */
 export function parseConfig(text: string, format: ConfigFormat, configPath: string, options: ParseOptions = {}): SigilConfig {
   const abs = path.resolve(configPath);
-  const raw = parseConfigText(text, format, abs);
   const env = options.env ?? process.env;
-  const data = validateDocument(RootSchema, raw, abs, {
-    wording: { knownKeys: KNOWN_KEYS },
-    rawIssues: crossFieldIssues(raw, env),
-    dataIssues: (d) => [...listenerIssues(d), ...busIssues(d), ...delegationIssues(d), ...revocationIssues(d), ...egressIssues(d)],
-  });
-  return build(data, abs, env);
+  return validateWithOverrides(
+    parseConfigText(text, format, abs),
+    env,
+    SIDECAR_ENV_OVERRIDES,
+    (raw, overrideIssues) => {
+      const data = validateDocument(RootSchema, raw, abs, {
+        wording: { knownKeys: KNOWN_KEYS },
+        rawIssues: [...overrideIssues, ...crossFieldIssues(raw, env)],
+        dataIssues: (d) => [...listenerIssues(d), ...busIssues(d), ...delegationIssues(d), ...revocationIssues(d), ...egressIssues(d)],
+      });
+      return build(data, abs, env);
+    },
+    options.onOverrides,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -480,7 +491,7 @@ function build(data: RawConfig, configPath: string, env: Record<string, string |
     policy,
     metrics: { enabled: data.metrics?.enabled ?? true, principalLabelLimit: data.metrics?.principalLabelLimit ?? 100 },
     admin: { listen: data.admin?.listen ?? { ...DEFAULTS.adminListen }, ...(data.admin?.tokenFile === undefined ? {} : { tokenFile: abs(data.admin.tokenFile) }) },
-    shutdown: { drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(DEFAULTS.drainTimeout) },
+    shutdown: { delayMs: data.shutdown?.delay ?? 0, drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(DEFAULTS.drainTimeout) },
   };
   if (data.inbound) {
     config.inbound = { listen: data.inbound.listen ?? { ...DEFAULTS.inboundListen }, upstream: data.inbound.upstream, requireSignedFrames: data.inbound.requireSignedFrames ?? false };

@@ -387,6 +387,11 @@ export const MetricsSchema = z.strictObject({
 });
 
 export const ShutdownSchema = z.strictObject({
+  /**
+   * On SIGTERM, how long the listeners keep accepting while /readyz already answers 503: the
+   * time load balancers and Kubernetes endpoints need to stop sending new connections.
+   */
+  delay: duration.optional(),
   drainTimeout: duration.optional(),
 });
 

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import {
   AdminSchema,
+  BROKER_ENV_OVERRIDES,
   check,
   DevIdentitySchema,
   devSpiffeIdIssues,
@@ -30,10 +31,12 @@ import {
   trustDomainProblem,
   TrustSchema,
   validateDocument,
+  validateWithOverrides,
   WorkloadApiIdentitySchema,
   WorkloadApiRetrySchema,
   workloadApiIdentity,
   workloadApiIssues,
+  type AppliedOverride,
   type ConfigFormat,
   type ConfigIssue,
   type HostPort,
@@ -90,7 +93,8 @@ export interface BrokerConfig {
   /** Cedar file with `delegation.exchange` rules (required: without a policy nothing is exchanged). */
   policy: { cedar: string };
   admin: { listen: HostPort; tokenFile?: string };
-  shutdown: { drainTimeoutMs: number };
+  /** `delayMs`: the listener keeps accepting this long after SIGTERM (readiness already 503); then drain. */
+  shutdown: { delayMs: number; drainTimeoutMs: number };
   /** The kill switch (docs/delegation.md §4): sources of the revocation list; absent = admin API only. */
   revocation?: RevocationConfig;
 }
@@ -211,17 +215,30 @@ const PARSE = { locateJsonErrors: false } as const;
 const WORDING = { knownKeys: KNOWN_KEYS, suggest: 'first-within-2', nameNonFinite: false } as const;
 
 /** Reads, parses and validates a broker config file. Every failure is a `ConfigError`. */
-export async function loadBrokerConfig(file: string, env: Record<string, string | undefined> = process.env): Promise<BrokerConfig> {
+export async function loadBrokerConfig(file: string, env: Record<string, string | undefined> = process.env, onOverrides?: (applied: AppliedOverride[]) => void): Promise<BrokerConfig> {
   const { abs, format, text } = await readConfigFile(file, READ);
-  return parseBrokerConfig(text, format, abs, env);
+  return parseBrokerConfig(text, format, abs, env, onOverrides);
 }
 
-/** Pure: parses and validates broker config text. `configPath` anchors relative paths. */
-export function parseBrokerConfig(text: string, format: ConfigFormat, configPath: string, env: Record<string, string | undefined> = process.env): BrokerConfig {
+/** Pure: parses and validates broker config text, `SIGIL_BROKER_*` overrides applied. `configPath` anchors relative paths. */
+export function parseBrokerConfig(
+  text: string,
+  format: ConfigFormat,
+  configPath: string,
+  env: Record<string, string | undefined> = process.env,
+  onOverrides?: (applied: AppliedOverride[]) => void,
+): BrokerConfig {
   const abs = path.resolve(configPath);
-  const raw = parseConfigText(text, format, abs, PARSE);
-  const data = validateDocument(BrokerRootSchema, raw, abs, { wording: WORDING, rawIssues: crossFieldIssues(raw, env), dataIssues: valueIssues });
-  return build(data, abs, env);
+  return validateWithOverrides(
+    parseConfigText(text, format, abs, PARSE),
+    env,
+    BROKER_ENV_OVERRIDES,
+    (raw, overrideIssues) => {
+      const data = validateDocument(BrokerRootSchema, raw, abs, { wording: WORDING, rawIssues: [...overrideIssues, ...crossFieldIssues(raw, env)], dataIssues: valueIssues });
+      return build(data, abs, env);
+    },
+    onOverrides,
+  );
 }
 
 /** Rules across keys, on the raw document so they are reported alongside schema issues. */
@@ -307,7 +324,7 @@ function build(data: RawBrokerConfig, configPath: string, env: Record<string, st
     scopes: (data.scopes ?? []).map((s) => ({ audience: s.audience, allow: [...new Set(s.allow)] })),
     policy: { cedar: abs(data.policy.cedar) },
     admin: { listen: data.admin?.listen ?? { ...BROKER_DEFAULTS.adminListen }, ...(data.admin?.tokenFile === undefined ? {} : { tokenFile: abs(data.admin.tokenFile) }) },
-    shutdown: { drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(BROKER_DEFAULTS.drainTimeout) },
+    shutdown: { delayMs: data.shutdown?.delay ?? 0, drainTimeoutMs: data.shutdown?.drainTimeout ?? parseDuration(BROKER_DEFAULTS.drainTimeout) },
   };
   if (data.jwksOut !== undefined) config.jwksOut = abs(data.jwksOut);
   if (data.revocation) config.revocation = buildRevocation({ revocation: data.revocation }, abs);

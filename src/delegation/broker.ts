@@ -59,6 +59,8 @@ export class Broker {
   private readonly sockets = new Set<Socket>();
   private server: HttpsServer | undefined;
   private serving = false;
+  /** Set at SIGTERM: /readyz answers 503 while the listeners still accept (shutdown.delay). */
+  private draining = false;
   private addresses: BrokerAddresses | undefined;
   private readonly startedAt = new Date();
   private readonly users: UserTokenIssuer[];
@@ -244,6 +246,11 @@ export class Broker {
     return this.addresses;
   }
 
+  /** Readiness turns false (load balancers stop sending) while everything keeps serving. */
+  beginShutdown(): void {
+    this.draining = true;
+  }
+
   async stop(): Promise<void> {
     this.serving = false;
     const server = this.server;
@@ -393,7 +400,7 @@ export class Broker {
 
   private isReady(): boolean {
     const snapshot = this.identity.current();
-    return this.serving && this.revocations.ready && snapshot !== undefined && isUsable(snapshot.svid);
+    return this.serving && !this.draining && this.revocations.ready && snapshot !== undefined && isUsable(snapshot.svid);
   }
 
   private status(): unknown {

@@ -722,7 +722,7 @@ t.test('minimal config gets defaults', async (t) => {
     policy: { mode: 'enforce' },
     metrics: { enabled: true, principalLabelLimit: 100 },
     admin: { listen: { host: '127.0.0.1', port: 15000 } },
-    shutdown: { drainTimeoutMs: 10_000 },
+    shutdown: { delayMs: 0, drainTimeoutMs: 10_000 },
   };
   t.strictSame(cfg, expected);
 });
@@ -849,7 +849,7 @@ shutdown: { drainTimeout: 2500ms }
     metrics: { enabled: true, principalLabelLimit: 100 },
     admin: { listen: { host: '::1', port: 0 } },
     audit: { path: path.join(dir, 'audit', 'audit.jsonl'), sampleAllows: 0.25 },
-    shutdown: { drainTimeoutMs: 2500 },
+    shutdown: { delayMs: 0, drainTimeoutMs: 2500 },
   };
   t.strictSame(y, expectedYaml, 'full YAML');
 
@@ -883,7 +883,7 @@ shutdown: { drainTimeout: 2500ms }
     policy: { mode: 'enforce', cedar: path.join(dir, 'conf', 'policy.cedar') },
     metrics: { enabled: true, principalLabelLimit: 100 },
     admin: { listen: { host: '127.0.0.1', port: 15000 } },
-    shutdown: { drainTimeoutMs: 10_000 },
+    shutdown: { delayMs: 0, drainTimeoutMs: 10_000 },
   };
   t.strictSame(j, expectedJson, 'full JSON');
 
