@@ -184,7 +184,7 @@ export const BrokerRootSchema = z.strictObject({
 
 type RawBrokerConfig = z.output<typeof BrokerRootSchema>;
 
-const KNOWN_KEYS: KnownKeys = {
+export const BROKER_KNOWN_KEYS: KnownKeys = {
   '': Object.keys(BrokerRootSchema.shape),
   identity: Object.keys(IdentitySchema.shape),
   'identity.dev': Object.keys(DevIdentitySchema.shape),
@@ -212,7 +212,7 @@ const KNOWN_KEYS: KnownKeys = {
  */
 const READ = { explainPermissionDenied: false } as const;
 const PARSE = { locateJsonErrors: false } as const;
-const WORDING = { knownKeys: KNOWN_KEYS, suggest: 'first-within-2', nameNonFinite: false } as const;
+const WORDING = { knownKeys: BROKER_KNOWN_KEYS, suggest: 'first-within-2', nameNonFinite: false } as const;
 
 /** Reads, parses and validates a broker config file. Every failure is a `ConfigError`. */
 export async function loadBrokerConfig(file: string, env: Record<string, string | undefined> = process.env, onOverrides?: (applied: AppliedOverride[]) => void): Promise<BrokerConfig> {

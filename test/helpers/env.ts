@@ -149,6 +149,25 @@ export async function closedPort(): Promise<number> {
   return port;
 }
 
+export interface CliExit {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `sigil ...args` to completion (SIGKILL after `timeoutMs`); `env` is added to this process's. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000): Promise<CliExit> {
+  const proc = spawnJsonLines([SIGIL_BIN, ...args], env);
+  const timer = setTimeout(() => proc.child.kill('SIGKILL'), timeoutMs);
+  let stdout = '';
+  proc.child.stdout!.on('data', (d: string) => (stdout += d));
+  const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
+  clearTimeout(timer);
+  // Let the stream listeners flush.
+  await sleep(20);
+  return { code, stdout, stderr: proc.stderr() };
+}
+
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes (then returns the last value). */

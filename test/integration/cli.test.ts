@@ -6,32 +6,14 @@ import { readFile, stat } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
-import { SIGIL_BIN, spawnJsonLines } from '../../src/cli/processes.js';
 import { mtlsRequest } from '../helpers/clients.js';
-import { runSigil, sidecarConfig, sleep, tempDir, waitUntil, writeConfig } from '../helpers/env.js';
+import { runCli, runSigil, sidecarConfig, sleep, tempDir, waitUntil, writeConfig, type CliExit } from '../helpers/env.js';
 import { startEchoUpstream } from '../helpers/upstream.js';
 
 const ID_A = 'spiffe://example.org/agent/a';
 const ID_B = 'spiffe://example.org/agent/b';
 
-interface Exit {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `sigil ...args` to completion. */
-async function sigil(args: string[], timeoutMs = 15_000): Promise<Exit> {
-  const proc = spawnJsonLines([SIGIL_BIN, ...args]);
-  const timer = setTimeout(() => proc.child.kill('SIGKILL'), timeoutMs);
-  let stdout = '';
-  proc.child.stdout!.on('data', (d: string) => (stdout += d));
-  const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
-  clearTimeout(timer);
-  // Let the stream listeners flush.
-  await sleep(20);
-  return { code, stdout, stderr: proc.stderr() };
-}
+const sigil = (args: string[], timeoutMs = 15_000): Promise<CliExit> => runCli(args, {}, timeoutMs);
 
 function getJson(address: string, path: string): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
@@ -172,7 +154,7 @@ t.test('sigil run with bad config files: non-zero exit, key path and problem on 
     { name: 'nonexistent file', file: '', content: undefined, expect: [/file not found/, /does-not-exist\.yaml/] },
   ];
   // A few at a time: each `sigil run` start costs ~1 s of CPU, and CI machines have 2 cores.
-  const results: { c: (typeof cases)[number]; path: string; exit: Exit }[] = [];
+  const results: { c: (typeof cases)[number]; path: string; exit: CliExit }[] = [];
   for (let i = 0; i < cases.length; i += 3) {
     results.push(
       ...(await Promise.all(
