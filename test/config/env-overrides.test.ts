@@ -184,3 +184,13 @@ t.test('the effective view formats addresses and redacts URL secrets', async (t)
   t.same(view, { admin: { listen: '[::1]:15000' }, bus: { nats: { servers: ['tls://u:[redacted]@n:4222'] } }, n: 3, b: false });
   t.notMatch(JSON.stringify(view), /:p@/);
 });
+
+t.test('docs/config.md lists every override, and only those', async (t) => {
+  const { readFile } = await import('node:fs/promises');
+  const doc = await readFile(new URL('../../../docs/config.md', import.meta.url), 'utf8');
+  const rows = [...doc.matchAll(/^\| `(SIGIL_[A-Z0-9_]+)` \| `([^`]+)` \|/gm)].map((m) => `${m[1]} ${m[2]}`);
+  t.same(rows, SIDECAR_ENV_OVERRIDES.map((o) => `${o.env} ${o.key}`), 'the table matches the code, in order');
+  const brokerNames = [...doc.matchAll(/`(SIGIL_BROKER_[A-Z0-9_]+)`/g)].map((m) => m[1]);
+  t.ok(brokerNames.length > 0, 'broker variables are named');
+  for (const name of brokerNames) t.ok(BROKER_ENV_OVERRIDES.some((o) => o.env === name), `${name} exists`);
+});
