@@ -9,7 +9,7 @@ import { SigningKeyRing } from '../delegation/index.js';
 import { createLogger } from '../telemetry/index.js';
 import { BROKER_ENV_OVERRIDES, type AppliedOverride } from '../config/index.js';
 import { configPathFrom, parseFlags } from './args.js';
-import { logOverrides } from './overrides-log.js';
+import { logOverrides, warnIfDevIdentity } from './startup-log.js';
 import { serveUntilSignalled } from './serve.js';
 
 export async function runBroker(args: string[]): Promise<number> {
@@ -19,6 +19,7 @@ export async function runBroker(args: string[]): Promise<number> {
   const config = await loadBrokerConfig(configPathFrom(flags.config), process.env, (a) => (applied = a));
   const logger = createLogger({ base: { component: 'broker' } });
   logOverrides(logger, applied, process.env, BROKER_ENV_OVERRIDES);
+  warnIfDevIdentity(logger, config.identity);
   const broker = new Broker(config, logger);
   return serveUntilSignalled(broker, logger, { configPath: config.configPath }, { delayMs: config.shutdown.delayMs, drainTimeoutMs: config.shutdown.drainTimeoutMs });
 }

@@ -4,7 +4,7 @@ import { loadConfig, SIDECAR_ENV_OVERRIDES, type AppliedOverride } from '../conf
 import { Sidecar } from '../sidecar.js';
 import { createLogger } from '../telemetry/index.js';
 import { configPathFrom, parseFlags } from './args.js';
-import { logOverrides } from './overrides-log.js';
+import { logOverrides, warnIfDevIdentity } from './startup-log.js';
 import { serveUntilSignalled } from './serve.js';
 
 export async function runSidecar(args: string[]): Promise<number> {
@@ -13,6 +13,7 @@ export async function runSidecar(args: string[]): Promise<number> {
   const config = await loadConfig(configPathFrom(flags.config), { onOverrides: (a) => (applied = a) });
   const logger = createLogger();
   logOverrides(logger, applied, process.env, SIDECAR_ENV_OVERRIDES);
+  warnIfDevIdentity(logger, config.identity);
   const sidecar = new Sidecar(config, logger);
   return serveUntilSignalled(sidecar, logger, { configPath: config.configPath }, { delayMs: config.shutdown.delayMs, drainTimeoutMs: config.shutdown.drainTimeoutMs });
 }

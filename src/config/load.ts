@@ -156,7 +156,7 @@ export function parseConfig(text: string, format: ConfigFormat, configPath: stri
       const data = validateDocument(RootSchema, raw, abs, {
         wording: { knownKeys: KNOWN_KEYS },
         rawIssues: [...overrideIssues, ...crossFieldIssues(raw, env)],
-        dataIssues: (d) => [...listenerIssues(d), ...busIssues(d), ...delegationIssues(d), ...revocationIssues(d), ...egressIssues(d)],
+        dataIssues: (d) => [...listenerIssues(d), ...exposureIssues(d), ...busIssues(d), ...delegationIssues(d), ...revocationIssues(d), ...egressIssues(d)],
       });
       return build(data, abs, env);
     },
@@ -367,6 +367,33 @@ function busIssues(data: RawConfig): ConfigIssue[] {
   if (ttl > maxTtl) issues.push({ path: 'bus.envelope.ttl', message: `must not exceed bus.envelope.maxTtl (${maxTtl / 1000}s): receivers would refuse the envelopes` });
   if (e.leeway !== undefined && e.leeway > MAX_CLOCK_LEEWAY_MS) issues.push({ path: 'bus.envelope.leeway', message: 'must be at most 60s (a larger leeway keeps expired envelopes valid)' });
   return issues;
+}
+
+/**
+ * Listeners that act with this sidecar's authority must not be reachable from the network: the
+ * outbound listener and the local bus API speak as the agent (its SVID, its signature), and
+ * the admin API's changing endpoints lift revocations and reload the policy. The agent reaches
+ * them over loopback (same pod / network namespace); an admin listener the kubelet and
+ * Prometheus reach needs a token.
+ */
+function exposureIssues(data: RawConfig): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const outbound = data.outbound?.listen ?? DEFAULTS.outboundListen;
+  if (data.outbound && !isLoopbackHost(outbound.host) && (data.outbound.egress ?? []).length === 0) {
+    issues.push({ path: 'outbound.listen', message: `must be on loopback (got ${outbound.host}): whoever reaches it calls other agents as this one; run the agent in the sidecar's network namespace (same pod)` });
+  }
+  if (data.bus && !isLoopbackHost(data.bus.local.host)) {
+    issues.push({ path: 'bus.local', message: `must be on loopback (got ${data.bus.local.host}): whoever reaches it publishes messages signed as this agent` });
+  }
+  issues.push(...adminExposureIssues(data.admin, DEFAULTS.adminListen));
+  return issues;
+}
+
+/** admin.listen beyond loopback needs admin.tokenFile (shared with the broker). */
+export function adminExposureIssues(admin: RawConfig['admin'], defaultListen: HostPort): ConfigIssue[] {
+  const listen = admin?.listen ?? defaultListen;
+  if (isLoopbackHost(listen.host) || admin?.tokenFile !== undefined) return [];
+  return [{ path: 'admin.listen', message: `${listen.host} is reachable beyond loopback: set admin.tokenFile too (without a token, whoever reaches the port can lift revocations and reload the policy)` }];
 }
 
 function listenerIssues(data: RawConfig): ConfigIssue[] {

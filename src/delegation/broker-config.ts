@@ -44,7 +44,7 @@ import {
   type KnownKeys,
   type RevocationConfig,
 } from '../config/index.js';
-import { buildRevocation, revocationIssues } from '../config/load.js';
+import { adminExposureIssues, buildRevocation, revocationIssues } from '../config/load.js';
 import { NatsTlsSchema, RevocationNatsSchema, RevocationSchema } from '../config/schema.js';
 import { MAX_CLOCK_LEEWAY_MS } from '../config/duration.js';
 import { DEFAULT_LEEWAY_SECONDS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_TTL_SECONDS } from './types.js';
@@ -287,6 +287,7 @@ function valueIssues(data: RawBrokerConfig): ConfigIssue[] {
   const addrListen = data.listen ?? BROKER_DEFAULTS.listen;
   const addrAdmin = data.admin?.listen ?? BROKER_DEFAULTS.adminListen;
   if (listenersConflict(addrListen, addrAdmin)) issues.push({ path: 'admin.listen', message: `address conflicts with listen (port ${addrAdmin.port})` });
+  issues.push(...adminExposureIssues(data.admin, BROKER_DEFAULTS.adminListen));
   // No bus here: revocation.nats.servers cannot default to bus.nats.servers.
   issues.push(...revocationIssues({ revocation: data.revocation }, 'is required (the broker has no bus.nats to take servers from)'));
   return issues;

@@ -98,6 +98,7 @@ t.test('an override beats the file and creates missing sections', async (t) => {
   const c = parse(
     {
       SIGIL_ADMIN_LISTEN: '0.0.0.0:15009',
+      SIGIL_ADMIN_TOKEN_FILE: '/etc/sigil-admin/token',
       SIGIL_IDENTITY_DEV_SPIFFE_ID: 'spiffe://example.org/agent/z',
       SIGIL_BUS_LOCAL: '127.0.0.1:15002',
       SIGIL_BUS_NATS_SERVERS: ' nats://a:4222 , nats://b:4222 ,',

@@ -487,7 +487,7 @@ t.test('each check fails on a broken copy', async (t) => {
     { name: 'policy does not compile', files: () => editText(files, CONFIG, 'action == Action::"connect"', 'action == Action::"conect"'), expect: /policy\.cedar does not compile/ },
     { name: 'token file on no mount', files: () => editText(files, CONFIG, 'tokenFile: /etc/sigil-admin/token', 'tokenFile: /var/run/sigil/token'), expect: /names \/var\/run\/sigil\/token, but .*is on no volume mount/ },
     { name: 'admin on loopback', files: () => editText(files, CONFIG, 'listen: 0.0.0.0:15000', 'listen: 127.0.0.1:15000'), expect: /admin\.listen 127\.0\.0\.1:15000 is loopback/ },
-    { name: 'admin open without a token', files: () => editText(files, CONFIG, '      tokenFile: /etc/sigil-admin/token\n', ''), expect: /reachable from outside the pod: set admin\.tokenFile/ },
+    { name: 'admin open without a token', files: () => editText(files, CONFIG, '      tokenFile: /etc/sigil-admin/token\n', ''), expect: /admin\.listen: 0\.0\.0\.0 is reachable beyond loopback: set admin\.tokenFile/ },
     { name: 'admin port moved', files: () => editText(files, CONFIG, 'listen: 0.0.0.0:15000', 'listen: 0.0.0.0:9901'), expect: /readinessProbe port admin \(15000\) is not admin\.listen's port 9901/ },
     { name: 'inbound port not declared', files: () => editText(files, CONFIG, 'listen: 0.0.0.0:8443', 'listen: 0.0.0.0:9443'), expect: /does not declare inbound\.listen's port 9443/ },
     { name: 'readiness on /healthz', files: () => editYaml(files, DEPLOYMENT, 'Deployment', (d) => (((container(d, 'sigil').readinessProbe as Obj).httpGet as Obj).path = '/healthz')), expect: /readinessProbe asks for \/healthz, not \/readyz/ },

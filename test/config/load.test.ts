@@ -51,6 +51,24 @@ interface BadCase {
 
 const bad: BadCase[] = [
   {
+    name: 'admin.listen beyond loopback without a token',
+    yaml: mutate((d) => (d.admin = { listen: '0.0.0.0:15000' })),
+    path: 'admin.listen',
+    message: '0.0.0.0 is reachable beyond loopback: set admin.tokenFile too',
+  },
+  {
+    name: 'outbound.listen beyond loopback',
+    yaml: mutate((d) => (d.outbound = { listen: '10.0.0.5:15001' })),
+    path: 'outbound.listen',
+    message: 'must be on loopback (got 10.0.0.5): whoever reaches it calls other agents as this one',
+  },
+  {
+    name: 'bus.local beyond loopback',
+    yaml: mutate((d) => (d.bus = { local: '[::]:15002' })),
+    path: 'bus.local',
+    message: 'must be on loopback (got ::): whoever reaches it publishes messages signed as this agent',
+  },
+  {
     name: 'delegation.leeway over 60s',
     yaml: mutate((d) => (d.delegation = { issuer: 'https://broker.example.org', jwks: './jwks.json', leeway: '61s' })),
     path: 'delegation.leeway',
@@ -674,6 +692,23 @@ t.test('bad configs report the path and a plain-words message', async (t) => {
     t.ok(hit, `${c.name}: ${c.path || '(root)'} ~ ${c.message}`, { issues: err.issues });
     t.match(err.message, `  - ${c.path === '' ? '(root)' : c.path}: `, `${c.name}: message lists the path`);
   }
+});
+
+t.test('listeners beyond loopback: allowed where they are safe', async (t) => {
+  // Controls for the three exposure rules above.
+  const c = parseConfig(
+    mutate((d) => {
+      d.inbound.listen = '0.0.0.0:8443';
+      d.admin = { listen: '0.0.0.0:15000', tokenFile: '/etc/sigil-admin/token' };
+      d.outbound = { listen: 'localhost:15001' };
+      d.bus = { local: '[::1]:15002' };
+    }),
+    'yaml',
+    CFG,
+    { env: {} },
+  );
+  t.same(c.admin.listen, { host: '0.0.0.0', port: 15000 }, 'admin anywhere with a token');
+  t.equal(c.inbound?.listen.host, '0.0.0.0', 'inbound anywhere (mTLS)');
 });
 
 t.test('all issues are reported, formatted one per line', async (t) => {

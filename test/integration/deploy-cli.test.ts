@@ -38,11 +38,16 @@ t.test('sigil config check: a valid config prints the effective configuration', 
   t.match(r.stdout, /admin:\n {2}listen: 127\.0\.0\.1:15000\n/, 'defaults filled in, addresses as host:port');
   t.match(r.stdout, new RegExp(`caDir: ${join(dir, 'ca-example.org')}\\n`), 'paths absolute');
 
-  const json = await runCli(['config', 'check', '--json', '--config', file], { SIGIL_ADMIN_LISTEN: '0.0.0.0:15901', SIGIL_ADMIN_LISTN: 'typo' });
+  const token = join(dir, 'admin-token');
+  await writeFile(token, 'an-admin-token-of-some-length\n');
+  const json = await runCli(['config', 'check', '--json', '--config', file], { SIGIL_ADMIN_LISTEN: '0.0.0.0:15901', SIGIL_ADMIN_TOKEN_FILE: token, SIGIL_ADMIN_LISTN: 'typo' });
   t.equal(json.code, 0, json.stderr);
   const report = JSON.parse(json.stdout) as { valid: boolean; overrides: { env: string; key: string }[]; warnings: string[]; config: { admin: { listen: string } } };
   t.equal(report.valid, true);
-  t.same(report.overrides, [{ env: 'SIGIL_ADMIN_LISTEN', key: 'admin.listen' }]);
+  t.same(report.overrides, [
+    { env: 'SIGIL_ADMIN_LISTEN', key: 'admin.listen' },
+    { env: 'SIGIL_ADMIN_TOKEN_FILE', key: 'admin.tokenFile' },
+  ]);
   t.equal(report.config.admin.listen, '0.0.0.0:15901', 'the override is in the effective config');
   t.match(report.warnings, [/SIGIL_ADMIN_LISTN is not a config override.*did you mean SIGIL_ADMIN_LISTEN/]);
 
@@ -108,7 +113,8 @@ t.test('sigil config check redacts secrets carried in URLs', async (t) => {
 
 t.test('sigil health follows the admin listener the config names', async (t) => {
   const port = await closedPort();
-  const file = await writeConfig(dir, 'health.yaml', sidecarConfig(baseConfig({ admin: { listen: `0.0.0.0:${port}` } })));
+  await writeFile(join(dir, 'health-token'), 'an-admin-token-of-some-length\n');
+  const file = await writeConfig(dir, 'health.yaml', sidecarConfig(baseConfig({ admin: { listen: `0.0.0.0:${port}`, tokenFile: './health-token' } })));
   const down = await runCli(['health', '--config', file]);
   t.equal(down.code, 1, 'nothing listening: unhealthy');
   t.match(down.stderr, new RegExp(`unhealthy: http://127\\.0\\.0\\.1:${port}/healthz: .*ECONNREFUSED`));
@@ -148,6 +154,7 @@ t.test('shutdown.delay: not ready at once, still serving, then drained', async (
   const s = await runSigil(t, file);
   const leaf = await example.leaf(ID_A);
   const call = (path: string) => mtlsRequest({ address: s.inbound, certPem: leaf.pem, keyPem: leaf.keyPem, path, timeoutMs: 3_000 });
+  t.ok(s.proc.lines.some((l) => l.level === 'warn' && String(l.msg).startsWith('identity.dev is for development only')), 'a dev identity is flagged at start');
   const before = await call('/before');
   t.ok(before.gotHttpResponse && before.status === 200, 'serving');
   const t0 = Date.now();

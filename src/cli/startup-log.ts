@@ -1,4 +1,5 @@
-// The startup log lines about SIGIL_* overrides, shared by `sigil run` and `sigil broker`.
+// Startup log lines `sigil run` and `sigil broker` share: the SIGIL_* overrides applied, likely
+// typos in variable names, and the warning that a dev identity is not for production.
 import { misspelledOverrides, type AppliedOverride, type EnvOverride } from '../config/index.js';
 import type { Logger } from '../telemetry/index.js';
 
@@ -8,4 +9,10 @@ export function logOverrides(logger: Logger, applied: AppliedOverride[], env: Re
   for (const m of misspelledOverrides(env, table)) {
     logger.warn('ignored environment variable: not a config override', { variable: m.env, didYouMean: m.suggestion });
   }
+}
+
+/** The dev issuer signs with a CA key every such process reads: one compromise mints any identity. */
+export function warnIfDevIdentity(logger: Logger, identity: { kind: string }): void {
+  if (identity.kind !== 'dev') return;
+  logger.warn('identity.dev is for development only: this process holds the CA private key and could mint any identity of the trust domain; use identity.workloadApi (SPIRE) in production', { identitySource: 'dev' });
 }
