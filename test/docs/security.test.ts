@@ -1,7 +1,7 @@
 // docs/security.md is what a security review reads: its reason-code table, the `sigil probe`
-// attacks its threat model cites as evidence, and its links must match the code and the other
-// pages, so that the page cannot drift from what Sigil does.
-import { existsSync, readFileSync } from 'node:fs';
+// attacks its threat model cites as evidence must match the code, so that the page cannot drift
+// from what Sigil does (its links are checked with every page's, in links.test.ts).
+import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
@@ -17,23 +17,6 @@ function section(text: string, heading: string): string {
   if (start < 0) return '';
   const end = text.indexOf('\n## ', start + 1);
   return text.slice(start, end < 0 ? undefined : end);
-}
-
-/** GitHub's heading anchors: lower case, punctuation dropped, each space a dash, repeats numbered. */
-function anchors(markdown: string): Set<string> {
-  const seen = new Map<string, number>();
-  const out = new Set<string>();
-  let fenced = false;
-  for (const line of markdown.split('\n')) {
-    if (line.startsWith('```')) fenced = !fenced;
-    const m = !fenced && /^#{1,6} (.+)$/.exec(line);
-    if (!m) continue;
-    const base = m[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');
-    const n = seen.get(base) ?? 0;
-    seen.set(base, n + 1);
-    out.add(n === 0 ? base : `${base}-${n}`);
-  }
-  return out;
 }
 
 t.test('the reason-code table lists exactly the closed set (allowed aside)', async (t) => {
@@ -55,22 +38,4 @@ t.test('every probe attack the threat model cites exists, and every attack is ci
   const matches = (token: string, id: string): boolean => (token.endsWith('*') ? id.startsWith(token.slice(0, -1)) : id === token);
   t.same(cited.filter((token) => !ids.some((id) => matches(token, id))), [], 'no citation of an attack that does not exist');
   t.same(ids.filter((id) => !cited.some((token) => matches(token, id))), [], 'every attack backs a threat');
-});
-
-t.test('links to files and headings resolve', async (t) => {
-  const links = [...doc.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]!).filter((href) => !/^[a-z]+:/.test(href));
-  t.ok(links.length > 40, `relative links found (${links.length})`);
-  const cache = new Map<string, Set<string>>();
-  for (const href of new Set(links)) {
-    const [path, anchor] = href.split('#') as [string, string | undefined];
-    const file = path === '' ? resolve(docsDir, 'security.md') : resolve(docsDir, path);
-    if (!existsSync(file)) {
-      t.fail(`${href}: no such file`);
-      continue;
-    }
-    if (anchor === undefined || !file.endsWith('.md')) continue;
-    let known = cache.get(file);
-    if (!known) cache.set(file, (known = anchors(readFileSync(file, 'utf8'))));
-    t.ok(known.has(anchor), `${href}: the heading exists`);
-  }
 });
