@@ -10,14 +10,13 @@ import { Agent as HttpsAgent } from 'node:https';
 import { join } from 'node:path';
 import t from 'tap';
 import { decodeJwt } from 'jose';
-import { SIGIL_BIN, spawnJsonLines } from '../../src/cli/processes.js';
 import { ConfigError } from '../../src/config/index.js';
 import { parseBrokerConfig } from '../../src/delegation/broker-config.js';
 import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, initDevIdp, mintDevUserToken } from '../../src/delegation/index.js';
 import type { Issued } from '../fixtures/certs.js';
 import { assertRefused, assertStatus, type Asserts } from '../helpers/assert.js';
 import { mtlsRequest, type HttpResult } from '../helpers/clients.js';
-import { runBroker, setupTrustDomain, tempDir, waitUntil, writeConfig, type RunningBroker, type TrustDomainFixture } from '../helpers/env.js';
+import { runBroker, runCli, setupTrustDomain, tempDir, waitUntil, writeConfig, type CliExit, type RunningBroker, type TrustDomainFixture } from '../helpers/env.js';
 import { startNats, withNatsServer } from '../helpers/nats.js';
 
 const TD = 'example.org';
@@ -105,11 +104,7 @@ async function lift(t: Asserts, id: string, at: RunningBroker = broker): Promise
 }
 
 /** `sigil ...args` to completion. */
-async function sigil(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const proc = spawnJsonLines([SIGIL_BIN, ...args]);
-  const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
-  return { code, stderr: proc.stderr() };
-}
+const sigil = (args: string[]): Promise<CliExit> => runCli(args);
 
 t.before(async () => {
   dir = await tempDir(t, 'sigil-broker-revocation-');

@@ -9,12 +9,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, SignJWT, generateKeyPair, type JWTPayload } from 'jose';
-import { SIGIL_BIN, spawnJsonLines, type JsonLineProcess } from '../../src/cli/processes.js';
 import { mintDevUserToken, initDevIdp, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT } from '../../src/delegation/index.js';
 import { createCa, createLeaf, type Issued } from '../fixtures/certs.js';
 import { assertRefused, assertStatus } from '../helpers/assert.js';
 import { mtlsRequest, type HttpResult } from '../helpers/clients.js';
-import { runBroker, setupTrustDomain, sleep, tempDir, waitUntil, writeConfig, type RunningBroker, type Teardown } from '../helpers/env.js';
+import { runBroker, runCli, setupTrustDomain, tempDir, waitUntil, writeConfig, type CliExit, type RunningBroker, type Teardown } from '../helpers/env.js';
 
 const TD = 'example.org';
 const BROKER_ID = 'spiffe://example.org/broker';
@@ -56,14 +55,7 @@ const leaf = {} as Record<Agent, Issued>;
 const startBroker = runBroker;
 
 /** Runs `sigil ...args` to completion. */
-async function sigil(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawnJsonLines([SIGIL_BIN, ...args]);
-  let stdout = '';
-  proc.child.stdout!.on('data', (d: string) => (stdout += d));
-  const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
-  await sleep(20);
-  return { code, stdout, stderr: proc.stderr() };
-}
+const sigil = (args: string[]): Promise<CliExit> => runCli(args);
 
 type Params = Record<string, string | string[] | undefined>;
 

@@ -4,7 +4,6 @@
 // for another task go on; revoking a user stops every chain for that user; a token id, an actor
 // anywhere in the chain, an SVID (also over a resumed TLS session) each have their own test.
 // The dev issuer refuses to renew a revoked agent's SVID. Every refusal has a positive control.
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -13,12 +12,11 @@ import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import t from 'tap';
 import { nestAct, signDelegationToken, SigningKeyRing, type DelegationTokenClaims, type SigningKey } from '../../src/delegation/index.js';
-import { SIGIL_BIN } from '../../src/cli/processes.js';
 import type { Issued } from '../fixtures/certs.js';
 import { startAppUpstream } from '../helpers/app-upstream.js';
 import { metricSum, metrics, openWs, type WsClient } from '../helpers/observe.js';
 import { rawTls } from '../helpers/raw.js';
-import { runSigil, setupTrustDomain, sidecarConfig, sleep, splitAddress, tempDir, waitUntil, writeConfig, type RunningSigil, type Teardown, type TrustDomainFixture } from '../helpers/env.js';
+import { runCli, runSigil, setupTrustDomain, sidecarConfig, sleep, splitAddress, tempDir, waitUntil, writeConfig, type CliExit, type RunningSigil, type Teardown, type TrustDomainFixture } from '../helpers/env.js';
 
 const TD = 'example.org';
 const ID_A = 'spiffe://example.org/agent/a';
@@ -321,13 +319,7 @@ t.test('admin.tokenFile: changing endpoints need the token (the agent shares loo
 });
 
 /** `sigil ...args` to completion (without tap's NODE_OPTIONS). */
-function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [SIGIL_BIN, ...args], { env: { ...process.env, NODE_OPTIONS: '' }, timeout: 15_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
-}
+const sigilCli = (args: string[]): Promise<CliExit> => runCli(args, { NODE_OPTIONS: '' });
 
 t.test('a delegated request is live work only while it runs (pipelined and aborted requests leave nothing behind)', async (t) => {
   const slow = createServer((req, res) => {

@@ -5,10 +5,9 @@
 // unreachable admin API exits 1 naming the URL and the error code. Each negative has its
 // positive control next to it.
 import t from 'tap';
-import { SIGIL_BIN, spawnJsonLines } from '../../src/cli/processes.js';
 import type { Issued } from '../fixtures/certs.js';
 import { mtlsRequest } from '../helpers/clients.js';
-import { closedPort, runSigil, setupTrustDomain, sidecarConfig, sleep, tempDir, writeConfig, type RunningSigil } from '../helpers/env.js';
+import { closedPort, runCli, runSigil, setupTrustDomain, sidecarConfig, tempDir, writeConfig, type CliExit, type RunningSigil } from '../helpers/env.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
 import type { RevocationEntryJson } from '../../src/revocation/index.js';
 
@@ -16,11 +15,7 @@ const TD = 'example.org';
 const ID_A = 'spiffe://example.org/agent/a';
 const ID_B = 'spiffe://example.org/agent/b';
 
-interface Exit {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Exit = CliExit;
 
 type Entry = RevocationEntryJson;
 
@@ -34,16 +29,8 @@ let adminUrl: string;
  * import, there for coverage, which is disabled): it would triple the cost of the ~50 short CLI
  * runs in this file.
  */
-async function sigil(args: string[], timeoutMs = 15_000): Promise<Exit> {
-  const proc = spawnJsonLines([SIGIL_BIN, ...args], { NODE_OPTIONS: '' });
-  const timer = setTimeout(() => proc.child.kill('SIGKILL'), timeoutMs);
-  let stdout = '';
-  proc.child.stdout!.on('data', (d: string) => (stdout += d));
-  const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
-  clearTimeout(timer);
-  await sleep(20); // let the stream listeners flush
-  return { code, stdout, stderr: proc.stderr() };
-}
+// NODE_OPTIONS: '' keeps the test runner's preloads out of the CLI (its output is compared whole).
+const sigil = (args: string[], timeoutMs = 15_000): Promise<Exit> => runCli(args, { NODE_OPTIONS: '' }, timeoutMs);
 
 /** `sigil revoke --admin <the sidecar> ...args`. */
 const revoke = (...args: string[]): Promise<Exit> => sigil(['revoke', '--admin', adminUrl, ...args]);
