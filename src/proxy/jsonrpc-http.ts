@@ -123,7 +123,10 @@ function collect(req: IncomingMessage, start: Peeked, limit: number): Promise<Bu
     req.resume();
     return Promise.reject(new BodyTooLargeError(limit));
   }
-  if (start.ended) return Promise.resolve(Buffer.concat(start.chunks));
+  // `req.readableEnded`: the whole body had arrived before peek() ran (the request waited on
+  // something async first, e.g. a delegation token's verification), so peek() took the last
+  // chunk and 'end' was emitted right after it removed its listener: nothing more will come.
+  if (start.ended || req.readableEnded) return Promise.resolve(Buffer.concat(start.chunks));
   return new Promise((resolve, reject) => {
     const chunks = [...start.chunks];
     let size = start.size;
