@@ -41,12 +41,14 @@ COPY examples/demo ./examples/demo
 # A numeric user: Kubernetes' runAsNonRoot can only verify a numeric UID. 65532 is the
 # conventional "nonroot" ID (distroless, the examples/kubernetes manifests).
 USER 65532:65532
-# inbound mTLS, outbound (loopback by default), admin (loopback by default: set
-# SIGIL_ADMIN_LISTEN=0.0.0.0:15000 for probes and scraping from outside the container).
-EXPOSE 8443 15001 15000
+# inbound mTLS, and admin (loopback by default: for probes and scraping from outside the
+# container set SIGIL_ADMIN_LISTEN=0.0.0.0:15000 together with admin.tokenFile, which is then
+# required). The outbound listener and the local bus API are loopback-only: not exposed.
+EXPOSE 8443 15000
 # `sigil run` drains on SIGTERM (shutdown.delay, then shutdown.drainTimeout) and handles it as
 # PID 1 itself: no init process is needed.
 STOPSIGNAL SIGTERM
+# For a broker container, override it: `health --broker --config /etc/sigil/broker.yaml`.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "/app/dist/src/cli/main.js", "health"]
 ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]

@@ -1,2 +1,2 @@
-export { AdminServer } from './server.js';
+export { AdminServer, AdminTokenError, readToken } from './server.js';
 export type { AdminHooks } from './server.js';

@@ -164,7 +164,8 @@ export class AdminServer {
   }
 }
 
-function readToken(path: string): Buffer {
+/** The digest of the token in `path`; AdminTokenError if unreadable or not one token of ≥ 16 characters (also used by `sigil config check`). */
+export function readToken(path: string): Buffer {
   let text: string;
   try {
     text = readFileSync(path, 'utf8').trim();

@@ -7,18 +7,19 @@ import { loadBrokerConfig } from '../delegation/broker-config.js';
 import { Broker } from '../delegation/broker.js';
 import { SigningKeyRing } from '../delegation/index.js';
 import { createLogger } from '../telemetry/index.js';
-import { BROKER_ENV_OVERRIDES, type AppliedOverride } from '../config/index.js';
-import { configPathFrom, parseFlags } from './args.js';
+import { BROKER_ENV_OVERRIDES, SIDECAR_ENV_OVERRIDES, type AppliedOverride } from '../config/index.js';
+import { parseFlags } from './args.js';
 import { logOverrides, warnIfDevIdentity } from './startup-log.js';
 import { serveUntilSignalled } from './serve.js';
 
 export async function runBroker(args: string[]): Promise<number> {
   if (args[0] === 'keygen') return keygen(args.slice(1));
-  const flags = parseFlags(args, { config: { type: 'string' } });
+  // --config is required: the image's SIGIL_CONFIG names the sidecar's file, not a broker's.
+  const flags = parseFlags(args, { config: { type: 'string' } }, ['config']);
   let applied: AppliedOverride[] = [];
-  const config = await loadBrokerConfig(configPathFrom(flags.config), process.env, (a) => (applied = a));
+  const config = await loadBrokerConfig(flags.config as string, process.env, (a) => (applied = a));
   const logger = createLogger({ base: { component: 'broker' } });
-  logOverrides(logger, applied, process.env, BROKER_ENV_OVERRIDES);
+  logOverrides(logger, applied, process.env, BROKER_ENV_OVERRIDES, SIDECAR_ENV_OVERRIDES);
   warnIfDevIdentity(logger, config.identity);
   const broker = new Broker(config, logger);
   return serveUntilSignalled(broker, logger, { configPath: config.configPath }, { delayMs: config.shutdown.delayMs, drainTimeoutMs: config.shutdown.drainTimeoutMs });

@@ -2,19 +2,21 @@
 // the way `sigil run` would (SIGIL_* overrides from this environment applied), then check what
 // the files it names contain, and print the effective configuration with secrets redacted.
 // Exit 0: valid. Exit 1: invalid (stderr names each key and problem). Nothing is started.
+import { X509Certificate } from 'node:crypto';
 import { constants } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { compileCedarPolicy, PolicyLoadError } from '../authz/index.js';
 import { effectiveView } from '../config/effective.js';
-import { ConfigError, loadConfig, misspelledOverrides, type AppliedOverride, type SigilConfig } from '../config/index.js';
+import { BROKER_ENV_OVERRIDES, ConfigError, foreignOverrides, loadConfig, misspelledOverrides, SIDECAR_ENV_OVERRIDES, type AppliedOverride, type SecretSourceConfig, type SigilConfig } from '../config/index.js';
+import { parseUnsafeTestWeakening, UNSAFE_TEST_WEAKEN_ENV, UnsafeWeakeningError } from '../config/unsafe-test-weakening.js';
+import { AdminTokenError, readToken } from '../admin/index.js';
 import { parseWorkloadEndpoint } from '../identity/workload-api/endpoint.js';
 import { TrustBundleFiles } from '../identity/trust-files.js';
 import { trustDomainOfCa } from '../identity/index.js';
 import { CliUsageError, configPathFrom } from './args.js';
-import { parseArgs } from 'node:util';
-import { X509Certificate } from 'node:crypto';
 
 export interface FileProblem {
   key: string;
@@ -41,7 +43,15 @@ export async function runConfig(args: string[]): Promise<number> {
     return 1;
   }
   const problems = parsed.schemaOnly ? [] : await fileProblems(config);
-  const warnings = misspelledOverrides(process.env).map((m) => `${m.env} is not a config override and is ignored (did you mean ${m.suggestion}?)`);
+  const weakening = weakeningCheck(process.env);
+  if (weakening.problem) problems.push(weakening.problem);
+  const warnings = [
+    ...misspelledOverrides(process.env).map((m) => `${m.env} is not a config override and is ignored (did you mean ${m.suggestion}?)`),
+    ...foreignOverrides(process.env, SIDECAR_ENV_OVERRIDES, BROKER_ENV_OVERRIDES).map((f) => `${f.env} configures the broker, not the sidecar, and is ignored here`),
+    ...(config.policy.mode === 'dry-run' ? ['policy.mode is dry-run: denials are logged but not enforced'] : []),
+    ...(config.identity.kind === 'dev' ? ['identity.dev is for development only (the sidecar holds the CA key)'] : []),
+    ...(weakening.warning ? [weakening.warning] : []),
+  ];
   const view = effectiveView(config) as Record<string, unknown>;
   if (parsed.json) {
     process.stdout.write(JSON.stringify({ valid: problems.length === 0, file: config.configPath, overrides: applied, warnings, problems, config: view }, null, 2) + '\n');
@@ -138,29 +148,58 @@ export async function fileProblems(config: SigilConfig): Promise<FileProblem[]> 
     if (jwks !== undefined && !isJwks(jwks)) problems.push({ key: 'delegation.jwks', message: `${config.delegation.jwks} is not a JWKS (JSON with a "keys" array)` });
   }
   if (config.admin.tokenFile !== undefined) {
-    const token = await readable('admin.tokenFile', config.admin.tokenFile);
-    if (token !== undefined && token.trim() === '') problems.push({ key: 'admin.tokenFile', message: `${config.admin.tokenFile} is empty` });
+    // The admin listener's own reader: the same rules (one token, ≥ 16 characters) as at start.
+    try {
+      readToken(config.admin.tokenFile);
+    } catch (err) {
+      if (!(err instanceof AdminTokenError)) throw err;
+      problems.push({ key: 'admin.tokenFile', message: err.message.replace(/^admin\.tokenFile: /, '') });
+    }
   }
   if (config.audit) {
-    const folder = dirname(config.audit.path);
-    try {
-      if (!(await stat(folder)).isDirectory()) throw new Error('not a folder');
-      await access(folder, constants.W_OK);
-    } catch {
-      problems.push({ key: 'audit.path', message: `${folder} is not a writable folder` });
-    }
+    const problem = await auditPathProblem(config.audit.path);
+    if (problem) problems.push({ key: 'audit.path', message: problem });
   }
   await readable('bus.nats.tls.ca', config.bus?.nats?.ca);
   await readable('revocation.file', config.revocation?.file);
   await readable('revocation.nats.tls.ca', config.revocation?.nats?.ca);
   for (const [i, e] of (config.outbound?.egress ?? []).entries()) {
     await readable(`outbound.egress[${i}].ca`, e.ca);
-    if (e.credential?.source.kind === 'file') await readable(`outbound.egress[${i}].credential.file`, e.credential.source.path);
-    if (e.credential?.source.kind === 'env' && !process.env[e.credential.source.name]) {
-      problems.push({ key: `outbound.egress[${i}].credential.env`, message: `${e.credential.source.name} is not set in this environment` });
-    }
+    await secretSourceProblems(problems, `outbound.egress[${i}].credential`, e.credential?.source, readable);
+    await secretSourceProblems(problems, `outbound.egress[${i}].attribution.userSecret`, e.attribution.userSecret, readable);
   }
   return problems;
+}
+
+/** SIGIL_UNSAFE_TEST_WEAKEN as `sigil run` reads it: a bad value is a problem (run refuses it), a good one a warning. */
+function weakeningCheck(env: Record<string, string | undefined>): { problem?: FileProblem; warning?: string } {
+  try {
+    const weakened = parseUnsafeTestWeakening(env[UNSAFE_TEST_WEAKEN_ENV]);
+    if (weakened.size === 0) return {};
+    return { warning: `${UNSAFE_TEST_WEAKEN_ENV} is set (${[...weakened].join(', ')}): security checks are switched off; for probe self-tests only, never in production` };
+  } catch (err) {
+    if (!(err instanceof UnsafeWeakeningError)) throw err;
+    return { problem: { key: UNSAFE_TEST_WEAKEN_ENV, message: err.message } };
+  }
+}
+
+/** A file source must be readable, an env source set (HTTP sources are fetched at run time). */
+async function secretSourceProblems(problems: FileProblem[], key: string, source: SecretSourceConfig | undefined, readable: (key: string, file: string | undefined) => Promise<string | undefined>): Promise<void> {
+  if (source?.kind === 'file') await readable(`${key}.file`, source.path);
+  if (source?.kind === 'env' && !process.env[source.name]) problems.push({ key: `${key}.env`, message: `${source.name} is not set in this environment` });
+}
+
+/** Where the audit log will be appended: an existing file must be a writable file; a new one needs a writable folder. */
+async function auditPathProblem(file: string): Promise<string | undefined> {
+  const info = await stat(file).catch(() => undefined);
+  if (info) {
+    if (!info.isFile()) return `${file} exists and is not a file`;
+    return (await access(file, constants.W_OK).then(() => true, () => false)) ? undefined : `${file} is not writable`;
+  }
+  const folder = dirname(file);
+  const folderInfo = await stat(folder).catch(() => undefined);
+  if (!folderInfo?.isDirectory()) return `${folder} is not a folder`;
+  return (await access(folder, constants.W_OK).then(() => true, () => false)) ? undefined : `${folder} is not writable (the log file does not exist yet)`;
 }
 
 async function bundleProblems(problems: FileProblem[], key: string, files: Record<string, string>): Promise<void> {

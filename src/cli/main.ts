@@ -11,7 +11,8 @@ commands:
   config check [FILE] [--json] [--schema-only]  validate a sidecar config (SIGIL_* overrides applied) and
                                                 print the effective configuration, secrets redacted
   health [--config FILE | --url URL]            exit 0 when the sidecar's admin /healthz answers 200
-  broker [--config FILE]                        run the RFC 8693 token-exchange broker
+         [--broker --config FILE]               ... or the broker's
+  broker --config FILE                          run the RFC 8693 token-exchange broker
   broker keygen --dir DIR                       add a broker signing key (key rotation)
   ca init --trust-domain TD --dir DIR [--force | --if-missing]
                                                 create a development CA

@@ -23,8 +23,10 @@ export interface ShutdownSettings {
 const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 
 export async function serveUntilSignalled(service: Service, logger: Logger, ready: Record<string, unknown>, settings: ShutdownSettings = { delayMs: 0 }): Promise<number> {
-  const state: { phase: 'starting' | 'serving' | 'stopping' } = { phase: 'starting' };
+  const state: { phase: 'starting' | 'serving' | 'stopping' | 'failed' } = { phase: 'starting' };
   const onSignal = (signal: string): void => {
+    // Start failed and its error is on its way out; a signal meanwhile must not turn it into exit 0.
+    if (state.phase === 'failed') process.exit(1);
     if (state.phase === 'stopping') {
       // A second signal (Ctrl-C twice, an impatient orchestrator): stop waiting for the drain.
       logger.warn('second signal during shutdown: exiting now', { signal });
@@ -62,6 +64,10 @@ export async function serveUntilSignalled(service: Service, logger: Logger, read
   try {
     addresses = await service.start();
   } catch (err) {
+    // A signal during start already stops the service and exits; start failing as a result is
+    // not an error to report, and a second stop() must not run alongside the first.
+    if (state.phase === 'stopping') return 0;
+    state.phase = 'failed';
     // Whatever did start (e.g. the admin listener) must not keep a half-started process alive.
     await service.stop().catch(() => {});
     throw err;

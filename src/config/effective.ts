@@ -2,7 +2,8 @@
  * A loaded config as something to show a person (`sigil config check`): addresses as
  * `host:port`, and every secret a value could carry replaced. Config values hold no secrets by
  * design (credentials are referenced by file, variable or URL, never inlined), but URLs can:
- * `nats://user:password@host`, `https://vault/v1/x?token=…`. Those parts are redacted.
+ * `nats://user:password@host`, `https://vault/v1/x?token=…`. The user name, password, query
+ * values and fragment are redacted.
  */
 import type { HostPort } from './address.js';
 
@@ -13,7 +14,7 @@ export function formatHostPort(a: HostPort): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
-/** A URL's password and query values replaced; text that is not an absolute URL is returned as is. */
+/** A URL's user info, query values and fragment replaced; text that is not an absolute URL is returned as is. */
 export function redactUrl(text: string): string {
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return text;
   let url: URL;
@@ -23,8 +24,17 @@ export function redactUrl(text: string): string {
     return text;
   }
   let changed = false;
+  // A user name can be the credential itself (`https://<token>@host`), so both parts go.
+  if (url.username !== '') {
+    url.username = REDACTED;
+    changed = true;
+  }
   if (url.password !== '') {
     url.password = REDACTED;
+    changed = true;
+  }
+  if (url.hash !== '') {
+    url.hash = REDACTED; // `#access_token=…`
     changed = true;
   }
   for (const key of [...new Set(url.searchParams.keys())]) {

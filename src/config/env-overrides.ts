@@ -231,6 +231,28 @@ export function misspelledOverrides(env: Record<string, string | undefined>, tab
   return out;
 }
 
+/** `SIGIL_X → key`, with ` = value` where the value cannot be a secret (booleans, numbers, policy.mode). */
+export function describeOverride(a: AppliedOverride, env: Record<string, string | undefined>, table: readonly EnvOverride[]): string {
+  const kind = table.find((o) => o.env === a.env)?.kind;
+  const shown = kind === 'boolean' || kind === 'number' || a.key === 'policy.mode';
+  return `${a.env} → ${a.key}${shown ? ` = ${String(env[a.env]).trim()}` : ''}`;
+}
+
+/**
+ * Variables of the other command's table set in this one's environment (a broker given
+ * `SIGIL_ADMIN_LISTEN`): ignored here, which is easy to miss. The suggestion is this command's
+ * variable for the same key, if it has one.
+ */
+export function foreignOverrides(env: Record<string, string | undefined>, table: readonly EnvOverride[], other: readonly EnvOverride[]): { env: string; suggestion?: string }[] {
+  const own = new Set(table.map((o) => o.env));
+  return other
+    .filter((o) => !own.has(o.env) && env[o.env] !== undefined && env[o.env]!.trim() !== '')
+    .map((o) => {
+      const same = table.find((t) => t.key === o.key);
+      return same ? { env: o.env, suggestion: same.env } : { env: o.env };
+    });
+}
+
 type ReadResult = string | boolean | number | string[] | { problem: string };
 
 function readValue(o: EnvOverride, text: string): ReadResult {

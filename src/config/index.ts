@@ -6,7 +6,9 @@ export { ConfigError, type ConfigIssue } from './errors.js';
 export {
   applyEnvOverrides,
   BROKER_ENV_OVERRIDES,
+  describeOverride,
   envNameForKey,
+  foreignOverrides,
   misspelledOverrides,
   SIDECAR_ENV_OVERRIDES,
   validateWithOverrides,

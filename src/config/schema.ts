@@ -9,6 +9,7 @@ import { durationErrorMessage, parseDuration } from './duration.js';
 import { addressErrorMessage, parseHostPortWithMin, parsePort, splitHostPort } from './address.js';
 import { SpiffeId, SpiffeIdPattern } from '../spiffe/index.js';
 import { parseWorkloadEndpoint } from '../identity/workload-api/endpoint.js';
+import { redactUrl } from './effective.js';
 
 /** Trust domain name: lowercase letters, digits, '.', '-', '_'; 1..255 characters. */
 export const TRUST_DOMAIN_RE = /^[a-z0-9._-]{1,255}$/;
@@ -119,10 +120,10 @@ const httpUrl = z.string().superRefine(
     try {
       u = new URL(s);
     } catch {
-      return `invalid URL ${JSON.stringify(s)} (expected http://host:port or https://host:port)`;
+      return `invalid URL ${JSON.stringify(redactUrl(s))} (expected http://host:port or https://host:port)`;
     }
     if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-      return `unsupported URL scheme ${JSON.stringify(u.protocol)} in ${JSON.stringify(s)} (expected http: or https:)`;
+      return `unsupported URL scheme ${JSON.stringify(u.protocol)} in ${JSON.stringify(redactUrl(s))} (expected http: or https:)`;
     }
     return undefined;
   }),
@@ -193,7 +194,7 @@ const httpsUrl = z.string().superRefine(
     try {
       u = new URL(s);
     } catch {
-      return `invalid URL ${JSON.stringify(s)} (expected https://host[:port][/base/path])`;
+      return `invalid URL ${JSON.stringify(redactUrl(s))} (expected https://host[:port][/base/path])`;
     }
     if (u.protocol !== 'https:') return `must be an https:// URL (got ${u.protocol}); egress always leaves over TLS`;
     if (u.username !== '' || u.password !== '') return 'must not carry user info (credentials go in `credential`)';

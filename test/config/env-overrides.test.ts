@@ -1,7 +1,7 @@
 // SIGIL_* environment overrides: which keys have one (all that fit in a variable), how values are
 // read, that the file's value loses, and that problems name the variable.
 import t from 'tap';
-import { parseConfig, SIDECAR_ENV_OVERRIDES, BROKER_ENV_OVERRIDES, ConfigError, envNameForKey, applyEnvOverrides, misspelledOverrides, type EnvOverride, type OverrideKind } from '../../src/config/index.js';
+import { parseConfig, SIDECAR_ENV_OVERRIDES, BROKER_ENV_OVERRIDES, ConfigError, describeOverride, envNameForKey, applyEnvOverrides, foreignOverrides, misspelledOverrides, type EnvOverride, type OverrideKind } from '../../src/config/index.js';
 import { KNOWN_KEYS } from '../../src/config/schema.js';
 import { BROKER_KNOWN_KEYS, parseBrokerConfig } from '../../src/delegation/broker-config.js';
 import { effectiveView, redactUrl } from '../../src/config/effective.js';
@@ -176,14 +176,30 @@ policy: { cedar: /broker.cedar }
 });
 
 t.test('the effective view formats addresses and redacts URL secrets', async (t) => {
-  t.equal(redactUrl('nats://sigil:hunter2@nats:4222'), 'nats://sigil:[redacted]@nats:4222');
+  t.equal(redactUrl('nats://sigil:hunter2@nats:4222'), 'nats://[redacted]:[redacted]@nats:4222');
   t.equal(redactUrl('https://vault:8200/v1/secret?token=s.abc&x=1'), 'https://vault:8200/v1/secret?token=[redacted]&x=[redacted]');
+  t.equal(redactUrl('https://ghp_token123@git.example.org/repo'), 'https://[redacted]@git.example.org/repo', 'a user name alone can be the credential');
+  t.equal(redactUrl('https://idp.example.org/cb#access_token=abc'), 'https://idp.example.org/cb#[redacted]');
   t.equal(redactUrl('nats://nats:4222'), 'nats://nats:4222', 'nothing to redact: unchanged');
   t.equal(redactUrl('spiffe://example.org/agent/a'), 'spiffe://example.org/agent/a');
   t.equal(redactUrl('/etc/sigil/token'), '/etc/sigil/token');
   const view = effectiveView({ admin: { listen: { host: '::1', port: 15000 } }, bus: { nats: { servers: ['tls://u:p@n:4222'] } }, n: 3, b: false }) as any;
-  t.same(view, { admin: { listen: '[::1]:15000' }, bus: { nats: { servers: ['tls://u:[redacted]@n:4222'] } }, n: 3, b: false });
+  t.same(view, { admin: { listen: '[::1]:15000' }, bus: { nats: { servers: ['tls://[redacted]:[redacted]@n:4222'] } }, n: 3, b: false });
   t.notMatch(JSON.stringify(view), /:p@/);
+  // Config errors that echo a URL redact it too.
+  t.same(issuesOf(() => parse({ SIGIL_INBOUND_UPSTREAM: 'ftp://user:hunter2@host/' })), ['inbound.upstream: unsupported URL scheme "ftp:" in "ftp://[redacted]:[redacted]@host/" (expected http: or https:) (from SIGIL_INBOUND_UPSTREAM)']);
+});
+
+t.test('the other command\'s variables and safe values are recognised', async (t) => {
+  t.same(foreignOverrides({ SIGIL_ADMIN_LISTEN: '0.0.0.0:1', SIGIL_INBOUND_LISTEN: 'x', SIGIL_BROKER_LISTEN: 'y' }, BROKER_ENV_OVERRIDES, SIDECAR_ENV_OVERRIDES), [
+    { env: 'SIGIL_INBOUND_LISTEN' },
+    { env: 'SIGIL_ADMIN_LISTEN', suggestion: 'SIGIL_BROKER_ADMIN_LISTEN' },
+  ].sort((a, b) => SIDECAR_ENV_OVERRIDES.findIndex((o) => o.env === a.env) - SIDECAR_ENV_OVERRIDES.findIndex((o) => o.env === b.env)));
+  t.same(foreignOverrides({ SIGIL_ADMIN_LISTEN: '0.0.0.0:1' }, SIDECAR_ENV_OVERRIDES, BROKER_ENV_OVERRIDES), [], 'a sidecar variable on a sidecar is its own');
+  const env = { SIGIL_METRICS_ENABLED: 'false', SIGIL_POLICY_MODE: 'dry-run', SIGIL_INBOUND_UPSTREAM: 'http://u:secret@x' };
+  t.equal(describeOverride({ env: 'SIGIL_METRICS_ENABLED', key: 'metrics.enabled' }, env, SIDECAR_ENV_OVERRIDES), 'SIGIL_METRICS_ENABLED → metrics.enabled = false');
+  t.equal(describeOverride({ env: 'SIGIL_POLICY_MODE', key: 'policy.mode' }, env, SIDECAR_ENV_OVERRIDES), 'SIGIL_POLICY_MODE → policy.mode = dry-run');
+  t.equal(describeOverride({ env: 'SIGIL_INBOUND_UPSTREAM', key: 'inbound.upstream' }, env, SIDECAR_ENV_OVERRIDES), 'SIGIL_INBOUND_UPSTREAM → inbound.upstream', 'strings (URLs) stay out');
 });
 
 t.test('docs/config.md lists every override, and only those', async (t) => {

@@ -74,6 +74,21 @@ t.test('the Dockerfile follows the image rules', async (t) => {
   t.match(broken(dockerfileText.replace('SIGIL_CONFIG=/etc/sigil/sigil.yaml', 'SIGIL_X=1')), [/SIGIL_CONFIG/]);
   t.match(broken(dockerfileText, dockerignore.replace('!schema/\n', '')), [/COPY schema is excluded by .dockerignore/]);
   t.throws(() => parseDockerfile(dockerfileText.replace('STOPSIGNAL SIGTERM', 'ONBUILD RUN true')), /ONBUILD is not understood/);
+  t.throws(() => parseAssignments('SIGIL_CONFIG /etc/sigil/sigil.yaml'), /expected KEY=value/, 'the legacy ENV form is refused, not half-read');
+  t.same(parseAssignments('A=1 \\\n B="two words"'.replace('\\\n', '')), { A: '1', B: 'two words' });
+});
+
+t.test('the replay copies like Docker: a folder\'s contents, a file into a folder', async (t) => {
+  const context = await tempDir(t, 'sigil-replay-ctx-');
+  await mkdir(path.join(context, 'd/sub'), { recursive: true });
+  await writeFile(path.join(context, 'd/sub/inner.txt'), 'x');
+  await writeFile(path.join(context, 'f.txt'), 'y');
+  const root = await tempDir(t, 'sigil-replay-root-');
+  await replayBuild(parseDockerfile('FROM scratch AS one\nWORKDIR /w\nCOPY d ./\nCOPY f.txt ./out/\nCOPY f.txt ./renamed.txt\n'), { context, root });
+  t.ok(existsSync(path.join(root, 'one/w/sub/inner.txt')), 'COPY d ./ puts the contents of d into ./');
+  t.notOk(existsSync(path.join(root, 'one/w/d')), 'not d itself');
+  t.ok(existsSync(path.join(root, 'one/w/out/f.txt')), 'a file into a folder destination');
+  t.ok(existsSync(path.join(root, 'one/w/renamed.txt')), 'a file to a file destination');
 });
 
 t.test('.dockerignore keeps local state out of the build context', async (t) => {

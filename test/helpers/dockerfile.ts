@@ -4,7 +4,7 @@
 // Only the instructions the Dockerfile's header comment allows are understood; anything else
 // fails the replay rather than being skipped.
 import { spawn } from 'node:child_process';
-import { cp, mkdir } from 'node:fs/promises';
+import { cp, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface Instruction {
@@ -68,8 +68,13 @@ export function parseDockerfile(text: string): Dockerfile {
 /** `KEY=value KEY2="v 2"` (ENV and LABEL key=value form). */
 export function parseAssignments(args: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const m of args.matchAll(/(\S+?)=("(?:[^"\\]|\\.)*"|\S*)/g)) {
+  let rest = args.trim();
+  while (rest !== '') {
+    const m = /^(\S+?)=("(?:[^"\\]|\\.)*"|[^\s"]*)(?:\s+|$)/.exec(rest);
+    // The legacy `ENV KEY value` form (or anything else) is refused, not half-read.
+    if (!m) throw new Error(`expected KEY=value assignments, got ${JSON.stringify(rest)}`);
     out[m[1]!] = m[2]!.startsWith('"') ? (JSON.parse(m[2]!) as string) : m[2]!;
+    rest = rest.slice(m[0].length);
   }
   return out;
 }
@@ -144,7 +149,8 @@ export async function replayBuild(df: Dockerfile, options: ReplayOptions): Promi
           for (const source of copy.sources) {
             const from = copy.from === undefined ? path.join(options.context, source) : mapPath(path.join(options.root, copy.from), source);
             if (copy.from !== undefined && !path.posix.isAbsolute(source)) throw new Error(`line ${ins.line}: COPY --from sources must be absolute`);
-            const target = destIsDir ? path.join(dest, path.basename(source)) : dest;
+            // As Docker: a folder's contents go into dest; a file goes into dest/ or becomes dest.
+            const target = !(await stat(from)).isDirectory() && destIsDir ? path.join(dest, path.basename(source)) : dest;
             await mkdir(path.dirname(target), { recursive: true });
             await cp(from, target, { recursive: true, verbatimSymlinks: true });
           }

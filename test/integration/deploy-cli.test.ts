@@ -86,9 +86,27 @@ t.test('sigil config check: invalid configs and broken files are refused with th
   const f = await runCli(['config', 'check', files]);
   t.equal(f.code, 1, 'invalid');
   t.match(f.stdout, /INVALID \(see stderr\)/, 'the effective config is still printed');
-  for (const key of ['identity.dev.caDir: the CA in .* is for trust domain other.org, not example.org', 'trust.bundles: .*not-a-bundle.pem', 'policy.cedar: invalid policy', 'admin.tokenFile: .* is empty', 'audit.path: .* is not a writable folder', 'delegation.jwks: cannot read .*missing-jwks.json \\(ENOENT\\)']) {
+  for (const key of ['identity.dev.caDir: the CA in .* is for trust domain other.org, not example.org', 'trust.bundles: .*not-a-bundle.pem', 'policy.cedar: invalid policy', 'admin.tokenFile: .*empty-token must hold one token', 'audit.path: .*no/such/folder is not a folder', 'delegation.jwks: cannot read .*missing-jwks.json \\(ENOENT\\)']) {
     t.match(f.stderr, new RegExp(key), key.split(':')[0]!);
   }
+  // What `sigil run` itself would refuse: a token shorter than the admin listener accepts, an
+  // audit path that is a folder, an unset userSecret variable, a weakening it does not know.
+  await writeFile(join(dir, 'short-token'), 'short\n');
+  const runRefuses = await writeConfig(
+    dir,
+    'run-refuses.yaml',
+    baseConfig({
+      admin: { listen: '127.0.0.1:0', tokenFile: './short-token' },
+      audit: { path: dir },
+      outbound: { egress: [{ host: 'api.example.com', upstream: 'https://api.example.com', attribution: { headers: { 'x-user': '{user}' }, userSecret: { env: 'SIGIL_TEST_UNSET_SECRET' } } }] },
+    }),
+  );
+  const refused = await runCli(['config', 'check', runRefuses], { SIGIL_UNSAFE_TEST_WEAKEN: 'delegation-actr' });
+  t.equal(refused.code, 1);
+  for (const key of ['admin.tokenFile: .*must hold one token of at least 16 characters', 'audit.path: .* exists and is not a file', 'outbound.egress\\[0\\].attribution.userSecret.env: SIGIL_TEST_UNSET_SECRET is not set', 'SIGIL_UNSAFE_TEST_WEAKEN: .*unknown weakening "delegation-actr"']) {
+    t.match(refused.stderr, new RegExp(key), key.split(':')[0]!);
+  }
+
   const schemaOnly = await runCli(['config', 'check', '--schema-only', files]);
   t.equal(schemaOnly.code, 0, `--schema-only does not open the files (${schemaOnly.stderr})`);
   t.match(schemaOnly.stdout, /schema only: referenced files not checked/);
@@ -100,6 +118,14 @@ t.test('sigil config check: invalid configs and broken files are refused with th
   const g = await runCli(['config', 'check', good]);
   t.equal(g.code, 0, g.stderr);
   t.notMatch(g.stdout, /a-long-enough-admin-token-value/, 'the token is never printed');
+  t.match(g.stdout, /# warning: identity\.dev is for development only/);
+  t.notMatch(g.stdout, /dry-run|SIGIL_UNSAFE_TEST_WEAKEN|configures the broker/, 'no warning without a reason');
+  // Settings that weaken the sidecar are warned about, even when valid.
+  const weak = await runCli(['config', 'check', good], { SIGIL_POLICY_MODE: 'dry-run', SIGIL_UNSAFE_TEST_WEAKEN: 'delegation-actor', SIGIL_BROKER_LISTEN: '0.0.0.0:8444' });
+  t.equal(weak.code, 0, weak.stderr);
+  t.match(weak.stdout, /# warning: policy\.mode is dry-run: denials are logged but not enforced/);
+  t.match(weak.stdout, /# warning: SIGIL_UNSAFE_TEST_WEAKEN is set \(delegation-actor\)/);
+  t.match(weak.stdout, /# warning: SIGIL_BROKER_LISTEN configures the broker, not the sidecar/);
 });
 
 t.test('sigil config check redacts secrets carried in URLs', async (t) => {
@@ -107,8 +133,8 @@ t.test('sigil config check redacts secrets carried in URLs', async (t) => {
   const r = await runCli(['config', 'check', '--schema-only', file], { SIGIL_REVOCATION_NATS_SERVERS: 'tls://ops:s3cret@nats:4222' });
   t.equal(r.code, 0, r.stderr);
   t.notMatch(r.stdout, /hunter2|s3cret/, 'no password in the output');
-  t.match(r.stdout, 'nats://sigil:[redacted]@127.0.0.1:4222');
-  t.match(r.stdout, 'tls://ops:[redacted]@nats:4222');
+  t.match(r.stdout, 'nats://[redacted]:[redacted]@127.0.0.1:4222');
+  t.match(r.stdout, 'tls://[redacted]:[redacted]@nats:4222');
 });
 
 t.test('sigil health follows the admin listener the config names', async (t) => {
@@ -127,6 +153,27 @@ t.test('sigil health follows the admin listener the config names', async (t) => 
   const notFound = await runCli(['health', '--url', `http://${s.admin}/nope`]);
   t.equal(notFound.code, 1, 'a non-200 answer is unhealthy');
   t.match(notFound.stderr, /HTTP 404/);
+});
+
+t.test('sigil health --broker reads the broker config', async (t) => {
+  const port = await closedPort();
+  const broker = await writeConfig(dir, 'broker.yaml', {
+    trustDomain: 'example.org',
+    identity: { dev: { caDir: './ca-example.org', spiffeId: 'spiffe://example.org/broker' } },
+    issuer: 'https://broker.example.org',
+    signingKeys: './broker-keys',
+    subjectIssuers: [{ issuer: 'https://idp.example.org', audience: 'sigil', jwks: './idp.json' }],
+    policy: { cedar: './good.cedar' },
+    admin: { listen: `127.0.0.1:${port}` },
+  });
+  const down = await runCli(['health', '--broker', '--config', broker]);
+  t.equal(down.code, 1);
+  t.match(down.stderr, `unhealthy: http://127.0.0.1:${port}/healthz`, "the broker's admin port, from its config");
+  const asSidecar = await runCli(['health', '--config', broker]);
+  t.equal(asSidecar.code, 1, 'read as a sidecar config, a broker config is refused');
+  t.match(asSidecar.stderr, /unknown key "issuer"/);
+  const noConfig = await runCli(['health', '--broker'], { SIGIL_CONFIG: broker });
+  t.equal(noConfig.code, 2, "--broker does not fall back to SIGIL_CONFIG (the image's sidecar path)");
 });
 
 t.test('sigil ca init --if-missing keeps an existing CA', async (t) => {
@@ -155,6 +202,7 @@ t.test('shutdown.delay: not ready at once, still serving, then drained', async (
   const leaf = await example.leaf(ID_A);
   const call = (path: string) => mtlsRequest({ address: s.inbound, certPem: leaf.pem, keyPem: leaf.keyPem, path, timeoutMs: 3_000 });
   t.ok(s.proc.lines.some((l) => l.level === 'warn' && String(l.msg).startsWith('identity.dev is for development only')), 'a dev identity is flagged at start');
+  t.notOk(s.proc.lines.some((l) => l.level === 'warn' && String(l.msg).includes('dry-run')), 'enforce: no dry-run warning');
   const before = await call('/before');
   t.ok(before.gotHttpResponse && before.status === 200, 'serving');
   const t0 = Date.now();
@@ -165,6 +213,16 @@ t.test('shutdown.delay: not ready at once, still serving, then drained', async (
   t.equal(await exited, 0, 'exits 0');
   t.ok(Date.now() - t0 >= 1_400, 'not before the delay has passed');
   t.ok(s.proc.lines.some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM' && l.delayMs === 1500), 'the shutdown is logged with its delay');
+});
+
+t.test('startup logs: safe override values, the other command\'s variables, dry-run', async (t) => {
+  const file = await writeConfig(dir, 'logged.yaml', sidecarConfig(baseConfig()));
+  const s = await runSigil(t, file, { SIGIL_METRICS_ENABLED: 'false', SIGIL_POLICY_MODE: 'dry-run', SIGIL_INBOUND_UPSTREAM: 'http://user:hunter2@127.0.0.1:3000', SIGIL_BROKER_ADMIN_LISTEN: '127.0.0.1:1' });
+  const applied = s.proc.lines.find((l) => l.msg === 'config overrides from the environment');
+  t.match(applied?.overrides, ['SIGIL_INBOUND_UPSTREAM → inbound.upstream', 'SIGIL_POLICY_MODE → policy.mode = dry-run', 'SIGIL_METRICS_ENABLED → metrics.enabled = false']);
+  t.notMatch(JSON.stringify(s.proc.lines), /hunter2/, 'a URL override value is not logged');
+  t.ok(s.proc.lines.some((l) => l.level === 'warn' && String(l.msg).startsWith('policy.mode is dry-run')), 'dry-run is a warning');
+  t.ok(s.proc.lines.some((l) => l.level === 'warn' && l.variable === 'SIGIL_BROKER_ADMIN_LISTEN' && l.didYouMean === 'SIGIL_ADMIN_LISTEN'), "the broker's variable is flagged");
 });
 
 t.test('a signal before ready, or a second signal, exits at once', async (t) => {
