@@ -1,6 +1,6 @@
 // `sigil ca init` and `sigil ca issue`: the development CA on disk.
 import { X509Certificate } from 'node:crypto';
-import { mkdir, readFile, writeFile, access } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile, access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseDuration } from '../config/index.js';
 import { createDevCa, DevIssuer, trustDomainOfCa } from '../identity/index.js';
@@ -22,10 +22,14 @@ export async function initCaDir(trustDomain: TrustDomain, dir: string, force = f
   }
   const ca = await createDevCa(trustDomain);
   const bundle = X509Bundle.fromPem(trustDomain, ca.certPem);
-  await writeFile(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
   await writeFile(join(dir, 'ca.pem'), ca.certPem);
   await writeFile(join(dir, 'bundle.pem'), ca.certPem);
   await writeFile(join(dir, 'bundle.jwks.json'), JSON.stringify(bundle.toJwks(), null, 2) + '\n');
+  // ca.key last, and whole (renamed into place): it marks a complete CA, so an init interrupted
+  // part-way is redone by the next `--if-missing` instead of leaving a key without its cert.
+  const tmp = join(dir, `.ca.key.${process.pid}.tmp`);
+  await writeFile(tmp, ca.keyPem, { mode: 0o600 });
+  await rename(tmp, join(dir, 'ca.key'));
 }
 
 /** Issues an SVID from the CA in `caDir` into `outDir`: svid.pem, svid.key (PKCS#8, 0600), bundle.pem. */

@@ -2,7 +2,7 @@
 // invalid, the files a config names, redaction, SIGIL_CONFIG), `sigil health`, `sigil ca init
 // --if-missing`, and the signal handling of `sigil run` (shutdown.delay keeps serving while
 // not ready; a signal before ready or a second signal exits at once).
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { mtlsRequest } from '../helpers/clients.js';
@@ -193,6 +193,15 @@ t.test('sigil ca init --if-missing keeps an existing CA', async (t) => {
   t.match(otherTd.stderr, /holds a CA for trust domain example\.org, not other\.org/);
   const both = await runCli(['ca', 'init', '--trust-domain', 'example.org', '--dir', caDir, '--if-missing', '--force']);
   t.equal(both.code, 2);
+  // An init interrupted before ca.key (written last) is redone, not kept half-made.
+  const partial = join(dir, 'ca-partial');
+  await mkdir(partial);
+  await writeFile(join(partial, 'ca.pem'), 'left over\n');
+  const redo = await runCli(['ca', 'init', '--trust-domain', 'example.org', '--dir', partial, '--if-missing']);
+  t.equal(redo.code, 0, redo.stderr);
+  t.match(redo.stdout, /created dev CA/);
+  t.match(await readFile(join(partial, 'ca.pem'), 'utf8'), /BEGIN CERTIFICATE/);
+  t.same((await readdir(partial)).sort(), ['bundle.jwks.json', 'bundle.pem', 'ca.key', 'ca.pem'], 'no temporary file left');
 });
 
 t.test('shutdown.delay: not ready at once, still serving, then drained', async (t) => {
