@@ -1,5 +1,6 @@
 // `sigil broker --config FILE`: the RFC 8693 token-exchange broker. Loads and validates the
-// config (SIGIL_BROKER_* overrides applied), starts, logs one readiness line with every bound address, stops on SIGTERM/SIGINT.
+// config (SIGIL_BROKER_* overrides applied), starts, logs one readiness line with every bound
+// address, stops on SIGTERM/SIGINT.
 // `sigil broker keygen --dir DIR`: adds a signing key to the key folder (key rotation: a running
 // broker picks it up within a second and signs with it; older keys stay published).
 import { resolve } from 'node:path';
