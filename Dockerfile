@@ -20,6 +20,14 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build
 RUN npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+# Read at run time: the Workload API protobuf, the Cedar schema, the demo's agents (`sigil demo`).
+COPY proto ./proto
+COPY schema ./schema
+COPY examples/demo ./examples/demo
+# Files keep the modes they had in the build context; a checkout made under umask 077 would
+# leave them unreadable to the runtime user. Everything the runtime stage takes is made
+# world-readable here (the runtime stage has no RUN, and COPY --chmod needs BuildKit).
+RUN chmod -R a+rX package.json dist node_modules proto schema examples
 
 # ---- runtime: Node, the compiled sidecar, production dependencies; nothing else -------------
 # No RUN here: the runtime stage adds files only, so it has no package manager step and no
@@ -34,10 +42,9 @@ WORKDIR /app
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
-# Read at run time: the Workload API protobuf, the Cedar schema, the demo's agents (`sigil demo`).
-COPY proto ./proto
-COPY schema ./schema
-COPY examples/demo ./examples/demo
+COPY --from=build /src/proto ./proto
+COPY --from=build /src/schema ./schema
+COPY --from=build /src/examples ./examples
 # A numeric user: Kubernetes' runAsNonRoot can only verify a numeric UID. 65532 is the
 # conventional "nonroot" ID (distroless, the examples/kubernetes manifests).
 USER 65532:65532

@@ -7,7 +7,7 @@
 // not-ready during shutdown.delay and exit 0 after a SIGTERM drain.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,24 @@ const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const dockerfileText = await readFile(path.join(REPO, 'Dockerfile'), 'utf8');
 const dockerignore = await readFile(path.join(REPO, '.dockerignore'), 'utf8');
 const IMAGE_UID = 65532;
+
+/** The `!path` exceptions of a `*`-first .dockerignore: everything the build context holds. */
+function admittedEntries(ignore: string): string[] {
+  return ignore
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith('!'))
+    .map((l) => l.slice(1).replace(/\/$/, ''));
+}
+
+/** chmod go-rwx on every file and folder under `dir`. */
+async function ownerOnly(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) await ownerOnly(p);
+    await chmod(p, entry.isDirectory() ? 0o700 : 0o600);
+  }
+}
 
 /** What the image must be; each returned string is one broken rule. */
 function imageRuleProblems(df: Dockerfile, ignore: string): string[] {
@@ -68,7 +86,7 @@ t.test('the Dockerfile follows the image rules', async (t) => {
   t.match(broken(dockerfileText.replace(/^USER .*$/m, '')), [/USER \(none\)/]);
   t.match(broken(dockerfileText.replace('ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]', 'ENTRYPOINT ["/bin/sh", "-c", "node /app/dist/src/cli/main.js"]')), [/ENTRYPOINT/]);
   t.match(broken(dockerfileText.replace('ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]', 'ENTRYPOINT node /app/dist/src/cli/main.js')), [/ENTRYPOINT: /]);
-  t.match(broken(dockerfileText.replace('COPY schema ./schema', 'COPY schema ./schema\nRUN chmod -R a+w ./schema')), [/runtime stage has a RUN/]);
+  t.match(broken(dockerfileText.replace('COPY --from=build /src/schema ./schema', 'COPY --from=build /src/schema ./schema\nRUN chmod -R a+w ./schema')), [/runtime stage has a RUN/]);
   t.match(broken(dockerfileText.replace(/FROM \$\{NODE_IMAGE\} AS runtime/, 'FROM node:20 AS runtime')), [/not a Node 20 slim image/]);
   t.match(broken(dockerfileText.replace(/CMD \["node", "\/app\/dist\/src\/cli\/main.js", "health"\]/, 'CMD curl -f http://127.0.0.1:15000/healthz')), [/HEALTHCHECK/]);
   t.match(broken(dockerfileText.replace('SIGIL_CONFIG=/etc/sigil/sigil.yaml', 'SIGIL_X=1')), [/SIGIL_CONFIG/]);
@@ -104,9 +122,16 @@ t.test('the image built from the Dockerfile runs the sidecar', async (t) => {
   const root = await tempDir(t, 'sigil-image-');
   // As root the sidecar runs as the image's user, who must be able to reach its files.
   await chmod(root, 0o755);
+  // The build context as Docker sends it: only what .dockerignore admits, and with the modes a
+  // checkout under umask 077 has (owner-only), which the image must not pass on to its user.
+  const context = path.join(root, 'context');
+  for (const entry of admittedEntries(dockerignore)) {
+    await cp(path.join(REPO, entry), path.join(context, entry), { recursive: true });
+  }
+  await ownerOnly(context);
   const started = Date.now();
   await replayBuild(df, {
-    context: REPO,
+    context,
     root,
     // The same commands; npm reuses its cache (CI ran npm ci moments ago) instead of downloading.
     env: { npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false' },
@@ -171,9 +196,11 @@ t.test('the image built from the Dockerfile runs the sidecar', async (t) => {
       trustDomain: 'example.org',
       identity: { dev: { caDir, spiffeId: 'spiffe://example.org/agent/placeholder' } },
       inbound: { listen: '127.0.0.1:0', upstream: 'http://127.0.0.1:3000' },
-      policy: { allow: ['spiffe://example.org/agent/*'] },
+      // A Cedar policy: compiling it reads the image's Cedar schema file.
+      policy: { cedar: './policy.cedar' },
     }),
   );
+  await writeFile(path.join(path.dirname(configFile), 'policy.cedar'), 'permit(principal, action, resource) when { principal in TrustDomain::"example.org" };\n');
   const adminPort = await closedPort();
   const overrides = {
     SIGIL_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
@@ -206,8 +233,10 @@ t.test('the image built from the Dockerfile runs the sidecar', async (t) => {
     t.match(stdout, /SIGIL_IDENTITY_DEV_SPIFFE_ID → identity\.dev\.spiffeId/, 'the override is logged by name');
     t.notMatch(stdout, /agent\/in-container.*overrides|overrides.*agent\/in-container/, 'override values stay out of the log');
 
-    const status = (await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json()) as { spiffeId?: string; ready?: boolean };
+    const status = (await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json()) as { spiffeId?: string; build?: { version?: string } };
     t.equal(status.spiffeId, 'spiffe://example.org/agent/in-container', 'the SVID is for the overridden SPIFFE ID');
+    const pkg = JSON.parse(await readFile(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
+    t.equal(status.build?.version, pkg.version, "the image's package.json is readable by its user (the version is not 'unknown')");
     const healthy = runToEnd(healthcheck, [], overrides);
     t.equal(healthy.status, 0, `the image's HEALTHCHECK passes: ${healthy.out}`);
 
