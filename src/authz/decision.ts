@@ -29,6 +29,11 @@ export interface JsonRpcContext {
   method: string;
   /** `params.name` of tools/call (MCP), where present. */
   tool?: string;
+  /**
+   * Set when no call is made: the decision filters a `tools/list` answer (may the caller see
+   * this tool?). Not part of the Cedar context, so the same rules decide; the audit line says so.
+   */
+  listing?: 'tools/list';
 }
 
 export interface WebSocketContext {

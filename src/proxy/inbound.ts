@@ -488,7 +488,7 @@ export class InboundProxy {
       options.selfHandleResponse = true;
       const allowed = memoAllowed(
         (name) =>
-          this.decideIn(req)({ ...scope, action: 'mcp.tools/call', resource: { type: 'Tool', name, agent: own.svid.id }, jsonrpc: { method: 'tools/call', tool: name } }, meta)
+          this.decideIn(req)({ ...scope, action: 'mcp.tools/call', resource: { type: 'Tool', name, agent: own.svid.id }, jsonrpc: { method: 'tools/call', tool: name, listing: 'tools/list' } }, meta)
             .allowed,
       );
       this.toolsListFilters.set(req, { allowed, ctx: filterContext(rpc) });

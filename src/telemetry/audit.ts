@@ -34,7 +34,7 @@ export interface AuditLine {
   policies: string[];
   policyVersion: string;
   http?: { method: string; path: string; host: string };
-  jsonrpc?: { method: string; tool?: string };
+  jsonrpc?: { method: string; tool?: string; listing?: 'tools/list' };
   delegation?: { sub: string; actors: string[]; depth: number; scope: string[]; task: string; jti?: string };
   /** A bus message refused before policy: why, in a bounded detail string. */
   bus?: { detail: string };
@@ -120,7 +120,7 @@ export function auditLine(decision: Decision, meta: CallMeta | undefined, time: 
     policyVersion: decision.policyVersion,
     // The query string never reaches the audit trail (it may carry tokens).
     http: http && { method: http.method, path: q === -1 ? http.path : http.path.slice(0, q), host: http.host },
-    jsonrpc: req.jsonrpc && { method: req.jsonrpc.method, tool: req.jsonrpc.tool },
+    jsonrpc: req.jsonrpc && { method: req.jsonrpc.method, tool: req.jsonrpc.tool, ...(req.jsonrpc.listing ? { listing: req.jsonrpc.listing } : {}) },
     delegation: d && { sub: d.sub, actors: d.actors, depth: d.depth, scope: d.scope, task: d.task, jti: d.jti },
     revocation: decision.revocation && { kind: decision.revocation.kind, id: decision.revocation.id },
   };

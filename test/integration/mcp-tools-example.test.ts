@@ -24,6 +24,7 @@ import { nestAct, signDelegationToken, SigningKeyRing } from '../../src/delegati
 import { SpiffeId } from '../../src/spiffe/index.js';
 import { mtlsRequest, plainRequest } from '../helpers/clients.js';
 import { runBroker, runSigil, tempDir, type RunningBroker, type RunningSigil } from '../helpers/env.js';
+import { auditLines } from '../helpers/observe.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../../examples/mcp-tools/', import.meta.url));
 const CALLER = join(EXAMPLE, 'caller.mjs');
@@ -185,6 +186,11 @@ t.test('close_ticket needs tickets:write: bob lacks it, so his token is narrowed
 
   const bobList = await caller(['list'], tokens.bob);
   t.same(bobList.answer.result?.tools.map((x: { name: string }) => x.name), ['search_docs', 'read_ticket'], "bob's tools/list leaves close_ticket out");
+  // The audit trail tells the filter's decisions from calls: the same action, marked `listing`.
+  const audit = join(dir, 'state', 'tool-sidecar-audit.jsonl');
+  const closes = await auditLines(audit, (l) => l.jsonrpc?.tool === 'close_ticket' && l.delegation?.sub === 'bob' && l.decision === 'deny');
+  t.same(closes.map((l) => l.jsonrpc.listing ?? 'call'), ['call', 'tools/list'], "bob's refused call, then the filter hiding the tool from his list");
+  t.ok(closes.every((l) => l.action === 'mcp.tools/call' && l.jsonrpc.method === 'tools/call'), 'both decided by the tools/call rules');
 
   // Positive control: the same call for alice, who granted tickets:write.
   const alice = await caller(['call', 'close_ticket', '{"id":"T-42","resolution":"fixed"}'], tokens.alice);
