@@ -23,11 +23,11 @@
 // describes every file, creates what is not shipped and applies NATS before the agents.
 // Every check is also shown to fail on a broken copy of the files.
 import { execFileSync } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import YAML, { parseAllDocuments } from 'yaml';
+import { editText, get, isObj, objs, readTree, str, type Files, type Obj } from '../helpers/example-files.js';
 import { compileCedarPolicy } from '../../src/authz/index.js';
 import { parseConfig, type SigilConfig } from '../../src/config/index.js';
 import { mayUse, natsBlock, natsScalar, natsSize, natsTopLevel, natsUncomment, natsUsers } from '../helpers/nats-conf.js';
@@ -55,14 +55,6 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 /** IANA_SVC_NAME: what a named port must look like. */
 const PORT_NAME = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 
-type Obj = Record<string, unknown>;
-/** File name → text, for every file of examples/kubernetes (or a mutated copy). */
-type Files = Map<string, string>;
-
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const objs = (v: unknown): Obj[] => (Array.isArray(v) ? v.filter(isObj) : []);
-const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-const get = (v: unknown, ...keys: string[]): unknown => keys.reduce<unknown>((o, k) => (isObj(o) ? o[k] : undefined), v);
 const isPort = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
 const labelsMatch = (selector: Obj, labels: Obj): boolean => Object.entries(selector).every(([k, v]) => labels[k] === v);
 
@@ -112,14 +104,6 @@ interface Context {
   manifests: Manifest[];
   problems: string[];
   externals: Map<string, External>;
-}
-
-async function readExamples(): Promise<Files> {
-  const files: Files = new Map();
-  for (const entry of await readdir(DIR, { withFileTypes: true })) {
-    if (entry.isFile()) files.set(entry.name, await readFile(path.join(DIR, entry.name), 'utf8'));
-  }
-  return files;
 }
 
 function checkExamples(files: Files): { problems: string[]; manifests: Manifest[]; sidecars: Sidecar[]; patched: Sidecar[] } {
@@ -988,12 +972,6 @@ function checkReadme(files: Files, manifests: Manifest[], sidecars: Sidecar[], c
 // ---------------------------------------------------------------------------------------------
 // Mutations for the negative controls.
 
-function editText(files: Files, file: string, from: string | RegExp, to: string): Files {
-  const text = files.get(file);
-  if (text === undefined || (typeof from === 'string' ? !text.includes(from) : text.search(from) < 0)) throw new Error(`${file} does not contain ${String(from)}`);
-  return new Map(files).set(file, text.replace(from, to));
-}
-
 /** Re-serializes `file` with `edit` applied to its document of `kind` (and `name`, if given); comments are lost (fine here). */
 function editYaml(files: Files, file: string, kind: string, edit: (doc: Obj) => void, name?: string): Files {
   let hit = false;
@@ -1054,7 +1032,7 @@ const PATCH = 'agent-deployment-hostpath.patch.yaml';
 const PLANNER = 'spiffe://example.org/ns/agents/sa/planner';
 
 t.test('examples/kubernetes are consistent', async (t) => {
-  const files = await readExamples();
+  const files = await readTree(DIR);
   for (const f of ['README.md', CONFIG, DEPLOYMENT, 'service.yaml', MONITOR, NETPOL, NATS, PATCH, 'spire-registration.sh']) t.ok(files.has(f), `${f} exists`);
   const { problems, manifests, sidecars, patched } = checkExamples(files);
   t.strictSame(problems, [], 'no problems');
@@ -1100,7 +1078,7 @@ t.test('examples/kubernetes are consistent', async (t) => {
 });
 
 t.test('each check fails on a broken copy', async (t) => {
-  const files = await readExamples();
+  const files = await readTree(DIR);
   const cases: { name: string; files: () => Files; expect: RegExp }[] = [
     // Parsing and metadata.
     { name: 'YAML syntax error', files: () => editText(files, 'service.yaml', 'type: ClusterIP', 'type: [ClusterIP'), expect: /service\.yaml document 1: YAML:/ },
